@@ -1,0 +1,69 @@
+# kexue: every target sets itself up. Set-up reruns only when its inputs change.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+# Stamps: the venv is (re)installed when pyproject.toml or constraints.txt change,
+# node_modules when package.json or package-lock.json change.
+DOCS_STAMP := $(VENV)/.kexue-docs
+TEST_STAMP := $(VENV)/.kexue-test
+NODE_STAMP := node_modules/.kexue-npm
+ADDR ?= 127.0.0.1:8000
+
+export NO_MKDOCS_2_WARNING := 1
+export MPLBACKEND := Agg
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: help serve test site clean lock browser-deps
+
+help:
+	@echo "make serve   set up, then serve the site at http://$(ADDR) with live reload"
+	@echo "make test    set up (with test extra), then unit tests, executed docs, strict build, browser test"
+	@echo "make site    strict build of the site into site/"
+	@echo "make clean   remove .venv, node_modules, site/ and caches"
+	@echo "make lock    refresh constraints.txt from the current venv"
+
+$(BIN)/python:
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python >= 3.11 is required, found " + sys.version.split()[0]'
+	$(PYTHON) -m venv $(VENV)
+
+# pip -qq: this machine's pip config names absent find-links folders; hide those warnings, keep errors.
+$(DOCS_STAMP): pyproject.toml constraints.txt | $(BIN)/python
+	@echo "==> installing kexue with the docs extra into $(VENV)"
+	$(BIN)/python -m pip install -qq -c constraints.txt -e '.[docs]'
+	@touch $@
+
+$(TEST_STAMP): pyproject.toml constraints.txt $(DOCS_STAMP) | $(BIN)/python
+	@echo "==> installing the test extra into $(VENV)"
+	$(BIN)/python -m pip install -qq -c constraints.txt -e '.[docs,test]'
+	@touch $@
+
+$(NODE_STAMP): package.json package-lock.json
+	@echo "==> installing npm assets (KaTeX, playwright-core)"
+	npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+# Headless Chromium for the browser test: Debian's package, installed if missing.
+browser-deps:
+	@bash scripts/ensure-chromium.sh
+
+serve: $(DOCS_STAMP) $(NODE_STAMP)
+	$(BIN)/mkdocs serve --dev-addr $(ADDR) --livereload
+
+site: $(DOCS_STAMP) $(NODE_STAMP)
+	$(BIN)/mkdocs build --strict --site-dir site
+
+test: $(TEST_STAMP) $(NODE_STAMP) browser-deps
+	$(BIN)/python -m pytest
+
+lock: | $(BIN)/python
+	$(BIN)/python -m pip freeze --exclude-editable | sed -e 's/+cpu$$//' > constraints.txt
+	@echo "constraints.txt refreshed ($$(wc -l < constraints.txt) pins)"
+
+clean:
+	rm -rf $(VENV) node_modules site .pytest_cache .hypothesis .cache artifacts
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

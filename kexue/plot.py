@@ -1,0 +1,182 @@
+"""One figure style for every page, and figure -> HTML for executed fences.
+
+The site has a light and a dark palette, so figures are drawn on a transparent
+background with mid-tone colours and mid-grey text that reads on both. Line plots
+become inline SVG (crisp, small); dense images (digit grids, heatmaps) become a
+base64 PNG ``<img>`` so readers can zoom them. Output is deterministic: the SVG
+hash salt and the metadata dates are fixed, so two builds give identical bytes.
+
+Typical use inside a page fence::
+
+    from kexue.plot import figure, figure_html
+    fig, ax = figure()
+    ax.plot(x, y)
+    print(figure_html(fig, caption="What to look at."))
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from typing import Any, Literal
+
+import matplotlib
+
+matplotlib.use("Agg")  # never open a window; must precede pyplot import
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+__all__ = ["PALETTE", "INK", "style", "figure", "figure_html"]
+
+#: Mid-tone, colour-blind-aware palette (Okabe-Ito hues, brightened for dark mode).
+PALETTE: tuple[str, ...] = (
+    "#3b8fd9",  # blue
+    "#e69f00",  # orange
+    "#2aa876",  # green
+    "#d55e8e",  # pink
+    "#8c7ae6",  # violet
+    "#56b4e9",  # sky
+    "#c9a227",  # ochre
+    "#9a9a9a",  # grey
+)
+
+#: Text and axis colour: a grey that keeps contrast on white and on Material's slate.
+INK = "#8a8f98"
+
+_RC: dict[str, Any] = {
+    "figure.figsize": (6.4, 3.6),
+    "figure.dpi": 100,
+    "savefig.dpi": 100,
+    "figure.facecolor": "none",
+    "axes.facecolor": "none",
+    "savefig.facecolor": "none",
+    "savefig.transparent": True,
+    "axes.edgecolor": INK,
+    "axes.labelcolor": INK,
+    "axes.titlecolor": INK,
+    "axes.titlesize": 11,
+    "axes.labelsize": 10,
+    "axes.grid": True,
+    "grid.color": INK,
+    "grid.alpha": 0.25,
+    "grid.linewidth": 0.6,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.prop_cycle": matplotlib.cycler(color=list(PALETTE)),
+    "xtick.color": INK,
+    "ytick.color": INK,
+    "xtick.labelsize": 9,
+    "ytick.labelsize": 9,
+    "text.color": INK,
+    "legend.frameon": False,
+    "legend.fontsize": 9,
+    "lines.linewidth": 1.8,
+    "font.family": "DejaVu Sans",
+    "svg.fonttype": "none",  # text stays text: selectable, searchable, tiny
+    "svg.hashsalt": "kexue",  # deterministic element ids
+    "image.cmap": "viridis",
+}
+
+
+def style() -> matplotlib.RcParams:
+    """Return the rc parameters of the kexue figure style (a copy of matplotlib's with ours applied).
+
+    Returns:
+        An ``RcParams`` usable as ``with matplotlib.rc_context(style()): ...``.
+    """
+    params = matplotlib.RcParams(matplotlib.rcParams)
+    params.update(_RC)
+    return params
+
+
+def figure(
+    nrows: int = 1,
+    ncols: int = 1,
+    *,
+    figsize: tuple[float, float] | None = None,
+    **subplot_kw: Any,
+) -> tuple[Figure, Any]:
+    """Create a figure and axes in the kexue style.
+
+    The style is written into ``matplotlib.rcParams`` (matplotlib has no per-figure
+    style and reads it whenever an artist is created), so later plots in the same
+    process share it. Use :func:`style` with ``matplotlib.rc_context`` to scope it instead.
+
+    Args:
+        nrows: Rows of subplots (>= 1).
+        ncols: Columns of subplots (>= 1).
+        figsize: Size in inches; defaults to 6.4 x 3.6 for one panel, wider/taller for grids.
+        **subplot_kw: Passed to ``plt.subplots`` (e.g. ``sharex=True``).
+
+    Returns:
+        ``(fig, ax)`` exactly as ``matplotlib.pyplot.subplots`` returns them.
+
+    Raises:
+        ValueError: If ``nrows`` or ``ncols`` is not a positive integer.
+    """
+    for name, value in (("nrows", nrows), ("ncols", ncols)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if figsize is None:
+        figsize = (6.4 if ncols == 1 else min(3.3 * ncols, 10.0), 3.6 if nrows == 1 else 3.0 * nrows)
+    # Matplotlib reads most style settings when an artist is created (a legend, a text added
+    # after this call), and it has no per-figure style, so the style is applied process-wide.
+    matplotlib.rcParams.update(_RC)
+    fig, ax = plt.subplots(nrows, ncols, figsize=figsize, layout="constrained", **subplot_kw)
+    return fig, ax
+
+
+def figure_html(
+    fig: Figure,
+    *,
+    fmt: Literal["svg", "png"] = "svg",
+    caption: str | None = None,
+    alt: str | None = None,
+    dpi: int = 110,
+    close: bool = True,
+) -> str:
+    """Render a figure as an HTML ``<figure>`` that a fence can print.
+
+    Args:
+        fig: The matplotlib figure.
+        fmt: ``"svg"`` for line plots (inline vector), ``"png"`` for dense images (base64 ``<img>``).
+        caption: Optional caption (plain text, HTML-escaped) saying what to look at.
+        alt: Alternative text for PNG images; defaults to the caption.
+        dpi: Resolution of PNG output.
+        close: Close the figure afterwards (frees memory; default True).
+
+    Returns:
+        A self-contained HTML string with no external references.
+
+    Raises:
+        TypeError: If ``fig`` is not a matplotlib ``Figure``.
+        ValueError: If ``fmt`` is not ``"svg"`` or ``"png"`` or ``dpi`` is not positive.
+    """
+    if not isinstance(fig, Figure):
+        raise TypeError(f"fig must be a matplotlib Figure, got {type(fig).__name__}")
+    if fmt not in ("svg", "png"):
+        raise ValueError(f"fmt must be 'svg' or 'png', got {fmt!r}")
+    if not isinstance(dpi, int) or dpi <= 0:
+        raise ValueError(f"dpi must be a positive integer, got {dpi!r}")
+    buf = io.BytesIO()
+    with matplotlib.rc_context(_RC):
+        if fmt == "svg":
+            fig.savefig(buf, format="svg", metadata={"Date": None, "Creator": None})
+            body = buf.getvalue().decode("utf-8")
+            # Drop the XML prolog and DOCTYPE: inline SVG in HTML5 needs neither.
+            body = body[body.index("<svg") :]
+            # Drop the RDF metadata block: it only names the creator and references schema URLs.
+            start, end = body.find("<metadata>"), body.find("</metadata>")
+            if start != -1 and end != -1:
+                body = body[:start] + body[end + len("</metadata>") :]
+            body = body.replace("<svg ", '<svg role="img" class="kexue-svg" ', 1)
+        else:
+            fig.savefig(buf, format="png", dpi=dpi, metadata={"Software": None})
+            data = base64.b64encode(buf.getvalue()).decode("ascii")
+            text = html.escape(alt if alt is not None else (caption or "figure"), quote=True)
+            body = f'<img class="kexue-png" alt="{text}" src="data:image/png;base64,{data}">'
+    if close:
+        plt.close(fig)
+    cap = f"<figcaption>{html.escape(caption)}</figcaption>" if caption else ""
+    return f'<figure class="kexue-figure">{body}{cap}</figure>'

@@ -1,0 +1,67 @@
+// Drive headless Chromium over pages of the built site and report what a reader would hit.
+// Usage: node smoke.mjs <chromium> <base-url> <screenshot-dir|-> <path> [<path> ...]
+// Prints one JSON object: {pages: [{path, status, consoleErrors, pageErrors, katex, rawMath,
+// figures, brokenFigures, title}], external: [urls the pages tried to fetch outside 127.0.0.1]}.
+// Requests to other hosts are aborted and recorded, so "zero external requests" is observed,
+// not assumed.
+import { chromium } from "playwright-core";
+
+const [executablePath, base, shots, ...paths] = process.argv.slice(2);
+const browser = await chromium.launch({
+  executablePath,
+  headless: true,
+  args: [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+  ],
+});
+const external = [];
+const results = [];
+try {
+  for (const scheme of ["light", "dark"]) {
+    const context = await browser.newContext({ colorScheme: scheme, viewport: { width: 1280, height: 900 } });
+    await context.route("**/*", (route) => {
+      const url = new URL(route.request().url());
+      if (url.protocol === "data:" || url.hostname === "127.0.0.1") return route.continue();
+      external.push(route.request().url());
+      return route.abort();
+    });
+    for (const path of paths) {
+      const page = await context.newPage();
+      const consoleErrors = [];
+      const pageErrors = [];
+      page.on("console", (msg) => { if (msg.type() === "error") consoleErrors.push(msg.text()); });
+      page.on("pageerror", (err) => pageErrors.push(String(err)));
+      const response = await page.goto(base + path, { waitUntil: "load" });
+      await page.waitForLoadState("networkidle");
+      const info = await page.evaluate(() => {
+        const math = [...document.querySelectorAll(".arithmatex")];
+        const imgs = [...document.querySelectorAll("article img")];
+        const svgs = [...document.querySelectorAll("article svg.kexue-svg")];
+        const broken = [
+          ...imgs.filter((i) => !(i.complete && i.naturalWidth > 0)).map((i) => "img " + (i.alt || i.src.slice(0, 40))),
+          ...svgs.filter((s) => { const r = s.getBoundingClientRect(); return !(r.width > 0 && r.height > 0 && s.childElementCount > 0); }).map(() => "svg"),
+        ];
+        return {
+          title: document.title,
+          katex: document.querySelectorAll(".katex").length,
+          mathElements: math.length,
+          rawMath: math.filter((m) => !m.querySelector(".katex")).map((m) => m.textContent.slice(0, 80)),
+          figures: imgs.length + svgs.length,
+          brokenFigures: broken,
+          scheme: document.body.getAttribute("data-md-color-scheme"),
+        };
+      });
+      if (shots !== "-") {
+        const name = (path.replace(/^\/|\/$/g, "").replace(/[^\w]+/g, "_") || "home") + `-${scheme}.png`;
+        await page.screenshot({ path: `${shots}/${name}`, fullPage: true });
+      }
+      results.push({ path, colorScheme: scheme, status: response ? response.status() : null, consoleErrors, pageErrors, ...info });
+      await page.close();
+    }
+    await context.close();
+  }
+} finally {
+  await browser.close();
+}
+process.stdout.write(JSON.stringify({ pages: results, external }));

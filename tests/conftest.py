@@ -1,0 +1,52 @@
+"""Shared fixtures: the project root and one strict build of the whole site per test session."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Build:
+    """Result of ``mkdocs build --strict`` run in a subprocess."""
+
+    site: Path
+    returncode: int
+    log: str
+    seconds: float
+
+
+def mkdocs_build(config: Path, site_dir: Path, cwd: Path = ROOT) -> Build:
+    """Run a strict build of ``config`` into ``site_dir`` and capture its log."""
+    env = {**os.environ, "NO_MKDOCS_2_WARNING": "1", "MPLBACKEND": "Agg"}
+    start = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "-f", str(config), "-d", str(site_dir)],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return Build(site_dir, proc.returncode, proc.stdout + proc.stderr, time.perf_counter() - start)
+
+
+@pytest.fixture(scope="session")
+def root() -> Path:
+    return ROOT
+
+
+@pytest.fixture(scope="session")
+def built_site(tmp_path_factory: pytest.TempPathFactory) -> Build:
+    """The real site, built once per session with ``--strict`` (every fence runs again here)."""
+    build = mkdocs_build(ROOT / "mkdocs.yml", tmp_path_factory.mktemp("site") / "site")
+    print(f"\nstrict site build: {build.seconds:.1f} s")
+    return build
