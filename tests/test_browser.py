@@ -38,6 +38,33 @@ def _pages(site: Path) -> list[str]:
     return out
 
 
+# Search queries a reader would type, in Chinese and English, and the page each must find.
+# A case is used only when its page exists, plus two baselines that exist from day one.
+SEARCH_CASES = {
+    "科学空间": "/",
+    "KaTeX": "/about/",
+    "进制": "/articles/rope-beta-base/",
+    "NTK-aware": "/articles/rope-beta-base/",
+    "胶囊": "/articles/capsule-feast/",
+    "dynamic routing": "/articles/capsule-feast/",
+    "阅读理解": "/articles/dgcnn-reading-comprehension/",
+    "mixup": "/articles/samplepairing-mixup/",
+    "流模型": "/articles/realnvp-glow/",
+    "李普希茨": "/articles/lipschitz-spectral-norm/",
+    "Lipschitz": "/articles/lipschitz-spectral-norm/",
+    "量子化": "/articles/vq-vae/",
+    "互信息": "/articles/hsic/",
+    "HSIC": "/articles/hsic/",
+}
+
+
+def _search_cases(root: Path) -> dict[str, str]:
+    def exists(path: str) -> bool:
+        return path == "/" or path == "/about/" or (root / "docs" / (path.strip("/") + ".md")).is_file()
+
+    return {q: p for q, p in SEARCH_CASES.items() if exists(p)}
+
+
 @pytest.fixture(scope="module")
 def served(built_site):
     assert built_site.returncode == 0, "the site did not build; see test_site.py"
@@ -63,9 +90,11 @@ def report(served, root: Path) -> dict:
     base, pages = served
     shots = root / "artifacts" / "screenshots"
     shots.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "KEXUE_SEARCH": json.dumps(list(_search_cases(root)), ensure_ascii=False)}
     proc = subprocess.run(
         ["node", str(root / "tests" / "browser" / "smoke.mjs"), exe, base, str(shots), *pages],
         cwd=root,
+        env=env,
         capture_output=True,
         text=True,
         timeout=600,
@@ -106,3 +135,25 @@ def test_dark_palette_is_applied(report):
     schemes = {(p["path"], p["colorScheme"]): p["scheme"] for p in report["pages"]}
     assert schemes[("/", "dark")] == "slate"
     assert schemes[("/", "light")] == "default"
+
+
+def test_search_finds_pages_in_chinese_and_english(report, root: Path):
+    cases = _search_cases(root)
+    got = {s["query"]: s for s in report["search"]}
+    assert set(got) == set(cases)
+    for query, path in cases.items():
+        assert "error" not in got[query], got[query]
+        hits = [h if h.endswith("/") else h + "/" for h in got[query]["hits"]]
+        assert path in hits[:5], f"searching {query!r} should find {path} among the top hits, got {hits[:5]}"
+
+
+def test_notebook_buttons_download_notebooks(report, root: Path):
+    articles = {f"/articles/{p.stem}/" for p in (root / "docs" / "articles").glob("*.md")
+                if p.name != "index.md" and "\narticle:" in p.read_text("utf-8")}
+    seen = {p["path"] for p in report["pages"] if p.get("notebook")}
+    assert seen == articles
+    for page in report["pages"]:
+        nb = page.get("notebook")
+        if nb:
+            assert nb["status"] == 200 and nb.get("nbformat") == 4, (page["path"], nb)
+            assert nb["codeCells"] >= 3 and nb["download"].endswith(".ipynb"), (page["path"], nb)

@@ -1,7 +1,9 @@
 // Drive headless Chromium over pages of the built site and report what a reader would hit.
 // Usage: node smoke.mjs <chromium> <base-url> <screenshot-dir|-> <path> [<path> ...]
+// Optional env KEXUE_SEARCH='["query", ...]': type each query into the site search (light palette).
 // Prints one JSON object: {pages: [{path, status, consoleErrors, pageErrors, katex, rawMath,
-// figures, brokenFigures, title}], external: [urls the pages tried to fetch outside 127.0.0.1]}.
+// figures, brokenFigures, title, notebook}], search: [{query, hits}],
+// external: [urls the pages tried to fetch outside 127.0.0.1]}.
 // Requests to other hosts are aborted and recorded, so "zero external requests" is observed,
 // not assumed.
 import { chromium } from "playwright-core";
@@ -17,6 +19,7 @@ const browser = await chromium.launch({
 });
 const external = [];
 const results = [];
+const search = [];
 try {
   for (const scheme of ["light", "dark"]) {
     const context = await browser.newContext({ colorScheme: scheme, viewport: { width: 1280, height: 900 } });
@@ -52,6 +55,21 @@ try {
           scheme: document.body.getAttribute("data-md-color-scheme"),
         };
       });
+      // The notebook button, if any: download it the way a reader would and check it is a notebook.
+      info.notebook = await page.evaluate(async () => {
+        const a = document.querySelector("a.kx-notebook");
+        if (!a) return null;
+        const res = await fetch(a.href);
+        const text = await res.text();
+        try {
+          const nb = JSON.parse(text);
+          return { href: a.getAttribute("href"), download: a.getAttribute("download"), status: res.status,
+                   nbformat: nb.nbformat, cells: (nb.cells || []).length,
+                   codeCells: (nb.cells || []).filter((c) => c.cell_type === "code").length };
+        } catch (e) {
+          return { href: a.getAttribute("href"), status: res.status, error: String(e) };
+        }
+      });
       if (shots !== "-") {
         const name = (path.replace(/^\/|\/$/g, "").replace(/[^\w]+/g, "_") || "home") + `-${scheme}.png`;
         await page.screenshot({ path: `${shots}/${name}`, fullPage: true });
@@ -59,9 +77,25 @@ try {
       results.push({ path, colorScheme: scheme, status: response ? response.status() : null, consoleErrors, pageErrors, ...info });
       await page.close();
     }
+    if (scheme === "light") {
+      for (const query of JSON.parse(process.env.KEXUE_SEARCH || "[]")) {
+        const page = await context.newPage();
+        page.on("pageerror", (err) => search.push({ query, error: String(err) }));
+        // Material opens the search with the query of a ?q= link, as a shared search link does.
+        await page.goto(base + "/?q=" + encodeURIComponent(query), { waitUntil: "load" });
+        let hits = [];
+        try {
+          await page.waitForSelector(".md-search-result__item a", { timeout: 15000 });
+          hits = await page.$$eval(".md-search-result__item a", (as) => as.map((a) => new URL(a.href).pathname));
+        } catch (e) { /* no results: reported as an empty list */ }
+        const meta = await page.$eval(".md-search-result__meta", (m) => m.textContent).catch(() => "");
+        search.push({ query, hits, meta });
+        await page.close();
+      }
+    }
     await context.close();
   }
 } finally {
   await browser.close();
 }
-process.stdout.write(JSON.stringify({ pages: results, external }));
+process.stdout.write(JSON.stringify({ pages: results, search, external }));

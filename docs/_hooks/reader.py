@@ -1,0 +1,422 @@
+"""MkDocs hook: what a reader gets around every article page, built from the page itself.
+
+For each article page (a page under ``articles/`` whose front matter names its ``article``):
+
+* a line under the title with the original Chinese title, links to the article and its
+  sequels, and buttons for the **notebook**, the **page source** and the **API** page;
+* a generated Jupyter notebook ``articles/<slug>/<slug>.ipynb``: the page's prose as Markdown
+  cells and its executed fences, in order, as code cells (HTML / Markdown output is shown
+  with ``IPython.display``), so it runs top to bottom in a fresh kernel with ``kexue`` installed;
+* the Markdown source of the page as ``articles/<slug>/<slug>.md.txt``;
+* a **Cite** section with BibTeX for the original article and for the page;
+* a card in the home-page gallery (``<div class="kx-gallery"></div>`` in ``index.md``): the
+  page's first executed figure as thumbnail, both titles, the summary and the tally of the
+  verdicts of its *Claims vs reproduction* table.
+
+An article page without a claims table, or with a verdict outside the four allowed words,
+logs a warning, which fails the strict build.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import logging
+import re
+from dataclasses import dataclass
+from datetime import date
+from html.parser import HTMLParser
+from pathlib import Path
+
+from mkdocs.structure.files import File
+from mkdocs.utils.meta import get_data
+
+from kexue._docs import expand_snippets, scan_fences
+
+log = logging.getLogger("mkdocs.hooks.reader")
+
+ROOT = Path(__file__).resolve().parents[2]
+VERDICTS = ("reproduced", "partly", "not reproduced", "not tested")
+GALLERY_MARK = '<div class="kx-gallery"></div>'
+REQUIRED_META = ("title", "zh_title", "article", "article_date", "summary", "module")
+# Optional front matter: ``sequels`` (list of URLs) and ``zh_keywords`` (Chinese search terms
+# shown in the header line, so a reader searching in Chinese finds the page).
+
+
+@dataclass
+class Card:
+    """What the home-page gallery shows for one article page."""
+
+    url: str
+    title: str
+    zh_title: str
+    summary: str
+    thumbnail: str  # an <img> src (data: URI) or ""
+    alt: str
+    verdicts: dict[str, int]
+
+
+class _State:
+    """Everything the hook remembers during one build (reset in ``on_pre_build``)."""
+
+    def __init__(self) -> None:
+        self.cards: dict[str, Card] = {}
+        self.order: list[str] = []
+
+
+_state = _State()
+
+
+def _slug(src_uri: str) -> str:
+    return Path(src_uri).stem
+
+
+def _is_article(src_uri: str, meta: dict) -> bool:
+    return src_uri.startswith("articles/") and src_uri != "articles/index.md" and "article" in meta
+
+
+# ---------------------------------------------------------------- notebook
+
+
+def _cell_source(text: str) -> list[str]:
+    lines = text.strip("\n").split("\n")
+    return [line + "\n" for line in lines[:-1]] + [lines[-1]]
+
+
+def _markdown_cell(text: str) -> dict:
+    return {"cell_type": "markdown", "metadata": {}, "source": _cell_source(text)}
+
+
+def _code_cell(text: str) -> dict:
+    return {"cell_type": "code", "execution_count": None, "metadata": {}, "outputs": [], "source": _cell_source(text)}
+
+
+def notebook_from_markdown(markdown: str, meta: dict, page_url: str) -> dict:
+    """Turn an article page's Markdown into an nbformat-4 notebook (as a dict).
+
+    Executed fences become code cells in page order; their hidden-line markers are removed
+    but the lines are kept, because later cells may need what they define. A fence whose
+    output the site renders as HTML (``html="on"``) or Markdown (no ``result``) runs under
+    ``%%capture`` and the next cell displays the captured text the same way. Other fences
+    become Markdown code blocks (snippet includes expanded), prose becomes Markdown cells.
+    """
+    lines = markdown.split("\n")
+    cells: list[dict] = [
+        _markdown_cell(
+            f"# {meta.get('title', '')}\n\n"
+            f"Notebook generated from the kexue page [{meta.get('title', '')}]({page_url}), which explains "
+            f"[《{meta.get('zh_title', '')}》]({meta.get('article', '')}) by Su Jianlin. "
+            "Its code cells are the page's executed blocks, in order; run them top to bottom "
+            "with `kexue` installed (`pip install -e .` in a clone of the repository)."
+        )
+    ]
+    prose: list[str] = []
+    i = 0
+    fences = {f.line - 1: f for f in scan_fences(markdown)}
+    title_dropped = False
+    while i < len(lines):
+        fence = fences.get(i)
+        if fence is None:
+            if not title_dropped and lines[i].startswith("# "):
+                title_dropped = True  # the first cell already carries the title
+            else:
+                prose.append(lines[i])
+            i += 1
+            continue
+        end = i + 1 + fence.source.count("\n")  # the closing fence line
+        if fence.executed:
+            if "\n".join(prose).strip():
+                cells.append(_markdown_cell("\n".join(prose)))
+            prose = []
+            code = re.sub(r"[ \t]*#\s*markdown-exec:\s*hide\s*$", "", fence.source, flags=re.M).rstrip()
+            html_out = fence.attrs.get("html", "").lower() in {"on", "true", "1", "yes"}
+            rich = html_out or not fence.attrs.get("result")
+            if rich:
+                cells.append(_code_cell("%%capture _page_output\n" + code))
+                shown = "HTML" if html_out else "Markdown"
+                cells.append(
+                    _code_cell(f"from IPython.display import {shown}, display\n\ndisplay({shown}(_page_output.stdout))")
+                )
+            else:
+                cells.append(_code_cell(code))
+        else:
+            body = expand_snippets(fence.source, ROOT).rstrip("\n")
+            prose.extend([f"```{fence.lang}", body, "```"])
+        i = end + 1
+    if "\n".join(prose).strip():
+        cells.append(_markdown_cell("\n".join(prose)))
+    return {
+        "cells": cells,
+        "metadata": {
+            "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
+            "language_info": {"name": "python"},
+        },
+        "nbformat": 4,
+        "nbformat_minor": 5,
+    }
+
+
+def _with_cell_ids(nb: dict, slug: str) -> dict:
+    for n, cell in enumerate(nb["cells"]):
+        cell["id"] = f"{slug}-{n}"
+    return nb
+
+
+# ---------------------------------------------------------------- events
+
+
+def on_pre_build(config) -> None:
+    global _state
+    _state = _State()
+
+
+def on_files(files, config):
+    """Add the notebook and the Markdown source of each article page to the site."""
+    for file in list(files.documentation_pages()):
+        if not file.src_uri.startswith("articles/") or file.src_uri == "articles/index.md":
+            continue
+        raw = Path(file.abs_src_path).read_text(encoding="utf-8")
+        body, meta = get_data(raw)
+        if "article" not in meta:
+            continue
+        slug = _slug(file.src_uri)
+        page_url = config.site_url.rstrip("/") + "/" + file.url if config.site_url else file.url
+        nb = _with_cell_ids(notebook_from_markdown(body, meta, page_url), slug)
+        files.append(
+            File.generated(config, f"articles/{slug}/{slug}.ipynb", content=json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
+        )
+        files.append(File.generated(config, f"articles/{slug}/{slug}.md.txt", content=raw))
+    return files
+
+
+def on_nav(nav, config, files):
+    _state.order = [p.file.src_uri for p in nav.pages]
+    return nav
+
+
+def _bibtex(meta: dict, slug: str, page_url: str) -> str:
+    day = meta["article_date"]
+    if isinstance(day, str):
+        day = date.fromisoformat(day)
+    number = str(meta["article"]).rstrip("/").rsplit("/", 1)[-1]
+    original = (
+        f"@online{{su{day.year}_{number},\n"
+        f"  author       = {{Su, Jianlin}},\n"
+        f"  title        = {{{meta['zh_title']}}},\n"
+        f"  organization = {{Scientific Spaces (kexue.fm)}},\n"
+        f"  year         = {{{day.year}}},\n"
+        f"  month        = {{{day.month}}},\n"
+        f"  day          = {{{day.day}}},\n"
+        f"  url          = {{{meta['article']}}},\n"
+        f"  language     = {{chinese}},\n"
+        f"}}"
+    )
+    ours = (
+        f"@misc{{kexue_{slug.replace('-', '_')},\n"
+        f"  author       = {{{{kexue contributors}}}},\n"
+        f"  title        = {{{{{meta['title']}}}: an English explanation and CPU reproduction}},\n"
+        f"  howpublished = {{kexue documentation site, module \\texttt{{{meta['module']}}}}},\n"
+        f"  url          = {{{page_url}}},\n"
+        f"  note         = {{Explains and reproduces \\cite{{su{day.year}_{number}}}}},\n"
+        f"}}"
+    )
+    return original, ours
+
+
+def on_page_markdown(markdown: str, page, config, files) -> str:
+    """Add the header line, the download buttons and the Cite section to an article page."""
+    meta = page.meta
+    if not _is_article(page.file.src_uri, meta):
+        return markdown
+    missing = [k for k in REQUIRED_META if not meta.get(k)]
+    if missing:
+        log.warning(f"{page.file.src_uri}: front matter lacks {', '.join(missing)}")
+        return markdown
+    slug = _slug(page.file.src_uri)
+    topic = str(meta["module"]).rsplit(".", 1)[-1]
+    sequels = meta.get("sequels") or []
+    links = [f"[kexue.fm/archives/{str(meta['article']).rstrip('/').rsplit('/', 1)[-1]}]({meta['article']})"]
+    links += [f"sequel [kexue.fm/archives/{str(s).rstrip('/').rsplit('/', 1)[-1]}]({s})" for s in sequels]
+    zh = meta.get("zh_keywords") or []
+    keywords = f' · <span lang="zh">关键词：{"、".join(html.escape(str(k)) for k in zh)}</span>' if zh else ""
+    header = (
+        f'<div class="kx-meta" markdown>\n'
+        f'<span lang="zh">《{meta["zh_title"]}》</span> — Su Jianlin, {meta["article_date"]}, '
+        f"{' · '.join(links)}{keywords}\n\n"
+        f'[Download notebook]({slug}/{slug}.ipynb){{ .md-button .kx-notebook download="{slug}.ipynb" }}'
+        f" [Page source]({slug}/{slug}.md.txt){{ .md-button }}"
+        f" [API: `{meta['module']}`](../api/{topic}.md){{ .md-button }}\n"
+        f"</div>\n"
+    )
+    lines = markdown.split("\n")
+    fence_lines = {f.line - 1 for f in scan_fences(markdown)}
+    at = next((i for i, line in enumerate(lines) if line.startswith("# ") and i not in fence_lines), -1)
+    lines.insert(at + 1, "\n" + header)
+    page_url = config.site_url.rstrip("/") + "/" + page.url if config.site_url else page.url
+    original, ours = _bibtex(meta, slug, page_url)
+    cite = (
+        "\n\n## Cite\n\n"
+        "If you use the ideas, cite the original article; if you use this page's code or numbers, cite the page "
+        f"as well. The notebook of this page is [{slug}.ipynb]({slug}/{slug}.ipynb).\n\n"
+        f"```bibtex\n{original}\n```\n\n```bibtex\n{ours}\n```\n"
+    )
+    return "\n".join(lines) + cite
+
+
+class _Figures(HTMLParser):
+    """Find the first kexue figure (its SVG or <img> and caption) and the claims-table verdicts."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.depth = 0  # depth inside the first <figure class="kexue-figure">, 0 when outside
+        self.done = False
+        self.svg_start: int | None = None
+        self.svg_end: int | None = None
+        self.img = ""
+        self.alt = ""
+        self.caption: list[str] = []
+        self.in_caption = False
+        self.after_claims = False
+        self.table_done = False
+        self.in_table = False
+        self.row: list[str] = []
+        self.cell: list[str] | None = None
+        self.header: list[str] = []
+        self.rows: list[list[str]] = []
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "figure" and not self.done and "kexue-figure" in (a.get("class") or "").split():
+            self.depth = 1
+            return
+        if self.depth:
+            if tag == "figure":
+                self.depth += 1
+            elif tag == "svg" and self.svg_start is None and not self.img:
+                self.svg_start = self._offset()
+            elif tag == "img" and self.svg_start is None and not self.img:
+                self.img, self.alt = a.get("src") or "", a.get("alt") or ""
+            elif tag == "figcaption":
+                self.in_caption = True
+        if tag in {"h2"} and (a.get("id") or "") == "claims-vs-reproduction":
+            self.after_claims = True
+        if self.after_claims and not self.table_done:
+            if tag == "table":
+                self.in_table = True
+            elif self.in_table and tag == "tr":
+                self.row = []
+            elif self.in_table and tag in {"td", "th"}:
+                self.cell = []
+
+    def handle_endtag(self, tag):
+        if self.depth:
+            if tag == "svg" and self.svg_start is not None and self.svg_end is None:
+                self.svg_end = self._offset() + len("</svg>")
+            elif tag == "figcaption":
+                self.in_caption = False
+            elif tag == "figure":
+                self.depth -= 1
+                if self.depth == 0:
+                    self.done = True
+        if self.in_table:
+            if tag in {"td", "th"} and self.cell is not None:
+                self.row.append(" ".join("".join(self.cell).split()))
+                self.cell = None
+            elif tag == "tr":
+                if not self.header:
+                    self.header = self.row
+                else:
+                    self.rows.append(self.row)
+            elif tag == "table":
+                self.in_table, self.table_done = False, True
+
+    def handle_data(self, data):
+        if self.in_caption:
+            self.caption.append(data)
+        if self.cell is not None:
+            self.cell.append(data)
+
+    def _offset(self) -> int:
+        line, col = self.getpos()
+        return self._line_starts[line - 1] + col
+
+    def parse(self, text: str) -> None:
+        self._line_starts = [0]
+        for m in re.finditer("\n", text):
+            self._line_starts.append(m.end())
+        self.feed(text)
+        self.close()
+
+
+def verdict_of(cell: str) -> str | None:
+    """The verdict word a claims-table cell starts with, or ``None``."""
+    text = cell.strip().lower().lstrip("*_ ")
+    for word in sorted(VERDICTS, key=len, reverse=True):
+        if text.startswith(word):
+            return word
+    return None
+
+
+def on_page_content(html_text: str, page, config, files) -> str:
+    """Collect the gallery card of an article page: thumbnail and verdict tally."""
+    if not _is_article(page.file.src_uri, page.meta):
+        return html_text
+    found = _Figures()
+    found.parse(html_text)
+    if found.svg_start is not None and found.svg_end is not None:
+        svg = html_text[found.svg_start : found.svg_end]
+        if "xmlns=" not in svg[:200]:
+            svg = svg.replace("<svg", '<svg xmlns="http://www.w3.org/2000/svg"', 1)
+        thumb = "data:image/svg+xml;base64," + base64.b64encode(svg.encode("utf-8")).decode("ascii")
+    else:
+        thumb = found.img if found.img.startswith("data:") else ""
+    where = page.file.src_uri
+    if not thumb:
+        log.warning(f"{where}: no figure printed by the page's code, so no gallery thumbnail")
+    header = [h.lower() for h in found.header]
+    tally = dict.fromkeys(VERDICTS, 0)
+    if "verdict" not in header or not found.rows:
+        log.warning(f"{where}: no '## Claims vs reproduction' table with a Verdict column")
+    else:
+        col = header.index("verdict")
+        for row in found.rows:
+            word = verdict_of(row[col]) if col < len(row) else None
+            if word is None:
+                log.warning(f"{where}: claims-table verdict {row[col:col + 1]} does not start with one of {VERDICTS}")
+            else:
+                tally[word] += 1
+    caption = " ".join("".join(found.caption).split())
+    _state.cards[page.file.src_uri] = Card(
+        url=page.url,
+        title=str(page.meta["title"]),
+        zh_title=str(page.meta["zh_title"]),
+        summary=str(page.meta["summary"]),
+        thumbnail=thumb,
+        alt=found.alt or caption or f"Figure from {page.meta['title']}",
+        verdicts=tally,
+    )
+    return html_text
+
+
+def _card_html(card: Card) -> str:
+    e = html.escape
+    thumb = f'<img class="kx-thumb" src="{card.thumbnail}" alt="{e(card.alt)}" loading="lazy">' if card.thumbnail else ""
+    tally = " · ".join(f"{n} {word}" for word, n in card.verdicts.items() if n)
+    return (
+        f'<a class="kx-card" href="{e(card.url)}">{thumb}'
+        f'<span class="kx-card-title">{e(card.title)}</span>'
+        f'<span class="kx-card-zh" lang="zh">{e(card.zh_title)}</span>'
+        f'<span class="kx-card-summary">{e(card.summary)}</span>'
+        f'<span class="kx-card-verdict">Claims: {e(tally) if tally else "none listed"}</span></a>'
+    )
+
+
+def on_post_page(output: str, page, config) -> str:
+    """Fill the gallery placeholder of the home page with one card per article, in nav order."""
+    if GALLERY_MARK not in output:
+        return output
+    order = {uri: n for n, uri in enumerate(_state.order)}
+    cards = sorted(_state.cards.items(), key=lambda kv: order.get(kv[0], len(order)))
+    gallery = f'<div class="kx-gallery" data-cards="{len(cards)}">' + "".join(_card_html(c) for _, c in cards) + "</div>"
+    return output.replace(GALLERY_MARK, gallery, 1)

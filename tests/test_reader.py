@@ -1,0 +1,280 @@
+"""What a reader gets around the articles: gallery, notebooks, citations, links, 404.
+
+Two levels: a throw-away site with one small article page proves the hook's behaviour
+(and that a page without a claims table fails the strict build); the real built site is
+then checked page by page: every article has a notebook that validates and runs top to
+bottom in a fresh kernel, a Cite section, a gallery card with a thumbnail, and every
+internal link and anchor of the whole site resolves.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import sys
+from html.parser import HTMLParser
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+import nbformat
+import pytest
+import yaml
+from nbclient import NotebookClient
+
+from tests.conftest import ROOT, mkdocs_build
+
+sys.path.insert(0, str(ROOT / "docs" / "_hooks"))
+import reader  # noqa: E402  (the hook module itself, for its pure helpers)
+
+pytestmark = pytest.mark.site
+
+ARTICLES = sorted(
+    p for p in (ROOT / "docs" / "articles").glob("*.md") if p.name != "index.md" and "\narticle:" in p.read_text("utf-8")
+)
+
+DEMO = '''---
+title: A demo article
+zh_title: 演示文章
+article: https://kexue.fm/archives/1234
+sequels: [https://kexue.fm/archives/1235]
+zh_keywords: [演示, 测试]
+article_date: 2020-02-03
+summary: A page that exists only to test the reader hook.
+module: kexue.demo
+---
+
+# A demo article
+
+Some prose with math $x^2$.
+
+```python
+not_executed = "shown as a code block in the notebook"
+```
+
+```python exec="on" source="above" session="demo" result="text"
+total = sum(range(10))
+print(total)
+```
+
+```python exec="on" html="on" session="demo"
+from kexue.plot import figure, figure_html
+fig, ax = figure()
+ax.plot([0, 1, 2], [total, 0, total])
+print(figure_html(fig, caption="A V shape drawn from the total."))
+```
+
+## Claims vs reproduction
+
+```python exec="on" session="demo"
+print("| Claim | Article | Ours | Verdict |")
+print("|---|---|---|---|")
+print(f"| the sum is 45 | 45 | {total} | reproduced: same number |")
+print("| something else | 1 | 2 | partly, close enough |")
+print("| untested | 3 | n/a | not tested here |")
+```
+'''
+
+
+def _demo_site(tmp: Path, article: str) -> Path:
+    config = yaml.safe_load((ROOT / "mkdocs.yml").read_text(encoding="utf-8"))
+    config["docs_dir"] = str(tmp / "docs")
+    config["hooks"] = [str(ROOT / h) for h in config["hooks"]]
+    config["theme"]["custom_dir"] = str(ROOT / config["theme"]["custom_dir"])
+    config["plugins"] = [p for p in config["plugins"] if not (isinstance(p, dict) and "mkdocstrings" in p)]
+    config["extra_css"] = [c for c in config["extra_css"] if "katex" in c]
+    config.pop("nav", None)
+    (tmp / "docs" / "articles").mkdir(parents=True)
+    (tmp / "docs" / "api").mkdir()
+    (tmp / "docs" / "index.md").write_text('# Home\n\n<div class="kx-gallery"></div>\n', encoding="utf-8")
+    (tmp / "docs" / "articles" / "demo.md").write_text(article, encoding="utf-8")
+    (tmp / "docs" / "api" / "demo.md").write_text("# kexue.demo\n", encoding="utf-8")
+    path = tmp / "mkdocs.yml"
+    path.write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory) -> Path:
+    tmp = tmp_path_factory.mktemp("demo")
+    build = mkdocs_build(_demo_site(tmp, DEMO), tmp / "site")
+    assert build.returncode == 0, build.log[-3000:]
+    return tmp / "site"
+
+
+def _text(html: str) -> str:
+    return re.sub(r"<[^>]+>", "", html)
+
+
+def _run(nb_path: Path, cwd: Path, timeout: int = 300) -> nbformat.NotebookNode:
+    nb = nbformat.read(nb_path, as_version=4)
+    nbformat.validate(nb)
+    NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(cwd)}}).execute()
+    return nb
+
+
+def test_verdict_words():
+    assert reader.verdict_of("Reproduced (at 8×8)") == "reproduced"
+    assert reader.verdict_of("**not reproduced**: too small") == "not reproduced"
+    assert reader.verdict_of("partly — the trend holds") == "partly"
+    assert reader.verdict_of("Not tested") == "not tested"
+    assert reader.verdict_of("yes") is None
+
+
+def test_notebook_cells_follow_the_page():
+    body = DEMO.split("---\n", 2)[2]
+    meta = yaml.safe_load(DEMO.split("---\n", 2)[1])
+    nb = reader.notebook_from_markdown(body, meta, "http://x/articles/demo/")
+    kinds = [c["cell_type"] for c in nb["cells"]]
+    code = ["".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code"]
+    assert kinds[0] == "markdown" and "演示文章" in "".join(nb["cells"][0]["source"])
+    assert code[0] == "total = sum(range(10))\nprint(total)"  # result="text": runs as is
+    assert code[1].startswith("%%capture _page_output\n") and "figure_html" in code[1]
+    assert "HTML(_page_output.stdout)" in code[2]
+    assert "Markdown(_page_output.stdout)" in code[-1]  # the claims table is Markdown output
+    prose = "".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "markdown")
+    assert "```python\nnot_executed" in prose and "exec=" not in prose
+    assert "# A demo article" not in prose.split("\n", 1)[1]  # title only once, in the first cell
+
+
+def test_demo_article_gets_header_cite_and_files(demo: Path):
+    page = (demo / "articles" / "demo" / "index.html").read_text(encoding="utf-8")
+    assert "《演示文章》" in page and "关键词：演示、测试" in page and "https://kexue.fm/archives/1235" in page
+    assert 'href="demo.ipynb"' in page and 'download="demo.ipynb"' in page
+    assert 'href="demo.md.txt"' in page and 'href="../../api/demo/"' in page
+    assert 'id="cite"' in page and "@online{su2020_1234" in _text(page) and "@misc{kexue_demo" in _text(page)
+    assert (demo / "articles" / "demo" / "demo.md.txt").read_text(encoding="utf-8") == DEMO
+
+
+def test_demo_gallery_card(demo: Path):
+    home = (demo / "index.html").read_text(encoding="utf-8")
+    cards = re.findall(r'<a class="kx-card" href="([^"]+)">(.*?)</a>', home)
+    assert [href for href, _ in cards] == ["articles/demo/"]
+    card = cards[0][1]
+    assert "Claims: 1 reproduced · 1 partly · 1 not tested" in card
+    src = re.search(r'<img class="kx-thumb" src="data:image/svg\+xml;base64,([^"]+)"', card)
+    svg = base64.b64decode(src[1]).decode("utf-8")
+    assert svg.startswith("<svg") and svg.endswith("</svg>") and 'xmlns="http://www.w3.org/2000/svg"' in svg
+    assert "A V shape drawn from the total." in card  # the caption is the thumbnail's alt text
+
+
+def test_demo_notebook_runs_in_a_fresh_kernel(demo: Path, tmp_path: Path):
+    nb = _run(demo / "articles" / "demo" / "demo.ipynb", tmp_path)
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+    assert any(o.get("text", "").strip() == "45" for o in outputs)
+    html = [o["data"]["text/html"] for o in outputs if "text/html" in o.get("data", {})]
+    assert html and "<svg" in html[0]
+
+
+def test_article_without_claims_table_fails_the_build(tmp_path: Path):
+    broken = DEMO.split("## Claims vs reproduction")[0]
+    build = mkdocs_build(_demo_site(tmp_path, broken), tmp_path / "site")
+    assert build.returncode != 0
+    assert "articles/demo.md: no '## Claims vs reproduction' table" in build.log
+
+
+def test_article_with_unknown_verdict_fails_the_build(tmp_path: Path):
+    build = mkdocs_build(_demo_site(tmp_path, DEMO.replace("partly, close enough", "mostly")), tmp_path / "site")
+    assert build.returncode != 0
+    assert "does not start with one of" in build.log
+
+
+# ------------------------------------------------------------------ the real site
+
+
+def test_home_gallery_has_one_card_per_article(built_site):
+    home = (built_site.site / "index.html").read_text(encoding="utf-8")
+    hrefs = re.findall(r'<a class="kx-card" href="([^"]+)">', home)
+    assert hrefs == [f"articles/{p.stem}/" for p in _nav_ordered(ARTICLES)]
+    assert '<div class="kx-gallery"></div>' not in home
+
+
+def _nav_ordered(pages: list[Path]) -> list[Path]:
+    nav = yaml.safe_load((ROOT / "mkdocs.yml").read_text(encoding="utf-8"))["nav"]
+    text = json.dumps(nav)
+    return sorted(pages, key=lambda p: text.find(f"articles/{p.name}"))
+
+
+@pytest.mark.parametrize("page", ARTICLES, ids=lambda p: p.stem)
+def test_article_has_thumbnail_cite_and_source(built_site, page: Path):
+    html = (built_site.site / "articles" / page.stem / "index.html").read_text(encoding="utf-8")
+    assert 'id="cite"' in html and "@online{su" in _text(html)
+    assert f'href="{page.stem}.ipynb"' in html
+    source = built_site.site / "articles" / page.stem / f"{page.stem}.md.txt"
+    assert source.read_text(encoding="utf-8") == page.read_text(encoding="utf-8")
+    home = (built_site.site / "index.html").read_text(encoding="utf-8")
+    card = re.search(rf'<a class="kx-card" href="articles/{page.stem}/">(.*?)</a>', home)
+    assert card and 'class="kx-thumb" src="data:image/' in card[1], "no thumbnail on the home page"
+
+
+@pytest.mark.parametrize("page", ARTICLES, ids=lambda p: p.stem)
+def test_article_notebook_runs_top_to_bottom(built_site, page: Path, tmp_path: Path):
+    nb = _run(built_site.site / "articles" / page.stem / f"{page.stem}.ipynb", tmp_path, timeout=600)
+    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
+    assert not errors
+    assert sum(c.cell_type == "code" for c in nb.cells) >= 3
+
+
+class _Links(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.refs: list[str] = []
+        self.ids: set[str] = set()
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if a.get("id"):
+            self.ids.add(a["id"])
+        if tag == "a" and a.get("name"):
+            self.ids.add(a["name"])
+        for key in ("href", "src"):
+            if a.get(key) and tag in {"a", "link", "img", "script", "source", "iframe"}:
+                self.refs.append(a[key])
+
+
+def _parse(path: Path) -> _Links:
+    p = _Links()
+    p.feed(path.read_text(encoding="utf-8"))
+    return p
+
+
+def test_every_internal_link_and_anchor_resolves(built_site):
+    site = built_site.site
+    parsed = {path: _parse(path) for path in site.rglob("*.html")}
+    assert len(parsed) >= 5
+    broken: list[str] = []
+    for path, links in parsed.items():
+        if path.name == "404.html":
+            base_dir = site  # served at any depth; its links are root-relative
+        else:
+            base_dir = path.parent
+        for ref in links.refs:
+            parts = urlsplit(ref)
+            if parts.scheme or ref.startswith("//") or ref.startswith("data:"):
+                continue
+            if parts.path.startswith("/"):
+                target = site / unquote(parts.path).lstrip("/")
+            elif parts.path:
+                target = (base_dir / unquote(parts.path)).resolve()
+            else:
+                target = path
+            if target.is_dir():
+                target = target / "index.html"
+            where = f"{path.relative_to(site)} -> {ref}"
+            if not target.exists():
+                broken.append(where)
+                continue
+            if parts.fragment and target.suffix == ".html":
+                ids = parsed[target].ids if target in parsed else _parse(target).ids
+                if unquote(parts.fragment) not in ids:
+                    broken.append(where + " (missing anchor)")
+    assert not broken, "\n".join(broken[:30])
+
+
+def test_404_page_and_sitemap_stay_on_the_site(built_site):
+    page = (built_site.site / "404.html").read_text(encoding="utf-8")
+    assert "Page not found" in page
+    fetched = re.findall(r'<(?:script|img|link)\b[^>]*(?:src|href)="([^"]+)"', page)
+    assert fetched and not [u for u in fetched if re.match(r"(https?:)?//", u)]
+    hosts = {urlsplit(u).hostname for u in re.findall(r"<loc>([^<]+)</loc>", (built_site.site / "sitemap.xml").read_text())}
+    assert hosts <= {"127.0.0.1"}
