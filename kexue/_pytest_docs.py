@@ -98,7 +98,7 @@ class SiteFenceRunner(DefaultRunner):
                 error.add_note(f"the fence printed (last 2000 characters):\n{printed[-2000:]}")
             raise
 
-    def runtest(self, test, args, **_: Any) -> None:  # noqa: D102 - see class docstring
+    def runtest(self, test, args, **_: Any) -> None:
         path = Path(test.source_path).resolve()
         fences = self._page_fences(path)
         fence = next((f for f in fences if f.line == test.start_line), None)

@@ -81,7 +81,7 @@ def make_moons(
 
 
 def train_test_split(
-    *tensors: torch.Tensor, test_size: float | int = 0.25, seed: int = 0
+    *tensors: torch.Tensor, test_size: float = 0.25, seed: int = 0
 ) -> list[torch.Tensor]:
     """Shuffle and split tensors along their first axis with a seeded permutation.
 
@@ -111,7 +111,7 @@ def train_test_split(
     elif isinstance(test_size, int) and not isinstance(test_size, bool):
         n_test = test_size
     else:
-        raise ValueError(f"test_size must be a float fraction or an int count, got {test_size!r}")
+        raise TypeError(f"test_size must be a float fraction or an int count, got {test_size!r}")
     if not 1 <= n_test <= n - 1:
         raise ValueError(f"test_size leaves an empty split: {n_test} test of {n} examples")
     _check_seed(seed)

@@ -24,10 +24,10 @@ from typing import Any, Literal
 import matplotlib
 
 matplotlib.use("Agg")  # never open a window; must precede pyplot import
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
 
-__all__ = ["PALETTE", "INK", "style", "figure", "figure_html"]
+__all__ = ["INK", "PALETTE", "figure", "figure_html", "style"]
 
 #: Mid-tone, colour-blind-aware palette (Okabe-Ito hues, brightened for dark mode).
 PALETTE: tuple[str, ...] = (

@@ -25,7 +25,7 @@ from nbclient import NotebookClient
 from tests.conftest import ROOT, mkdocs_build
 
 sys.path.insert(0, str(ROOT / "docs" / "_hooks"))
-import reader  # noqa: E402  (the hook module itself, for its pure helpers)
+import reader
 
 pytestmark = pytest.mark.site
 
@@ -250,7 +250,7 @@ def test_every_internal_link_and_anchor_resolves(built_site):
             base_dir = path.parent
         for ref in links.refs:
             parts = urlsplit(ref)
-            if parts.scheme or ref.startswith("//") or ref.startswith("data:"):
+            if parts.scheme or ref.startswith(("//", "data:")):
                 continue
             if parts.path.startswith("/"):
                 target = site / unquote(parts.path).lstrip("/")

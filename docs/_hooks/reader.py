@@ -129,7 +129,7 @@ def notebook_from_markdown(markdown: str, meta: dict, page_url: str) -> dict:
             if "\n".join(prose).strip():
                 cells.append(_markdown_cell("\n".join(prose)))
             prose = []
-            code = re.sub(r"[ \t]*#\s*markdown-exec:\s*hide\s*$", "", fence.source, flags=re.M).rstrip()
+            code = re.sub(r"[ \t]*#\s*markdown-exec:\s*hide\s*$", "", fence.source, flags=re.MULTILINE).rstrip()
             html_out = fence.attrs.get("html", "").lower() in {"on", "true", "1", "yes"}
             rich = html_out or not fence.attrs.get("result")
             if rich:
