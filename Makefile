@@ -51,14 +51,18 @@ $(NODE_STAMP): package.json package-lock.json
 browser-deps:
 	@bash scripts/ensure-chromium.sh
 
+# serve and site reuse fence outputs from .cache/fences (keyed on the code, the kexue source and
+# library versions); make test and CI always build cold. KEXUE_FENCE_CACHE=off disables it.
+KEXUE_FENCE_CACHE ?= .cache/fences
+
 serve: $(DOCS_STAMP) $(NODE_STAMP)
-	$(BIN)/mkdocs serve --dev-addr $(ADDR) --livereload
+	KEXUE_FENCE_CACHE=$(KEXUE_FENCE_CACHE) $(BIN)/mkdocs serve --dev-addr $(ADDR) --livereload
 
 site: $(DOCS_STAMP) $(NODE_STAMP)
-	$(BIN)/mkdocs build --strict --site-dir site
+	KEXUE_FENCE_CACHE=$(KEXUE_FENCE_CACHE) $(BIN)/mkdocs build --strict --site-dir site
 
 test: $(TEST_STAMP) $(NODE_STAMP) browser-deps
-	$(BIN)/python -m pytest
+	env -u KEXUE_FENCE_CACHE $(BIN)/python -m pytest
 
 lock: | $(BIN)/python
 	$(BIN)/python -m pip freeze --exclude-editable | sed -e 's/+cpu$$//' > constraints.txt

@@ -24,9 +24,16 @@ class Build:
     seconds: float
 
 
-def mkdocs_build(config: Path, site_dir: Path, cwd: Path = ROOT) -> Build:
-    """Run a strict build of ``config`` into ``site_dir`` and capture its log."""
+def mkdocs_build(config: Path, site_dir: Path, cwd: Path = ROOT, fence_cache: Path | None = None) -> Build:
+    """Run a strict build of ``config`` into ``site_dir`` and capture its log.
+
+    Builds are cold unless ``fence_cache`` names a fence-output cache directory
+    (see docs/_hooks/fences.py); a cache set in the caller's environment is ignored.
+    """
     env = {**os.environ, "NO_MKDOCS_2_WARNING": "1", "MPLBACKEND": "Agg"}
+    env.pop("KEXUE_FENCE_CACHE", None)
+    if fence_cache is not None:
+        env["KEXUE_FENCE_CACHE"] = str(fence_cache)
     start = time.perf_counter()
     proc = subprocess.run(
         [sys.executable, "-m", "mkdocs", "build", "--strict", "-f", str(config), "-d", str(site_dir)],
@@ -46,7 +53,12 @@ def root() -> Path:
 
 @pytest.fixture(scope="session")
 def built_site(tmp_path_factory: pytest.TempPathFactory) -> Build:
-    """The real site, built once per session with ``--strict`` (every fence runs again here)."""
-    build = mkdocs_build(ROOT / "mkdocs.yml", tmp_path_factory.mktemp("site") / "site")
+    """The real site, built once per session with ``--strict`` (every fence runs again here).
+
+    The build is cold: it starts with an empty fence-output cache, which it fills so that
+    ``test_site.py`` can check that a warm rebuild from that cache is byte-identical.
+    """
+    tmp = tmp_path_factory.mktemp("site")
+    build = mkdocs_build(ROOT / "mkdocs.yml", tmp / "site", fence_cache=tmp / "fence-cache")
     print(f"\nstrict site build: {build.seconds:.1f} s")
     return build

@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.conftest import ROOT, mkdocs_build
+
 pytestmark = pytest.mark.site
 
 # Attributes through which a browser fetches something. Links (<a href>, <link rel=canonical>) are
@@ -66,3 +68,18 @@ def test_executed_fence_output_is_in_the_page(built_site):
     about = (built_site.site / "about" / "index.html").read_text(encoding="utf-8")
     assert "images per class:" in about, "the About page's executed fence printed nothing into the page"
     assert '<figure class="kexue-figure"><svg' in about
+
+
+def test_warm_build_from_the_fence_cache_is_byte_identical(built_site, tmp_path: Path):
+    cache = built_site.site.parent / "fence-cache"
+    assert re.search(r"fence cache .*: 0 hits, [1-9]\d* misses", built_site.log), "the cold build did not fill the cache"
+    warm = mkdocs_build(ROOT / "mkdocs.yml", tmp_path / "site", fence_cache=cache)
+    assert warm.returncode == 0, warm.log[-3000:]
+    m = re.search(r"fence cache .*: (\d+) hits, 0 misses", warm.log)
+    assert m and int(m[1]) > 0, warm.log[-2000:]
+    cold_files = {p.relative_to(built_site.site) for p in built_site.site.rglob("*") if p.is_file()}
+    warm_files = {p.relative_to(warm.site) for p in warm.site.rglob("*") if p.is_file()}
+    assert cold_files == warm_files
+    differ = [str(f) for f in sorted(cold_files) if (built_site.site / f).read_bytes() != (warm.site / f).read_bytes()]
+    assert not differ, f"warm build differs from the cold one in: {differ[:10]}"
+    print(f"\ncold build {built_site.seconds:.1f} s, warm build {warm.seconds:.1f} s")

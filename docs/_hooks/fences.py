@@ -7,26 +7,123 @@
 * markdown-exec keeps session namespaces for the life of the process; under
   ``mkdocs serve`` that would let a rebuilt page see names from the previous
   build. We clear them at the start of each build so serve behaves like a cold build.
+* Optional output cache (``KEXUE_FENCE_CACHE=<dir>``; ``make serve`` and ``make site`` set it,
+  ``make test`` and CI do not). A fence's output is stored under a key hashing the package
+  source of ``kexue``, the versions of the libraries that compute or draw, the fence's session
+  and **every fence of that session up to and including it**. On a hit the fence is not run;
+  its code is remembered, and if a later fence of the same session misses, the skipped fences
+  are replayed first (output discarded) so the miss runs in exactly the namespace a cold build
+  would give it. Pages are therefore identical cold and warm (tested byte for byte).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
 import os
+import platform
+import tempfile
+from importlib import metadata
+from pathlib import Path
 
 from kexue._docs import scan_fences
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 
+log = logging.getLogger("mkdocs.hooks.fences")
+CACHE_ENV = "KEXUE_FENCE_CACHE"
+ROOT = Path(__file__).resolve().parents[2]
+# Libraries whose version can change what a fence prints or draws.
+_VERSIONED = ("torch", "numpy", "scipy", "matplotlib", "scikit-learn", "markdown-exec")
 
-def on_pre_build(config) -> None:
-    """Forget markdown-exec's session namespaces from any previous build in this process."""
+
+def _salt() -> str:
+    """Hash of everything outside a fence that its output depends on."""
+    h = hashlib.sha256()
+    h.update(platform.python_version().encode())
+    for name in _VERSIONED:
+        try:
+            h.update(f"{name}=={metadata.version(name)}".encode())
+        except metadata.PackageNotFoundError:
+            h.update(f"{name} absent".encode())
+    for path in sorted((ROOT / "kexue").rglob("*.py")):
+        h.update(path.relative_to(ROOT).as_posix().encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+class FenceCache:
+    """Content-addressed store of fence outputs with replay of skipped fences on a miss."""
+
+    def __init__(self, directory: Path, run) -> None:
+        self.dir = directory
+        self.run = run  # markdown-exec's own runner
+        self.salt = _salt()
+        self.history: dict[str | None, list[str]] = {}
+        self.skipped: dict[str | None, list[str]] = {}
+        self.hits = 0
+        self.misses = 0
+
+    def __call__(self, code: str, returncode=None, session=None, id=None, **extra):  # noqa: A002
+        if session is None:  # a private namespace: the fence alone determines its output
+            history = [code]
+        else:
+            history = [*self.history.get(session, []), code]
+        key = hashlib.sha256(json.dumps([self.salt, session, history]).encode()).hexdigest()
+        path = self.dir / key[:2] / f"{key}.out"
+        if session is not None:
+            self.history[session] = history
+        if path.is_file():
+            self.hits += 1
+            if session is not None:
+                self.skipped.setdefault(session, []).append(code)
+            return path.read_text(encoding="utf-8")
+        self.misses += 1
+        for earlier in self.skipped.pop(session, []):
+            self.run(earlier, session=session, **extra)
+        output = self.run(code, returncode=returncode, session=session, id=id, **extra)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=path.parent, delete=False) as tmp:
+            tmp.write(output)
+        os.replace(tmp.name, path)
+        return output
+
+
+def _python_formatter():
     try:
         from markdown_exec._internal.formatters import python as mx_python
     except ImportError:  # pragma: no cover - layout of a future markdown-exec
+        return None
+    return mx_python
+
+
+def on_pre_build(config) -> None:
+    """Forget session namespaces from any previous build; switch the output cache on or off."""
+    mx_python = _python_formatter()
+    if mx_python is None:
         return
     mx_python._sessions_globals.clear()
     mx_python._sessions_counter.clear()
     mx_python._code_blocks.clear()
+    run = mx_python._run_python
+    original = run.run if isinstance(run, FenceCache) else run
+    where = os.environ.get(CACHE_ENV, "").strip()
+    if where and where.lower() not in {"0", "off", "no", "false"}:
+        directory = Path(where)
+        if not directory.is_absolute():
+            directory = Path(config.config_file_path).resolve().parent / directory
+        mx_python._run_python = FenceCache(directory, original)
+    else:
+        mx_python._run_python = original
+
+
+def on_post_build(config) -> None:
+    """Report how the cache did (the test of cold vs warm builds reads this line)."""
+    mx_python = _python_formatter()
+    cache = getattr(mx_python, "_run_python", None)
+    if isinstance(cache, FenceCache):
+        log.info(f"fence cache {cache.dir}: {cache.hits} hits, {cache.misses} misses")
 
 
 def on_page_markdown(markdown: str, page, config, files) -> str:
