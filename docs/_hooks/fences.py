@@ -65,7 +65,7 @@ class FenceCache:
         self.hits = 0
         self.misses = 0
 
-    def __call__(self, code: str, returncode=None, session=None, id=None, **extra):  # noqa: A002
+    def __call__(self, code: str, returncode=None, session=None, id=None, **extra):
         if session is None:  # a private namespace: the fence alone determines its output
             history = [code]
         else:
