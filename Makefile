@@ -18,12 +18,13 @@ export MPLBACKEND := Agg
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help serve test site clean lock browser-deps
+.PHONY: help serve test site bench clean lock browser-deps
 
 help:
 	@echo "make serve   set up, then serve the site at http://$(ADDR) with live reload"
 	@echo "make test    set up (with test extra), then unit tests, executed docs, strict build, browser test"
 	@echo "make site    strict build of the site into site/"
+	@echo "make bench   time kexue against peer libraries; writes benchmarks/results.json (Performance page)"
 	@echo "make clean   remove .venv, node_modules, site/ and caches"
 	@echo "make lock    refresh constraints.txt from the current venv"
 
@@ -63,6 +64,10 @@ site: $(DOCS_STAMP) $(NODE_STAMP)
 
 test: $(TEST_STAMP) $(NODE_STAMP) browser-deps
 	env -u KEXUE_FENCE_CACHE $(BIN)/python -m pytest
+
+# Benchmarks need the peers from the test extra; not part of make test (timings are not assertions).
+bench: $(TEST_STAMP)
+	$(BIN)/python -m benchmarks
 
 lock: | $(BIN)/python
 	$(BIN)/python -m pip freeze --exclude-editable | sed -e 's/+cpu$$//' > constraints.txt
