@@ -1,0 +1,1277 @@
+"""DGCNN: a dilated gated convolutional reader for multi-passage question answering.
+
+Companion to Su Jianlin, "基于CNN的阅读理解式问答模型：DGCNN" (kexue.fm/archives/5409, 2018-04-15)
+and to his 2019 Keras re-implementation (kexue.fm/archives/6906,
+``bojone/dgcnn_for_reading_comprehension``). The gated convolution follows ConvS2S / GLU
+(Dauphin et al. 2017, Gehring et al. 2017), the dilation schedule WaveNet (van den Oord et al.
+2016), the attention pooling R-Net's additive attention (Wang et al. 2017) and the loss the
+focal loss of Lin et al. (2017).
+
+Everything works on token ids with boolean masks; masks must be *left-aligned* (valid tokens
+first, padding after), which is what :func:`make_multipassage_qa` produces. Tensors are
+channels-last: a sequence of vectors is ``(batch, seq, d)``.
+
+The module contains
+
+* the math as pure functions: :func:`gated_conv1d` (eq. 1/3 with gate noise, eq. 9),
+  :func:`receptive_field`, :func:`attention_pooling` (eq. 4), :func:`sinusoidal_position_embedding`
+  (eq. 6), the losses (:data:`LOSSES`), span scoring and decoding (:data:`SPAN_SCORES`),
+  cross-passage voting (:data:`VOTING`), the hand-crafted match features
+  (:func:`match_features`) and the Sogou-style metric (:func:`sogou_score`);
+* thin modules holding parameters: :class:`GatedConv1d`, :class:`DGCNNEncoder` (the stack,
+  callable on its own), :class:`AttentionPooling1d`, :class:`DGCNNReader`, and a
+  :class:`BiLSTMEncoder` with the same call signature for speed comparisons;
+* a seeded synthetic multi-passage QA task (:func:`make_multipassage_qa`) and small training /
+  decoding helpers (:func:`fit_reader`, :func:`reader_probabilities`, :func:`decode_answers`).
+"""
+
+from __future__ import annotations
+
+import math
+import unicodedata
+from collections import Counter
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = [
+    "LOSSES",
+    "SPAN_SCORES",
+    "VOTING",
+    "AttentionPooling1d",
+    "BiLSTMEncoder",
+    "DGCNNEncoder",
+    "DGCNNReader",
+    "GatedConv1d",
+    "MultiPassageQA",
+    "answer_f1",
+    "attention_pooling",
+    "attention_weights",
+    "best_spans",
+    "binary_cross_entropy",
+    "binary_focal_loss",
+    "decode_answers",
+    "edit_distance",
+    "extract_candidates",
+    "fit_reader",
+    "gated_conv1d",
+    "gated_conv1d_reference",
+    "make_multipassage_qa",
+    "match_features",
+    "match_features_reference",
+    "normalize_answer",
+    "pick_answer",
+    "reader_probabilities",
+    "receptive_field",
+    "sinusoidal_position_embedding",
+    "sogou_score",
+    "span_scores",
+    "vote",
+]
+
+
+# ----------------------------------------------------------------------------------------------
+# argument checks
+
+
+def _check_tensor(name: str, x: object, ndim: int | tuple[int, ...], *, floating: bool | None = None) -> Tensor:
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    dims = (ndim,) if isinstance(ndim, int) else ndim
+    if x.dim() not in dims:
+        raise ValueError(f"{name} must have {' or '.join(map(str, dims))} dimensions, got shape {tuple(x.shape)}")
+    if floating is True and not x.dtype.is_floating_point:
+        raise TypeError(f"{name} must be a floating tensor, got {x.dtype}")
+    if floating is False and (x.dtype.is_floating_point or x.dtype.is_complex):
+        raise TypeError(f"{name} must hold integer token ids or booleans, got {x.dtype}")
+    return x
+
+
+def _check_mask(name: str, mask: object, shape: tuple[int, ...]) -> Tensor:
+    if not isinstance(mask, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(mask).__name__}")
+    if mask.dtype != torch.bool:
+        raise TypeError(f"{name} must be a bool tensor, got {mask.dtype}")
+    if tuple(mask.shape) != tuple(shape):
+        raise ValueError(f"{name} must have shape {tuple(shape)}, got {tuple(mask.shape)}")
+    return mask
+
+
+def _check_positive_int(name: str, value: object) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
+def _lengths_of_prefix_mask(name: str, mask: Tensor) -> Tensor:
+    lengths = mask.sum(-1)
+    prefix = torch.arange(mask.shape[-1], device=mask.device) < lengths[..., None]
+    if not torch.equal(prefix, mask):
+        raise ValueError(f"{name} must be left-aligned (valid tokens first, then padding)")
+    return lengths
+
+
+# ----------------------------------------------------------------------------------------------
+# gated dilated convolution (eqs. 1-3, 9)
+
+
+# --8<-- [start:gated_conv]
+def gated_conv1d(
+    x: Tensor,
+    weight: Tensor,
+    bias: Tensor | None = None,
+    *,
+    dilation: int = 1,
+    mask: Tensor | None = None,
+    gate_noise: Tensor | None = None,
+) -> Tensor:
+    r"""Dilated gated 1-D convolution with the article's residual gate.
+
+    One convolution produces ``2 * d_out`` channels, split into a linear value branch and a gate
+    branch (the order of ``torch.nn.functional.glu``). With $\sigma = \sigma(\mathrm{Conv}_2(X))$:
+
+    $$Y = X \otimes (1 - \sigma) + \mathrm{Conv}_1(X) \otimes \sigma \quad (d_{in} = d_{out}),
+    \qquad Y = \mathrm{Conv}_1(X) \otimes \sigma \quad (d_{in} \ne d_{out}).$$
+
+    Padding is $d (k-1)/2$ on both sides (non-causal, output aligned with input). Padded
+    positions are zeroed before the convolution and in the output, so they never leak into real
+    positions. ``gate_noise`` $\varepsilon$ multiplies the gate pre-activation,
+    $\sigma = \sigma(\mathrm{Conv}_2(X) \otimes (1 + \varepsilon))$ (the article's eq. 9; pass it in
+    training only).
+
+    Source: kexue.fm/archives/5409 eqs. (1)-(3), (9); GLU of Dauphin et al. (2017).
+
+    Args:
+        x: Input sequence.
+        weight: Convolution weight; the first ``d_out`` output channels are the value branch,
+            the last ``d_out`` the gate. Kernel size ``k`` must be odd.
+        bias: Optional bias of the convolution.
+        dilation: Dilation rate (>= 1).
+        mask: Optional bool mask, True at real tokens.
+        gate_noise: Optional multiplicative noise on the gate logits.
+
+    Returns:
+        The output sequence.
+
+    Shapes:
+        x: ``(batch, seq, d_in)``; weight: ``(2 * d_out, d_in, k)``; bias: ``(2 * d_out,)``;
+        mask: ``(batch, seq)``; gate_noise: ``(batch, seq, d_out)``; output: ``(batch, seq, d_out)``.
+
+    Raises:
+        ValueError: On bad shapes, an even kernel or a non-positive dilation.
+        TypeError: If ``x`` or ``weight`` is not floating or ``mask`` is not bool.
+    """
+    _check_tensor("x", x, 3, floating=True)
+    _check_tensor("weight", weight, 3, floating=True)
+    _check_positive_int("dilation", dilation)
+    two_d_out, d_in, k = weight.shape
+    if two_d_out % 2:
+        raise ValueError(f"weight must have an even number of output channels (value | gate), got {two_d_out}")
+    if k % 2 == 0:
+        raise ValueError(f"weight must have an odd kernel size for centred padding, got {k}")
+    if x.shape[-1] != d_in:
+        raise ValueError(f"x has {x.shape[-1]} channels but weight expects d_in={d_in}")
+    d_out = two_d_out // 2
+    if mask is not None:
+        _check_mask("mask", mask, tuple(x.shape[:2]))
+        x = x * mask.unsqueeze(-1).to(x.dtype)
+    h = F.conv1d(x.transpose(1, 2), weight, bias, padding=dilation * (k - 1) // 2, dilation=dilation)
+    value, gate = h.transpose(1, 2).chunk(2, dim=-1)
+    if gate_noise is not None:
+        if tuple(gate_noise.shape) != tuple(gate.shape):
+            raise ValueError(f"gate_noise must have shape {tuple(gate.shape)}, got {tuple(gate_noise.shape)}")
+        gate = gate * (1 + gate_noise)
+    s = torch.sigmoid(gate)
+    y = x * (1 - s) + value * s if d_in == d_out else value * s
+    if mask is not None:
+        y = y * mask.unsqueeze(-1).to(y.dtype)
+    return y
+# --8<-- [end:gated_conv]
+
+
+def gated_conv1d_reference(
+    x: Tensor,
+    weight: Tensor,
+    bias: Tensor | None = None,
+    *,
+    dilation: int = 1,
+    mask: Tensor | None = None,
+    gate_noise: Tensor | None = None,
+) -> Tensor:
+    """Slow, obvious loop version of :func:`gated_conv1d` (same arguments, same result).
+
+    Each output position ``t`` sums ``weight[:, :, j] @ x[t + (j - (k-1)/2) * dilation]`` over the
+    taps ``j`` that fall inside the sequence, then applies the gate formula term by term.
+
+    Shapes:
+        As :func:`gated_conv1d`.
+    """
+    _check_tensor("x", x, 3, floating=True)
+    _check_tensor("weight", weight, 3, floating=True)
+    _check_positive_int("dilation", dilation)
+    two_d_out, d_in, k = weight.shape
+    d_out = two_d_out // 2
+    batch, length, _ = x.shape
+    if mask is not None:
+        x = x * mask.unsqueeze(-1).to(x.dtype)
+    half = (k - 1) // 2
+    out = torch.zeros(batch, length, two_d_out, dtype=x.dtype)
+    for t in range(length):
+        for j in range(k):
+            src = t + (j - half) * dilation
+            if 0 <= src < length:
+                out[:, t] += x[:, src] @ weight[:, :, j].T
+    if bias is not None:
+        out = out + bias
+    value, gate = out[..., :d_out], out[..., d_out:]
+    if gate_noise is not None:
+        gate = gate * (1 + gate_noise)
+    s = 1 / (1 + torch.exp(-gate))
+    y = x - x * s + value * s if d_in == d_out else value * s
+    if mask is not None:
+        y = y * mask.unsqueeze(-1).to(y.dtype)
+    return y
+
+
+def receptive_field(kernel_size: int, dilations: Sequence[int]) -> int:
+    r"""Receptive field of a stack of dilated convolutions, $R = 1 + (k-1)\sum_\ell d_\ell$.
+
+    With kernel 3, dilations (1, 2) see 7 inputs, (1, 2, 4) see 15, (1, 2, 4, 8, 16, 1) see 65.
+
+    Args:
+        kernel_size: Kernel size ``k`` (>= 1).
+        dilations: Dilation rate of each layer (each >= 1).
+
+    Returns:
+        The number of input positions one output position depends on (without edge effects).
+
+    Raises:
+        ValueError: If ``kernel_size`` or any of ``dilations`` is not a positive integer.
+    """
+    _check_positive_int("kernel_size", kernel_size)
+    for d in dilations:
+        _check_positive_int("dilations", d)
+    return 1 + (kernel_size - 1) * sum(dilations)
+
+
+class GatedConv1d(nn.Module):
+    """One DGCNN block: a dilated gated convolution, residual when ``d_in == d_out``.
+
+    Holds the convolution weight; the math is :func:`gated_conv1d`. In training mode the gate
+    logits get multiplicative uniform noise $\\varepsilon \\sim U[-a, a]$ (``gate_noise = a``,
+    0.1 in the article, drawn from torch's global generator like dropout); in eval mode none.
+
+    Args:
+        d_in: Input channels.
+        d_out: Output channels.
+        kernel_size: Odd kernel size.
+        dilation: Dilation rate.
+        gate_noise: Amplitude ``a`` of the training-time gate noise (>= 0).
+
+    Shapes:
+        x: ``(batch, seq, d_in)``; mask: ``(batch, seq)``; output: ``(batch, seq, d_out)``.
+    """
+
+    def __init__(self, d_in: int, d_out: int, kernel_size: int = 3, dilation: int = 1, gate_noise: float = 0.0):
+        super().__init__()
+        _check_positive_int("d_in", d_in)
+        _check_positive_int("d_out", d_out)
+        _check_positive_int("kernel_size", kernel_size)
+        _check_positive_int("dilation", dilation)
+        if kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size must be odd, got {kernel_size}")
+        if not gate_noise >= 0:
+            raise ValueError(f"gate_noise must be >= 0, got {gate_noise!r}")
+        self.dilation = dilation
+        self.gate_noise = float(gate_noise)
+        self.conv = nn.Conv1d(d_in, 2 * d_out, kernel_size)
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        noise = None
+        if self.training and self.gate_noise > 0:
+            d_out = self.conv.out_channels // 2
+            noise = (torch.rand(*x.shape[:2], d_out, dtype=x.dtype) * 2 - 1) * self.gate_noise
+        return gated_conv1d(x, self.conv.weight, self.conv.bias, dilation=self.dilation, mask=mask, gate_noise=noise)
+
+
+class DGCNNEncoder(nn.Module):
+    """A stack of residual dilated gated convolutions (the DGCNN sequence encoder).
+
+    Callable on its own (e.g. to benchmark against :class:`BiLSTMEncoder`): ``d`` channels in
+    and out, one :class:`GatedConv1d` per entry of ``dilations``.
+
+    Args:
+        d: Channels.
+        dilations: Dilation rate of each block, e.g. ``(1, 2, 4, 8, 1)``.
+        kernel_size: Odd kernel size.
+        gate_noise: Training-time gate-noise amplitude of every block.
+
+    Shapes:
+        x: ``(batch, seq, d)``; mask: ``(batch, seq)``; output: ``(batch, seq, d)``.
+    """
+
+    def __init__(self, d: int, dilations: Sequence[int] = (1, 2, 4, 8, 1), kernel_size: int = 3, gate_noise: float = 0.0):
+        super().__init__()
+        if len(dilations) == 0:
+            raise ValueError("dilations must name at least one block")
+        self.blocks = nn.ModuleList(GatedConv1d(d, d, kernel_size, r, gate_noise) for r in dilations)
+        self.dilations = tuple(dilations)
+        self.kernel_size = kernel_size
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        for block in self.blocks:
+            x = block(x, mask)
+        return x
+
+
+class BiLSTMEncoder(nn.Module):
+    """A bidirectional LSTM with the call signature of :class:`DGCNNEncoder` (for speed comparisons).
+
+    Each direction has ``d // 2`` hidden units, so input and output have ``d`` channels.
+    Padded positions are zeroed in the output (the recurrence itself is not packed).
+
+    Args:
+        d: Channels (even).
+        num_layers: Stacked BiLSTM layers.
+
+    Shapes:
+        x: ``(batch, seq, d)``; mask: ``(batch, seq)``; output: ``(batch, seq, d)``.
+    """
+
+    def __init__(self, d: int, num_layers: int = 1):
+        super().__init__()
+        _check_positive_int("d", d)
+        _check_positive_int("num_layers", num_layers)
+        if d % 2:
+            raise ValueError(f"d must be even (two directions of d/2 units), got {d}")
+        self.lstm = nn.LSTM(d, d // 2, num_layers=num_layers, batch_first=True, bidirectional=True)
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        y, _ = self.lstm(x)
+        if mask is not None:
+            y = y * mask.unsqueeze(-1).to(y.dtype)
+        return y
+
+
+# ----------------------------------------------------------------------------------------------
+# attention pooling (eq. 4) and position embedding (eq. 6)
+
+
+def attention_weights(x: Tensor, weight: Tensor, alpha: Tensor, mask: Tensor | None = None) -> Tensor:
+    r"""Additive attention weights $\lambda_i = \mathrm{softmax}_i\big(\alpha^\top \tanh(W x_i)\big)$.
+
+    Masked positions get weight exactly 0; a row with no valid position gets all-zero weights.
+
+    Args:
+        x: Sequence.
+        weight: $W$.
+        alpha: $\alpha$.
+        mask: Optional bool mask, True at real tokens.
+
+    Returns:
+        The weights $\lambda$.
+
+    Shapes:
+        x: ``(..., seq, d)``; weight: ``(h, d)``; alpha: ``(h,)``; mask: ``(..., seq)``;
+        output: ``(..., seq)``.
+    """
+    _check_tensor("x", x, tuple(range(2, 9)), floating=True)
+    _check_tensor("weight", weight, 2, floating=True)
+    _check_tensor("alpha", alpha, 1, floating=True)
+    if weight.shape[1] != x.shape[-1] or weight.shape[0] != alpha.shape[0]:
+        raise ValueError(
+            f"weight must have shape (h, d) = ({alpha.shape[0]}, {x.shape[-1]}), got {tuple(weight.shape)}"
+        )
+    logits = torch.tanh(x @ weight.T) @ alpha
+    if mask is None:
+        return torch.softmax(logits, dim=-1)
+    _check_mask("mask", mask, tuple(x.shape[:-1]))
+    # A large negative, not -inf: a fully masked row would give NaN with -inf.
+    logits = logits.masked_fill(~mask, -1e12 if logits.dtype != torch.float16 else -6e4)
+    return torch.softmax(logits, dim=-1) * mask.to(logits.dtype)
+
+
+def attention_pooling(x: Tensor, weight: Tensor, alpha: Tensor, mask: Tensor | None = None) -> Tensor:
+    r"""Attention pooling of a sequence into one vector, $x = \sum_i \lambda_i x_i$ (article eq. 4).
+
+    Weights from :func:`attention_weights`; a fully masked row pools to the zero vector.
+
+    Shapes:
+        x: ``(..., seq, d)``; weight: ``(h, d)``; alpha: ``(h,)``; mask: ``(..., seq)``;
+        output: ``(..., d)``.
+    """
+    lam = attention_weights(x, weight, alpha, mask)
+    return (lam.unsqueeze(-1) * x).sum(-2)
+
+
+class AttentionPooling1d(nn.Module):
+    """Holds $W$ (``h x d``) and $\\alpha$ (``h``) for :func:`attention_pooling` (no biases, as in the 2019 code).
+
+    Args:
+        d: Input channels.
+        h: Hidden size of the scoring layer.
+
+    Shapes:
+        x: ``(..., seq, d)``; mask: ``(..., seq)``; output: ``(..., d)``.
+    """
+
+    def __init__(self, d: int, h: int):
+        super().__init__()
+        _check_positive_int("d", d)
+        _check_positive_int("h", h)
+        self.weight = nn.Parameter(torch.empty(h, d))
+        self.alpha = nn.Parameter(torch.empty(h))
+        nn.init.xavier_uniform_(self.weight)
+        nn.init.uniform_(self.alpha, -1 / math.sqrt(h), 1 / math.sqrt(h))
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        return attention_pooling(x, self.weight, self.alpha, mask)
+
+
+def sinusoidal_position_embedding(
+    length: int, dim: int, *, base: float = 10000.0, dtype: torch.dtype = torch.float32
+) -> Tensor:
+    r"""Sinusoidal position features (article eq. 6), positions $p = 0, \dots, \text{length}-1$:
+
+    $$PE_{2i}(p) = \sin\big(p / \text{base}^{2i/d}\big), \qquad PE_{2i+1}(p) = \cos\big(p / \text{base}^{2i/d}\big).$$
+
+    Args:
+        length: Number of positions (>= 1).
+        dim: Feature size $d$ (even).
+        base: Frequency base (> 0).
+        dtype: Floating dtype of the result (computed in float64 first).
+
+    Returns:
+        The embedding table.
+
+    Shapes:
+        output: ``(length, dim)``.
+
+    Raises:
+        ValueError: If ``length``/``dim`` are not positive, ``dim`` is odd or ``base <= 0``.
+        TypeError: If ``dtype`` is not floating.
+    """
+    _check_positive_int("length", length)
+    _check_positive_int("dim", dim)
+    if dim % 2:
+        raise ValueError(f"dim must be even, got {dim}")
+    if not base > 0:
+        raise ValueError(f"base must be positive, got {base!r}")
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise TypeError(f"dtype must be a floating torch.dtype, got {dtype!r}")
+    p = torch.arange(length, dtype=torch.float64)[:, None]
+    inv = base ** (-torch.arange(0, dim, 2, dtype=torch.float64) / dim)
+    pe = torch.empty(length, dim, dtype=torch.float64)
+    pe[:, 0::2] = torch.sin(p * inv)
+    pe[:, 1::2] = torch.cos(p * inv)
+    return pe.to(dtype)
+
+
+# ----------------------------------------------------------------------------------------------
+# losses
+
+
+def _masked_mean(loss: Tensor, mask: Tensor | None) -> Tensor:
+    if mask is None:
+        return loss.mean()
+    _check_mask("mask", mask, tuple(loss.shape))
+    m = mask.to(loss.dtype)
+    return (loss * m).sum() / m.sum().clamp_min(1)
+
+
+def _check_prob_target(p: Tensor, y: Tensor) -> None:
+    _check_tensor("p", p, tuple(range(1, 9)), floating=True)
+    if not isinstance(y, Tensor) or tuple(y.shape) != tuple(p.shape):
+        raise ValueError(f"y must be a tensor of shape {tuple(p.shape)}, got {getattr(y, 'shape', type(y))}")
+
+
+def binary_cross_entropy(p: Tensor, y: Tensor, mask: Tensor | None = None, *, eps: float = 1e-7) -> Tensor:
+    r"""Mean binary cross-entropy of probabilities, $-y\log p - (1-y)\log(1-p)$, over unmasked entries.
+
+    Shapes:
+        p, y, mask: any common shape; output: scalar.
+    """
+    _check_prob_target(p, y)
+    q = p.clamp(eps, 1 - eps)
+    return _masked_mean(-(y * torch.log(q) + (1 - y) * torch.log1p(-q)), mask)
+
+
+# --8<-- [start:focal]
+def binary_focal_loss(
+    p: Tensor, y: Tensor, mask: Tensor | None = None, *, alpha: float = 0.25, gamma: float = 2.0, eps: float = 1e-7
+) -> Tensor:
+    r"""Mean binary focal loss of probabilities over unmasked entries (Lin et al. 2017):
+
+    $$FL(p, y) = -\alpha\, y (1-p)^\gamma \log p - (1-\alpha)(1-y)\, p^\gamma \log(1-p).$$
+
+    Works on probabilities because DGCNN's taggers are multiplied by the passage gate after the
+    sigmoid; ``torchvision.ops.sigmoid_focal_loss`` is the same on logits. ``alpha = 0.25``,
+    ``gamma = 2`` are the 2019 code's values (the 2018 article does not state them).
+
+    Args:
+        p: Probabilities in [0, 1] (clamped to ``[eps, 1 - eps]``).
+        y: Targets in [0, 1].
+        mask: Optional bool mask of entries to average over.
+        alpha: Weight of the positive class, in [0, 1].
+        gamma: Focusing exponent (>= 0).
+        eps: Clamp for the logarithms.
+
+    Returns:
+        The scalar loss.
+
+    Shapes:
+        p, y, mask: any common shape; output: scalar.
+    """
+    _check_prob_target(p, y)
+    if not 0 <= alpha <= 1:
+        raise ValueError(f"alpha must lie in [0, 1], got {alpha!r}")
+    if not gamma >= 0:
+        raise ValueError(f"gamma must be >= 0, got {gamma!r}")
+    q = p.clamp(eps, 1 - eps)
+    pos = -alpha * y * (1 - q) ** gamma * torch.log(q)
+    neg = -(1 - alpha) * (1 - y) * q**gamma * torch.log1p(-q)
+    return _masked_mean(pos + neg, mask)
+# --8<-- [end:focal]
+
+
+LOSSES: dict[str, Callable[..., Tensor]] = {"bce": binary_cross_entropy, "focal": binary_focal_loss}
+"""Registry of tagging losses, each ``f(p, y, mask=None) -> scalar`` on probabilities."""
+
+
+# ----------------------------------------------------------------------------------------------
+# the reader
+
+
+class DGCNNReader(nn.Module):
+    r"""The DGCNN reader: question encoder, passage encoder, gated start/end taggers.
+
+    * question: embedding -> :class:`DGCNNEncoder` (``q_dilations``) -> attention pooling -> $q$;
+    * passage: $[\text{emb}_i \,\|\, q \,\|\, PE_i \,\|\, f_i]$ -> linear -> :class:`DGCNNEncoder`
+      (``p_dilations``) -> $h_i$, where $f_i$ are optional match features (:func:`match_features`);
+    * taggers (article eq. 7, 8):
+      $p^{start}_i = p^{global}\,\sigma(\alpha_1^\top \tanh(W_1 h_i + b_1) + \beta_1)$, same for end, with
+      $p^{global} = \sigma(w^\top o + b)$, $o$ = attention pooling of $h$.
+      With ``global_gate=False`` $p^{global} \equiv 1$.
+
+    Args:
+        vocab_size: Number of token ids (id 0 is padding).
+        d: Channels of the encoders.
+        d_emb: Word-embedding size (trainable; the article froze pretrained word2vec).
+        d_pos: Position-embedding size (even; 0 disables).
+        n_features: Number of hand features per passage token (0 disables).
+        q_dilations: Dilations of the question encoder.
+        p_dilations: Dilations of the passage encoder.
+        kernel_size: Odd kernel size of every block.
+        global_gate: Multiply both taggers by the passage-level probability.
+        gate_noise: Training-time gate-noise amplitude (article: 0.1).
+        max_len: Longest passage the position table covers.
+
+    Shapes:
+        question: ``(batch, lq)`` long; q_mask: ``(batch, lq)`` bool;
+        passages: ``(batch, n_passages, lp)`` long; p_mask: ``(batch, n_passages, lp)`` bool;
+        features: ``(batch, n_passages, lp, n_features)``;
+        outputs: p_start, p_end ``(batch, n_passages, lp)``; p_global ``(batch, n_passages)``.
+    """
+
+    def __init__(
+        self,
+        vocab_size: int,
+        *,
+        d: int = 32,
+        d_emb: int = 32,
+        d_pos: int = 16,
+        n_features: int = 0,
+        q_dilations: Sequence[int] = (1, 2, 1),
+        p_dilations: Sequence[int] = (1, 2, 4, 8, 1),
+        kernel_size: int = 3,
+        global_gate: bool = True,
+        gate_noise: float = 0.1,
+        max_len: int = 256,
+    ):
+        super().__init__()
+        _check_positive_int("vocab_size", vocab_size)
+        _check_positive_int("d", d)
+        if d_pos < 0 or d_pos % 2:
+            raise ValueError(f"d_pos must be a non-negative even integer, got {d_pos!r}")
+        if n_features < 0:
+            raise ValueError(f"n_features must be >= 0, got {n_features!r}")
+        self.n_features = n_features
+        self.global_gate = global_gate
+        self.embed = nn.Embedding(vocab_size, d_emb, padding_idx=0)
+        self.q_in = nn.Linear(d_emb, d)
+        self.q_encoder = DGCNNEncoder(d, q_dilations, kernel_size, gate_noise)
+        self.q_pool = AttentionPooling1d(d, d)
+        self.p_in = nn.Linear(d_emb + d + d_pos + n_features, d)
+        self.p_encoder = DGCNNEncoder(d, p_dilations, kernel_size, gate_noise)
+        self.start_head = nn.Sequential(nn.Linear(d, d), nn.Tanh(), nn.Linear(d, 1))
+        self.end_head = nn.Sequential(nn.Linear(d, d), nn.Tanh(), nn.Linear(d, 1))
+        self.p_pool = AttentionPooling1d(d, d)
+        self.global_head = nn.Linear(d, 1)
+        pos = sinusoidal_position_embedding(max_len, d_pos) if d_pos else torch.zeros(max_len, 0)
+        self.register_buffer("pos", pos, persistent=False)
+
+    def forward(
+        self, question: Tensor, q_mask: Tensor, passages: Tensor, p_mask: Tensor, features: Tensor | None = None
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        _check_tensor("question", question, 2, floating=False)
+        _check_tensor("passages", passages, 3, floating=False)
+        _check_mask("q_mask", q_mask, tuple(question.shape))
+        _check_mask("p_mask", p_mask, tuple(passages.shape))
+        if passages.shape[0] != question.shape[0]:
+            raise ValueError(f"passages has batch {passages.shape[0]} but question has {question.shape[0]}")
+        b, n, lp = passages.shape
+        if lp > self.pos.shape[0]:
+            raise ValueError(f"passages are {lp} long but max_len is {self.pos.shape[0]}")
+        if self.n_features:
+            if features is None or tuple(features.shape) != (b, n, lp, self.n_features):
+                raise ValueError(
+                    f"features must have shape {(b, n, lp, self.n_features)}, got "
+                    f"{None if features is None else tuple(features.shape)}"
+                )
+        # question vector
+        qm = q_mask
+        hq = self.q_encoder(self.q_in(self.embed(question)) * qm.unsqueeze(-1), qm)
+        qv = self.q_pool(hq, qm)  # (b, d)
+        # passages, flattened to (b * n, lp)
+        pm = p_mask.reshape(b * n, lp)
+        parts = [
+            self.embed(passages.reshape(b * n, lp)),
+            qv.repeat_interleave(n, dim=0).unsqueeze(1).expand(-1, lp, -1),
+            self.pos[:lp].unsqueeze(0).expand(b * n, -1, -1),
+        ]
+        if self.n_features:
+            parts.append(features.reshape(b * n, lp, -1).to(qv.dtype))
+        h = self.p_in(torch.cat(parts, dim=-1)) * pm.unsqueeze(-1)
+        h = self.p_encoder(h, pm)
+        ps = torch.sigmoid(self.start_head(h).squeeze(-1))
+        pe = torch.sigmoid(self.end_head(h).squeeze(-1))
+        if self.global_gate:
+            pg = torch.sigmoid(self.global_head(self.p_pool(h, pm)).squeeze(-1))
+        else:
+            pg = torch.ones(b * n, dtype=h.dtype)
+        fm = pm.to(h.dtype)
+        ps = ps * pg[:, None] * fm
+        pe = pe * pg[:, None] * fm
+        return ps.reshape(b, n, lp), pe.reshape(b, n, lp), pg.reshape(b, n)
+
+
+# ----------------------------------------------------------------------------------------------
+# hand-crafted match features (word level)
+
+
+def edit_distance(a: Sequence[Hashable], b: Sequence[Hashable]) -> int:
+    """Levenshtein distance (insert, delete, substitute, each cost 1) by dynamic programming."""
+    prev = list(range(len(b) + 1))
+    for i, ai in enumerate(a, 1):
+        cur = [i]
+        for j, bj in enumerate(b, 1):
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ai != bj)))
+        prev = cur
+    return prev[-1]
+
+
+_PLACEHOLDER = -1
+
+
+def match_features_reference(question: Sequence[int], passages: Sequence[Sequence[int]]) -> list[list[list[float]]]:
+    """Slow, obvious version of :func:`match_features` for one question (lists of valid tokens).
+
+    Returns:
+        ``out[p][i] = [q_match, ee_cooccurrence, window_jaccard, window_rel_edit]``.
+    """
+    m = len(question)
+    qset = set(question)
+    n = len(passages)
+    sets = [set(p) for p in passages]
+    out = []
+    for pi, p in enumerate(passages):
+        rows = []
+        for i, w in enumerate(p):
+            qm = float(w in qset)
+            ee = sum(w in sets[o] for o in range(n) if o != pi) / n
+            if m:
+                lo = i - m // 2
+                win = [p[t] if 0 <= t < len(p) else _PLACEHOLDER for t in range(lo, lo + m)]
+                ws = set(win)
+                jac = len(ws & qset) / len(ws | qset)
+                red = edit_distance(win, list(question)) / m
+            else:
+                jac, red = 0.0, 0.0
+            rows.append([qm, ee, jac, red])
+        out.append(rows)
+    return out
+
+
+def _distinct_first(a: Tensor) -> Tensor:
+    """True at the first occurrence of each value along the last axis."""
+    m = a.shape[-1]
+    earlier = torch.ones(m, m, dtype=torch.bool).tril(-1)
+    eq = a.unsqueeze(-1) == a.unsqueeze(-2)
+    return ~(eq & earlier).any(-1)
+
+
+# --8<-- [start:features]
+def match_features(question: Tensor, q_mask: Tensor, passages: Tensor, p_mask: Tensor) -> Tensor:
+    r"""The article's four word-level hand features for every passage token.
+
+    For token $w$ at position $i$ of passage $e$, with question $Q$ (length $m$) and $n$ passages:
+
+    1. Q-E match: $[w \in Q]$;
+    2. E-E co-occurrence: (number of *other* passages containing $w$) / $n$;
+    3. window Jaccard: $|S \cap Q| / |S \cup Q|$ of the sets of the window
+       $S = e[i - \lfloor m/2 \rfloor \,..\, i - \lfloor m/2 \rfloor + m - 1]$ (positions outside the
+       passage are one shared placeholder) and the question;
+    4. window relative edit distance: $\mathrm{lev}(S, Q)/m$ (ordered comparison).
+
+    The article also averages the same four features over the characters of each word (8 in
+    total); synthetic tokens have no characters, so only the word level is implemented. The window
+    alignment is our convention (the article gives only an example). Padding gets zeros.
+
+    Args:
+        question: Question token ids.
+        q_mask: Left-aligned bool mask of the question.
+        passages: Passage token ids.
+        p_mask: Left-aligned bool mask of the passages.
+
+    Returns:
+        Features in float32.
+
+    Shapes:
+        question, q_mask: ``(batch, lq)``; passages, p_mask: ``(batch, n_passages, lp)``;
+        output: ``(batch, n_passages, lp, 4)``.
+    """
+    _check_tensor("question", question, 2, floating=False)
+    _check_tensor("passages", passages, 3, floating=False)
+    _check_mask("q_mask", q_mask, tuple(question.shape))
+    _check_mask("p_mask", p_mask, tuple(passages.shape))
+    if passages.shape[0] != question.shape[0]:
+        raise ValueError(f"passages has batch {passages.shape[0]} but question has {question.shape[0]}")
+    q_len = _lengths_of_prefix_mask("q_mask", q_mask)
+    _lengths_of_prefix_mask("p_mask", p_mask)
+    b, n, lp = passages.shape
+    q = question.long().masked_fill(~q_mask, -2)  # pads never match anything
+    p = passages.long().masked_fill(~p_mask, _PLACEHOLDER)
+    out = torch.zeros(b, n, lp, 4)
+    # 1. token occurs in the question
+    out[..., 0] = (p.unsqueeze(-1) == q[:, None, None, :]).any(-1).float()
+    # 2. share of the other passages that contain the token
+    # eq[b, e, o, i]: token i of passage e occurs in passage o
+    eq = (p[:, :, None, :, None] == p[:, None, :, None, :]).any(-1)
+    other = ~torch.eye(n, dtype=torch.bool)[None, :, :, None]  # o != e
+    out[..., 1] = (eq & other).sum(2).float() / n
+    # 3.-4. sliding windows of |Q| tokens, grouped by question length
+    for m in sorted(set(q_len.tolist())):
+        if m == 0:
+            continue
+        idx = (q_len == m).nonzero().squeeze(-1)
+        qq = q[idx, :m][:, None, None, :]  # (k, 1, 1, m)
+        left = m // 2
+        win = F.pad(p[idx], (left, m - 1 - left), value=_PLACEHOLDER).unfold(-1, m, 1)  # (k, n, lp, m)
+        q_first = _distinct_first(qq)
+        inter = ((qq.unsqueeze(-1) == win.unsqueeze(-2)).any(-1) & q_first).sum(-1)
+        union = _distinct_first(win).sum(-1) + q_first.sum(-1) - inter
+        jac = inter.float() / union.float()
+        # Levenshtein DP over the window (rows) and the question (columns), batched
+        prev = torch.arange(m + 1).expand(*win.shape[:-1], m + 1)
+        for i in range(1, m + 1):
+            cur = [torch.full(win.shape[:-1], i)]
+            for j in range(1, m + 1):
+                sub = prev[..., j - 1] + (win[..., i - 1] != qq[..., j - 1]).long()
+                cur.append(torch.minimum(torch.minimum(prev[..., j] + 1, cur[j - 1] + 1), sub))
+            prev = torch.stack(cur, dim=-1)
+        out[idx, ..., 2] = jac
+        out[idx, ..., 3] = prev[..., m].float() / m
+    return out * p_mask.unsqueeze(-1).float()
+# --8<-- [end:features]
+
+
+# ----------------------------------------------------------------------------------------------
+# span scoring, decoding, voting
+
+
+SPAN_SCORES: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
+    "product": lambda ps, pe: ps * pe,
+    "sqrt": lambda ps, pe: torch.sqrt(ps * pe),
+}
+"""Registry of span scores ``f(p_start_i, p_end_j) -> score``: the article's product and the
+square root of the product it compared against."""
+
+
+def span_scores(
+    p_start: Tensor, p_end: Tensor, mask: Tensor | None = None, *, max_len: int = 10, rule: str = "product"
+) -> Tensor:
+    r"""Scores of all spans $[i, j]$, $i \le j < i + L_{max}$, inside the mask; 0 elsewhere.
+
+    ``rule="product"``: $s_{ij} = p^{start}_i\, p^{end}_j$ (article); ``"sqrt"``: its square root.
+
+    Shapes:
+        p_start, p_end, mask: ``(..., seq)``; output: ``(..., seq, seq)`` indexed ``[i, j]``.
+    """
+    _check_tensor("p_start", p_start, tuple(range(1, 9)), floating=True)
+    if not isinstance(p_end, Tensor) or p_end.shape != p_start.shape:
+        raise ValueError(f"p_end must have the shape of p_start {tuple(p_start.shape)}")
+    _check_positive_int("max_len", max_len)
+    if rule not in SPAN_SCORES:
+        raise ValueError(f"rule must be one of {sorted(SPAN_SCORES)}, got {rule!r}")
+    length = p_start.shape[-1]
+    i = torch.arange(length)
+    band = (i[None, :] >= i[:, None]) & (i[None, :] < i[:, None] + max_len)
+    if mask is not None:
+        _check_mask("mask", mask, tuple(p_start.shape))
+        band = band & mask.unsqueeze(-1) & mask.unsqueeze(-2)
+    s = SPAN_SCORES[rule](p_start.unsqueeze(-1), p_end.unsqueeze(-2))
+    return s * band.to(s.dtype)
+
+
+def best_spans(
+    p_start: Tensor, p_end: Tensor, mask: Tensor | None = None, *, max_len: int = 10
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Best span of each sequence by the product score (ties: smallest start, then smallest end).
+
+    Returns:
+        ``(start, end, score)``, inclusive positions.
+
+    Shapes:
+        p_start, p_end, mask: ``(..., seq)``; each output: ``(...)``.
+    """
+    s = span_scores(p_start, p_end, mask, max_len=max_len)
+    length = s.shape[-1]
+    flat = s.reshape(*s.shape[:-2], length * length)
+    score, arg = flat.max(-1)
+    return arg // length, arg % length, score
+
+
+def extract_candidates(
+    tokens: Tensor,
+    p_start: Tensor,
+    p_end: Tensor,
+    mask: Tensor,
+    *,
+    max_len: int = 10,
+    threshold: float = 0.1,
+    rule: str = "product",
+) -> list[dict[tuple[int, ...], float]]:
+    """Candidate answers of one question's passages: every span whose start and end probabilities
+    exceed ``threshold``, scored by ``rule``; duplicates of a string within a passage keep the max.
+
+    Shapes:
+        tokens, p_start, p_end, mask: ``(n_passages, seq)``; output: one dict per passage mapping
+        the answer's token tuple to its score.
+    """
+    _check_tensor("tokens", tokens, 2, floating=False)
+    s = span_scores(p_start, p_end, mask, max_len=max_len, rule=rule)
+    ok = (p_start > threshold).unsqueeze(-1) & (p_end > threshold).unsqueeze(-2) & (s > 0)
+    out: list[dict[tuple[int, ...], float]] = [{} for _ in range(tokens.shape[0])]
+    for e, i, j in ok.nonzero().tolist():
+        ans = tuple(tokens[e, i : j + 1].tolist())
+        score = float(s[e, i, j])
+        if score > out[e].get(ans, -1.0):
+            out[e][ans] = score
+    return out
+
+
+VOTING: dict[str, Callable[[Sequence[float]], float]] = {
+    "sum": lambda s: float(sum(s)),
+    "max": lambda s: float(max(s)),
+    "sum_sq": lambda s: float(sum(x * x for x in s)),
+    "smoothed": lambda s: float(sum(x * x for x in s) / (1 + sum(s))),
+}
+"""Registry of cross-passage voting rules ``f(scores of one answer) -> total``: plain ``sum`` and
+``max``, the article's ``sum_sq`` $\\sum_i s_i^2$ and the ``smoothed`` form it used in the contest,
+$\\sum_i s_i^2 / (1 + \\sum_i s_i)$."""
+
+
+# --8<-- [start:vote]
+def vote(candidates: Sequence[Mapping[Hashable, float]], rule: str = "smoothed") -> dict[Hashable, float]:
+    r"""Combine per-passage candidate scores into one score per answer (article, "decoding").
+
+    ``candidates[e][a]`` is the score $s_{a,e}$ of answer $a$ in passage $e$ (already the max over
+    duplicates within $e$). The total is ``VOTING[rule]`` of $(s_{a,e})_e$, e.g. for ``"smoothed"``
+    $s_a = \sum_e s_{a,e}^2 / (1 + \sum_e s_{a,e})$.
+
+    Args:
+        candidates: One mapping answer -> score per passage.
+        rule: A key of :data:`VOTING`.
+
+    Returns:
+        Total score of each answer.
+    """
+    if rule not in VOTING:
+        raise ValueError(f"rule must be one of {sorted(VOTING)}, got {rule!r}")
+    gathered: dict[Hashable, list[float]] = {}
+    for cand in candidates:
+        for answer, score in cand.items():
+            gathered.setdefault(answer, []).append(float(score))
+    return {a: VOTING[rule](s) for a, s in gathered.items()}
+# --8<-- [end:vote]
+
+
+def pick_answer(candidates: Sequence[Mapping[Hashable, float]], rule: str = "smoothed") -> Hashable | None:
+    """The answer with the highest :func:`vote` total (ties: first seen), or ``None`` if there is none."""
+    totals = vote(candidates, rule)
+    best, best_score = None, -math.inf
+    for a, s in totals.items():
+        if s > best_score:
+            best, best_score = a, s
+    return best
+
+
+# ----------------------------------------------------------------------------------------------
+# metric
+
+
+def normalize_answer(text: str) -> str:
+    """Sogou-eval-style normalisation: NFKC (full-width -> half-width), lowercase, no punctuation or spaces."""
+    if not isinstance(text, str):
+        raise TypeError(f"text must be a str, got {type(text).__name__}")
+    text = unicodedata.normalize("NFKC", text).lower()
+    return "".join(c for c in text if not unicodedata.category(c).startswith(("P", "Z", "C", "S")))
+
+
+def answer_f1(prediction: Sequence[Hashable] | None, references: Sequence[Sequence[Hashable]]) -> float:
+    r"""Overlap F1 of a predicted answer against the best-matching reference.
+
+    Items are characters of strings (after :func:`normalize_answer`) or tokens of tuples:
+    $F_1 = 2PR/(P+R)$ with $P = |\text{common}|/|\text{pred}|$, $R = |\text{common}|/|\text{ref}|$,
+    common counted as a multiset. An empty or missing prediction scores 0.
+    """
+    if isinstance(references, (str, tuple)) and not (references and isinstance(references[0], (str, tuple))):
+        raise TypeError("references must be a sequence of answers (e.g. a list), not a single answer")
+    if prediction is None or len(references) == 0:
+        return 0.0
+    pred = normalize_answer(prediction) if isinstance(prediction, str) else prediction
+    best = 0.0
+    for ref in references:
+        r = normalize_answer(ref) if isinstance(ref, str) else ref
+        common = sum((Counter(pred) & Counter(r)).values())
+        if common:
+            pr, rc = common / len(pred), common / len(r)
+            best = max(best, 2 * pr * rc / (pr + rc))
+    return best
+
+
+def sogou_score(
+    predictions: Sequence[Sequence[Hashable] | None], references: Sequence[Sequence[Sequence[Hashable]]]
+) -> dict[str, float]:
+    """The contest's score: mean of exact-match accuracy and overlap F1 (:func:`answer_f1`).
+
+    Returns:
+        ``{"accuracy": ..., "f1": ..., "score": (accuracy + f1) / 2}``.
+    """
+    if len(predictions) != len(references):
+        raise ValueError(f"predictions ({len(predictions)}) and references ({len(references)}) differ in length")
+    if not predictions:
+        raise ValueError("predictions must not be empty")
+
+    def norm(a: Sequence[Hashable]) -> Sequence[Hashable]:
+        return normalize_answer(a) if isinstance(a, str) else tuple(a)
+
+    acc = sum(p is not None and any(norm(p) == norm(r) for r in refs) for p, refs in zip(predictions, references))
+    f1 = sum(answer_f1(p, refs) for p, refs in zip(predictions, references))
+    n = len(predictions)
+    return {"accuracy": acc / n, "f1": f1 / n, "score": (acc + f1) / (2 * n)}
+
+
+# ----------------------------------------------------------------------------------------------
+# synthetic multi-passage QA
+
+
+@dataclass
+class MultiPassageQA:
+    """A batch of multi-passage questions (see :func:`make_multipassage_qa`).
+
+    Shapes:
+        question, q_mask: ``(n, lq)``; passages, p_mask, start, end: ``(n, n_passages, lp)``;
+        has_answer: ``(n, n_passages)``; ``answers[k]`` is the answer of question ``k`` as a token tuple;
+        ``words[t]`` names token id ``t``.
+    """
+
+    question: Tensor
+    q_mask: Tensor
+    passages: Tensor
+    p_mask: Tensor
+    start: Tensor
+    end: Tensor
+    has_answer: Tensor
+    answers: list[tuple[int, ...]]
+    words: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return self.question.shape[0]
+
+    def subset(self, index: Tensor | Sequence[int] | slice) -> MultiPassageQA:
+        """The questions selected by ``index`` (a slice, index list or index tensor)."""
+        idx = index if isinstance(index, slice) else torch.as_tensor(index, dtype=torch.long)
+        ans = self.answers[index] if isinstance(index, slice) else [self.answers[k] for k in idx.tolist()]
+        return MultiPassageQA(
+            self.question[idx], self.q_mask[idx], self.passages[idx], self.p_mask[idx],
+            self.start[idx], self.end[idx], self.has_answer[idx], ans, self.words,
+        )
+
+    def decode(self, tokens: Sequence[int]) -> str:
+        """Token ids as a space-separated string (padding dropped)."""
+        return " ".join(self.words[t] for t in tokens if t != 0)
+
+
+def _vocab(n_fillers: int, n_entities: int, n_relations: int, n_values: int) -> dict[str, list[int] | int]:
+    words = ["<pad>", "<unk>", "what", "which", "is", "of", "'s", "the", "was"]
+    ids: dict[str, list[int] | int] = {w: k for k, w in enumerate(words)}
+    start = len(words)
+    ids["filler"] = list(range(start, start + n_fillers))
+    start += n_fillers
+    ids["entity"] = list(range(start, start + n_entities))
+    start += n_entities
+    ids["rel_a"] = list(range(start, start + n_relations))
+    start += n_relations
+    ids["rel_b"] = list(range(start, start + n_relations))
+    start += n_relations
+    ids["value"] = list(range(start, start + n_values))
+    start += n_values
+    ids["size"] = start
+    names = words + [f"w{k}" for k in range(n_fillers)] + [f"E{k}" for k in range(n_entities)]
+    names += [f"r{k}" for k in range(n_relations)] + [f"r{k}'" for k in range(n_relations)]
+    names += [f"V{k}" for k in range(n_values)]
+    ids["names"] = names  # type: ignore[assignment]
+    return ids
+
+
+def make_multipassage_qa(
+    n_questions: int,
+    *,
+    n_passages: int = 4,
+    passage_len: tuple[int, int] = (20, 32),
+    n_fillers: int = 120,
+    n_entities: int = 60,
+    n_relations: int = 10,
+    n_values: int = 80,
+    seed: int = 0,
+) -> MultiPassageQA:
+    """A seeded synthetic stand-in for WebQA / SogouQA: one question, several retrieved passages.
+
+    A question asks for relation ``r`` of entity ``E`` (``what r of E``, ``E 's r what``, ...; each
+    relation has two surface forms ``r``/``r'`` and questions always use ``r``). The answer is a fresh
+    random string of 1-3 value tokens, so it can only be read, not memorised. Passages are filler
+    words with facts ``(entity, relation, value)`` planted in one of three templates:
+
+    * 1 or 2 *answer passages* state the true fact (relation in either form), half of them also a
+      fact about another relation of ``E``;
+    * the other passages are *distractors*: the same relation of other entities, all with the same
+      wrong value (so a naive vote that adds many weak scores can pick it), or other relations of ``E``.
+
+    Every occurrence of the answer string is labelled (start and end tags), as in the article.
+
+    Args:
+        n_questions: Number of questions (>= 1).
+        n_passages: Passages per question (>= 2).
+        passage_len: Inclusive range of passage lengths (facts fit in 9 tokens; min >= 12).
+        n_fillers: Filler words.
+        n_entities: Entities (>= 2).
+        n_relations: Relations (>= 2).
+        n_values: Value tokens (>= 6).
+        seed: Seed of the numpy generator.
+
+    Returns:
+        A :class:`MultiPassageQA` with left-aligned masks, ``lq = 5`` and ``lp = passage_len[1]``.
+    """
+    _check_positive_int("n_questions", n_questions)
+    if not isinstance(n_passages, int) or n_passages < 2:
+        raise ValueError(f"n_passages must be an integer >= 2, got {n_passages!r}")
+    lo, hi = passage_len
+    if not (isinstance(lo, int) and isinstance(hi, int) and 12 <= lo <= hi):
+        raise ValueError(f"passage_len must be integers 12 <= min <= max, got {passage_len!r}")
+    for name, v, least in (("n_fillers", n_fillers, 1), ("n_entities", n_entities, 2),
+                           ("n_relations", n_relations, 2), ("n_values", n_values, 6)):
+        if not isinstance(v, int) or v < least:
+            raise ValueError(f"{name} must be an integer >= {least}, got {v!r}")
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    rng = np.random.default_rng(seed)
+    V = _vocab(n_fillers, n_entities, n_relations, n_values)
+    fillers, entities, values = np.array(V["filler"]), np.array(V["entity"]), np.array(V["value"])
+    rel_a, rel_b = V["rel_a"], V["rel_b"]
+    what, which, is_, of, s_, the, was = (V[w] for w in ("what", "which", "is", "of", "'s", "the", "was"))
+    lq = 5
+    question = np.zeros((n_questions, lq), dtype=np.int64)
+    passages = np.zeros((n_questions, n_passages, hi), dtype=np.int64)
+    start = np.zeros((n_questions, n_passages, hi), dtype=np.float32)
+    end = np.zeros_like(start)
+    has_answer = np.zeros((n_questions, n_passages), dtype=bool)
+    answers: list[tuple[int, ...]] = []
+
+    def fact(e: int, r: int, v: list[int]) -> list[int]:
+        rel = (rel_a if rng.random() < 0.5 else rel_b)[r]
+        t = rng.integers(3)
+        if t == 0:
+            return [e, s_, rel, is_, *v]
+        if t == 1:
+            return [*v, was, the, rel, of, e]
+        return [the, rel, of, e, is_, *v]
+
+    def value_string() -> list[int]:
+        return [int(x) for x in rng.choice(values, size=int(rng.integers(1, 4)), replace=False)]
+
+    for k in range(n_questions):
+        e = int(rng.choice(entities))
+        r = int(rng.integers(n_relations))
+        t = rng.integers(3)
+        wh = what if rng.random() < 0.5 else which
+        if t == 0:
+            q = [wh, rel_a[r], of, e]
+        elif t == 1:
+            q = [e, s_, rel_a[r], wh]
+        else:
+            q = [wh, the, rel_a[r], of, e]
+        question[k, : len(q)] = q
+        ans = value_string()
+        wrong = value_string()
+        while wrong == ans:
+            wrong = value_string()
+        answers.append(tuple(ans))
+        n_pos = int(rng.integers(1, 3))
+        order = rng.permutation(n_passages)
+        for rank, pidx in enumerate(order):
+            facts: list[list[int]] = []
+            other_r = int((r + rng.integers(1, n_relations)) % n_relations)
+            if rank < n_pos:
+                facts.append(fact(e, r, ans))
+                if rng.random() < 0.5:
+                    facts.append(fact(e, other_r, value_string()))
+            elif rng.random() < 0.6:
+                e2 = int(rng.choice(entities[entities != e]))
+                facts.append(fact(e2, r, wrong))
+            else:
+                facts.append(fact(e, other_r, value_string()))
+            length = int(rng.integers(lo, hi + 1))
+            toks = [int(x) for x in rng.choice(fillers, size=length)]
+            rng.shuffle(facts)
+            # place the facts in disjoint slots
+            slot = length // len(facts)
+            for f_i, f in enumerate(facts):
+                begin = f_i * slot + int(rng.integers(0, max(1, slot - len(f) + 1)))
+                toks[begin : begin + len(f)] = f
+            toks = toks[:length]
+            passages[k, pidx, :length] = toks
+            m = len(ans)
+            for i in range(length - m + 1):
+                if toks[i : i + m] == ans:
+                    start[k, pidx, i] = 1.0
+                    end[k, pidx, i + m - 1] = 1.0
+                    has_answer[k, pidx] = True
+    q_t = torch.from_numpy(question)
+    p_t = torch.from_numpy(passages)
+    return MultiPassageQA(
+        question=q_t, q_mask=q_t != 0, passages=p_t, p_mask=p_t != 0,
+        start=torch.from_numpy(start), end=torch.from_numpy(end), has_answer=torch.from_numpy(has_answer),
+        answers=answers, words=tuple(V["names"]),  # type: ignore[arg-type]
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# training and decoding helpers
+
+
+def fit_reader(
+    model: DGCNNReader,
+    data: MultiPassageQA,
+    features: Tensor | None = None,
+    *,
+    epochs: int = 4,
+    batch_size: int = 32,
+    lr: float = 1e-3,
+    loss: str = "focal",
+    unk_rate: float = 0.0,
+    seed: int = 0,
+) -> list[float]:
+    """Train ``model`` with Adam on the start/end tags (mean of the two tagging losses).
+
+    ``unk_rate`` replaces that share of question and passage tokens by ``<unk>`` (id 1) in each
+    batch, the augmentation the article found most useful. Shuffling and noise come from ``seed``.
+
+    Returns:
+        Mean loss of each epoch.
+    """
+    if loss not in LOSSES:
+        raise ValueError(f"loss must be one of {sorted(LOSSES)}, got {loss!r}")
+    _check_positive_int("epochs", epochs)
+    _check_positive_int("batch_size", batch_size)
+    if not 0 <= unk_rate < 1:
+        raise ValueError(f"unk_rate must lie in [0, 1), got {unk_rate!r}")
+    if len(data) == 0:
+        raise ValueError("data must hold at least one question")
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)  # gate noise draws from the global generator, like dropout
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    f = LOSSES[loss]
+    history = []
+    model.train()
+    for _ in range(epochs):
+        perm = torch.randperm(len(data), generator=gen)
+        total, count = 0.0, 0
+        for b0 in range(0, len(data), batch_size):
+            idx = perm[b0 : b0 + batch_size]
+            q, qm, p, pm = data.question[idx], data.q_mask[idx], data.passages[idx], data.p_mask[idx]
+            if unk_rate > 0:
+                q = q.masked_fill(qm & (torch.rand(q.shape, generator=gen) < unk_rate), 1)
+                p = p.masked_fill(pm & (torch.rand(p.shape, generator=gen) < unk_rate), 1)
+            feats = None if features is None else features[idx]
+            ps, pe, _ = model(q, qm, p, pm, feats)
+            value = (f(ps, data.start[idx], pm) + f(pe, data.end[idx], pm)) / 2
+            opt.zero_grad()
+            value.backward()
+            opt.step()
+            total += value.item() * len(idx)
+            count += len(idx)
+        history.append(total / count)
+    model.eval()
+    return history
+
+
+@torch.no_grad()
+def reader_probabilities(
+    model: DGCNNReader, data: MultiPassageQA, features: Tensor | None = None, *, batch_size: int = 256
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Eval-mode ``(p_start, p_end, p_global)`` of every question of ``data``.
+
+    Shapes:
+        p_start, p_end: ``(n, n_passages, lp)``; p_global: ``(n, n_passages)``.
+    """
+    model.eval()
+    outs = []
+    for b0 in range(0, len(data), batch_size):
+        s = slice(b0, b0 + batch_size)
+        feats = None if features is None else features[s]
+        outs.append(model(data.question[s], data.q_mask[s], data.passages[s], data.p_mask[s], feats))
+    return tuple(torch.cat(parts) for parts in zip(*outs))  # type: ignore[return-value]
+
+
+def decode_answers(
+    data: MultiPassageQA,
+    p_start: Tensor,
+    p_end: Tensor,
+    *,
+    max_len: int = 10,
+    threshold: float = 0.1,
+    span_rule: str = "product",
+    voting: str = "smoothed",
+) -> list[tuple[int, ...] | None]:
+    """Answer every question: :func:`extract_candidates` per passage, then :func:`pick_answer`.
+
+    If no span passes ``threshold`` the best product-scored span over all passages is returned,
+    so the reader always answers (every synthetic question has an answer).
+    """
+    preds: list[tuple[int, ...] | None] = []
+    for k in range(len(data)):
+        cands = extract_candidates(
+            data.passages[k], p_start[k], p_end[k], data.p_mask[k], max_len=max_len, threshold=threshold, rule=span_rule
+        )
+        answer = pick_answer(cands, voting)
+        if answer is None:
+            st, en, sc = best_spans(p_start[k], p_end[k], data.p_mask[k], max_len=max_len)
+            e = int(sc.argmax())
+            answer = tuple(data.passages[k, e, int(st[e]) : int(en[e]) + 1].tolist())
+        preds.append(answer)
+    return preds
