@@ -805,7 +805,7 @@ def train_classifiers(
 
 @torch.no_grad()
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, n_bins: int = 15) -> dict[str, float]:
-    """Accuracy, negative log-likelihood (nats) and expected calibration error on a held-out set.
+    """Accuracy, negative log-likelihood (nats), mean confidence and calibration error on held-out data.
 
     Args:
         model: Maps inputs to logits.
@@ -814,7 +814,8 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, n_bins: int 
         n_bins: Bins of the calibration error.
 
     Returns:
-        ``{"acc": ..., "nll": ..., "ece": ...}``.
+        ``{"acc": ..., "nll": ..., "conf": ..., "ece": ...}``; ``conf`` is the mean top probability
+        (below ``acc``: under-confident on average; above: over-confident).
 
     Shapes:
         x: ``(n, ...)``; y: ``(n,)`` int64.
@@ -823,5 +824,6 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, n_bins: int 
     return {
         "acc": float((logits.argmax(-1) == y).float().mean()),
         "nll": float(F.cross_entropy(logits, y)),
+        "conf": float(logits.softmax(-1).max(-1).values.mean()),
         "ece": expected_calibration_error(logits.softmax(-1), y, n_bins),
     }

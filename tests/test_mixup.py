@@ -424,5 +424,6 @@ def test_evaluate_reports_consistent_numbers():
     x = torch.randn(50, 3, generator=_gen())
     y = torch.randint(0, 2, (50,), generator=_gen(1))
     r = evaluate(net, x, y)
-    assert set(r) == {"acc", "nll", "ece"} and 0 <= r["acc"] <= 1 and r["nll"] > 0 and 0 <= r["ece"] <= 1
+    assert set(r) == {"acc", "nll", "conf", "ece"} and 0 <= r["acc"] <= 1 and r["nll"] > 0 and 0 <= r["ece"] <= 1
+    assert 0.5 <= r["conf"] <= 1  # two classes: the top probability is at least 1/2
     assert np.isclose(r["nll"], F.cross_entropy(net(x), y).item())
