@@ -17,6 +17,9 @@ export NO_MKDOCS_2_WARNING := 1
 export MPLBACKEND := Agg
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export PYTHONDONTWRITEBYTECODE := 1
+# OpenMP threads sleep instead of spinning between parallel regions: with spinning, tiny torch ops ran
+# up to 20x slower whenever another process shared the 2 cores (measured while building the pages).
+export OMP_WAIT_POLICY := PASSIVE
 
 .PHONY: help serve test site bench clean lock browser-deps
 
