@@ -1,0 +1,959 @@
+"""VQ-VAE: nearest-code quantisation, the straight-through estimator, codebook learning and a code prior.
+
+Companion to Su Jianlin, "VQ-VAE的简明介绍：量子化自编码器" (https://kexue.fm/archives/6760, 2019),
+which explains van den Oord, Vinyals and Kavukcuoglu, "Neural Discrete Representation Learning"
+(arXiv:1711.00937). An encoder maps an image to a grid of vectors $z$; each vector is replaced by
+its nearest codebook entry $e_k$; a decoder reconstructs from the quantised grid. Gradients pass
+the non-differentiable nearest-neighbour step with the straight-through estimator, and two extra
+losses move the codebook toward the encoder outputs and keep the encoder committed to its codes.
+
+Layout: pure functions on tensors (``nearest_code``, ``quantize``, ``ema_update``,
+``restart_dead_codes``, ``perplexity``, ``kmeans``), a registry of codebook initialisers
+(``CODEBOOK_INITS``), and thin modules (``VectorQuantizer``, ``VQVAE``, ``CodePrior``) with small
+seeded training loops for the 8x8 digits. Vectors are channels-last, ``(..., D)``, in the functions;
+the modules take channels-first feature maps ``(B, D, H, W)`` as convolutions produce them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = [
+    "CODEBOOK_INITS",
+    "CodePrior",
+    "EMAState",
+    "Quantized",
+    "VQVAE",
+    "VectorQuantizer",
+    "code_usage",
+    "codebook_init",
+    "dead_codes",
+    "ema_update",
+    "images_to_patches",
+    "kmeans",
+    "nearest_code",
+    "nearest_code_reference",
+    "patches_to_images",
+    "perplexity",
+    "prior_nll_bits",
+    "quantize",
+    "restart_dead_codes",
+    "sample_codes",
+    "squared_distances",
+    "straight_through",
+    "train_prior",
+    "train_vqvae",
+    "unigram_bits",
+]
+
+
+# ----------------------------------------------------------------------------------------------
+# argument checks
+# ----------------------------------------------------------------------------------------------
+
+
+def _check_codebook(codebook: Tensor, name: str = "codebook") -> None:
+    if not isinstance(codebook, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(codebook).__name__}")
+    if codebook.dim() != 2:
+        raise ValueError(f"{name} must have shape (num_codes, dim), got {tuple(codebook.shape)}")
+    if codebook.shape[0] == 0:
+        raise ValueError(f"{name} is empty: it needs at least one code, got shape {tuple(codebook.shape)}")
+    if codebook.shape[1] == 0:
+        raise ValueError(f"{name} has code dimension 0, got shape {tuple(codebook.shape)}")
+    if not codebook.is_floating_point():
+        raise TypeError(f"{name} must be floating point, got {codebook.dtype}")
+
+
+def _check_vectors(z: Tensor, codebook: Tensor, name: str = "z") -> None:
+    if not isinstance(z, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(z).__name__}")
+    if z.dim() < 1:
+        raise ValueError(f"{name} must have shape (..., dim), got a scalar")
+    if not z.is_floating_point():
+        raise TypeError(f"{name} must be floating point, got {z.dtype}")
+    if z.shape[-1] != codebook.shape[1]:
+        raise ValueError(
+            f"{name} has last dimension {z.shape[-1]} but the codebook holds {codebook.shape[1]}-dim codes "
+            f"(dimension mismatch)"
+        )
+    if z.dtype != codebook.dtype:
+        raise TypeError(f"{name} ({z.dtype}) and codebook ({codebook.dtype}) must share a dtype")
+
+
+def _check_indices(indices: Tensor, num_codes: int) -> None:
+    if not isinstance(indices, Tensor):
+        raise TypeError(f"indices must be a torch.Tensor, got {type(indices).__name__}")
+    if indices.dtype not in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8):
+        raise TypeError(f"indices must be an integer tensor, got {indices.dtype}")
+    if not isinstance(num_codes, int) or isinstance(num_codes, bool) or num_codes < 1:
+        raise ValueError(f"num_codes must be a positive integer, got {num_codes!r}")
+    if indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= num_codes):
+        raise ValueError(
+            f"indices must lie in [0, {num_codes - 1}], got range [{int(indices.min())}, {int(indices.max())}]"
+        )
+
+
+def _positive_int(value: int, name: str) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+# ----------------------------------------------------------------------------------------------
+# nearest code
+# ----------------------------------------------------------------------------------------------
+
+
+def squared_distances(z: Tensor, codebook: Tensor, code_sqnorms: Tensor | None = None) -> Tensor:
+    r"""Squared Euclidean distances between vectors and codes, through one matrix multiply.
+
+    $$d_{nk} = \|z_n\|^2 - 2\, z_n \cdot e_k + \|e_k\|^2 .$$
+
+    In floating point the result can be slightly negative for a vector sitting on a code; no
+    square root is taken, so that is harmless.
+
+    Args:
+        z: Vectors, last axis is the code dimension.
+        codebook: Codes $e_k$ as rows.
+        code_sqnorms: Optional precomputed $\|e_k\|^2$ (reuse it across calls with one codebook).
+
+    Returns:
+        The distance matrix.
+
+    Shapes:
+        z: ``(..., D)``; codebook: ``(K, D)``; code_sqnorms: ``(K,)``; returns ``(..., K)``.
+
+    Raises:
+        ValueError: On a dimension mismatch or an empty codebook.
+        TypeError: On non-floating or mismatched dtypes.
+    """
+    _check_codebook(codebook)
+    _check_vectors(z, codebook)
+    flat = z.reshape(-1, z.shape[-1])
+    e2 = codebook.pow(2).sum(1) if code_sqnorms is None else code_sqnorms
+    d = torch.addmm(e2, flat, codebook.t(), beta=1.0, alpha=-2.0)
+    d += flat.pow(2).sum(1, keepdim=True)
+    return d.reshape(*z.shape[:-1], codebook.shape[0])
+
+
+# --8<-- [start:nearest]
+def nearest_code(z: Tensor, codebook: Tensor, code_sqnorms: Tensor | None = None) -> Tensor:
+    r"""Index of the nearest code for every vector (the fast path).
+
+    $$k(z) = \arg\min_k \|z - e_k\|^2 = \arg\min_k \big(\|e_k\|^2 - 2\, z \cdot e_k\big),$$
+
+    since $\|z\|^2$ does not depend on $k$. One ``addmm`` computes the bracket for all pairs; no
+    square root. Ties go to the lowest index (``torch.argmin``). Compare
+    :func:`nearest_code_reference`, the slow obvious version.
+
+    Args:
+        z: Vectors, last axis is the code dimension.
+        codebook: Codes as rows.
+        code_sqnorms: Optional precomputed $\|e_k\|^2$ (e.g. once per training step).
+
+    Returns:
+        int64 indices in ``[0, K)``; an empty input gives an empty result.
+
+    Shapes:
+        z: ``(..., D)``; codebook: ``(K, D)``; code_sqnorms: ``(K,)``; returns ``(...)``.
+
+    Raises:
+        ValueError: On a dimension mismatch (``z`` vs ``codebook``) or an empty codebook.
+        TypeError: On non-floating or mismatched dtypes.
+    """
+    _check_codebook(codebook)
+    _check_vectors(z, codebook)
+    flat = z.reshape(-1, z.shape[-1])
+    e2 = codebook.pow(2).sum(1) if code_sqnorms is None else code_sqnorms
+    scores = torch.addmm(e2, flat, codebook.t(), beta=1.0, alpha=-2.0)  # (N, K)
+    return scores.argmin(dim=1).reshape(z.shape[:-1])
+# --8<-- [end:nearest]
+
+
+def nearest_code_reference(z: Tensor, codebook: Tensor) -> Tensor:
+    r"""Slow, obvious nearest code: try every code in turn, keep the first strictly closer one.
+
+    $$k(z) = \min\{k : \|z - e_k\|^2 = \min_j \|z - e_j\|^2\}.$$
+
+    Args:
+        z: Vectors, last axis is the code dimension.
+        codebook: Codes as rows.
+
+    Returns:
+        int64 indices (lowest index on ties).
+
+    Shapes:
+        z: ``(..., D)``; codebook: ``(K, D)``; returns ``(...)``.
+
+    Raises:
+        ValueError: On a dimension mismatch or an empty codebook.
+        TypeError: On non-floating or mismatched dtypes.
+    """
+    _check_codebook(codebook)
+    _check_vectors(z, codebook)
+    flat = z.reshape(-1, z.shape[-1])
+    best = torch.full((flat.shape[0],), float("inf"), dtype=z.dtype, device=z.device)
+    index = torch.zeros(flat.shape[0], dtype=torch.int64, device=z.device)
+    for k in range(codebook.shape[0]):
+        d = ((flat - codebook[k]) ** 2).sum(dim=1)
+        closer = d < best
+        best = torch.where(closer, d, best)
+        index = torch.where(closer, torch.full_like(index, k), index)
+    return index.reshape(z.shape[:-1])
+
+
+# ----------------------------------------------------------------------------------------------
+# straight-through estimator and the losses
+# ----------------------------------------------------------------------------------------------
+
+
+# --8<-- [start:quantize]
+def straight_through(z: Tensor, z_q: Tensor) -> Tensor:
+    r"""Straight-through estimator: the value of ``z_q`` with the gradient of ``z``.
+
+    $$z_{st} = z + \mathrm{sg}[z_q - z],\qquad \frac{\partial z_{st}}{\partial z} = I .$$
+
+    Bengio, Léonard and Courville (arXiv:1308.3432); the form used by VQ-VAE.
+
+    Shapes:
+        z, z_q: the same shape; returns that shape.
+    """
+    if z.shape != z_q.shape:
+        raise ValueError(f"z {tuple(z.shape)} and z_q {tuple(z_q.shape)} must have the same shape")
+    return z + (z_q - z).detach()
+
+
+class Quantized(NamedTuple):
+    """Output of :func:`quantize`."""
+
+    z_st: Tensor  #: straight-through output: value of z_q, gradient to z
+    indices: Tensor  #: code index per vector
+    z_q: Tensor  #: the selected codes (gradient flows to the codebook)
+    codebook_loss: Tensor  #: mean of (sg[z] - z_q)^2
+    commitment_loss: Tensor  #: mean of (z - sg[z_q])^2
+    loss: Tensor  #: codebook_weight * codebook_loss + beta * commitment_loss
+
+
+def quantize(z: Tensor, codebook: Tensor, beta: float = 0.25, codebook_weight: float = 1.0) -> Quantized:
+    r"""Quantise vectors to their nearest codes, with the straight-through output and both VQ losses.
+
+    $$\mathcal L_{\text{VQ}} = w\,\|\mathrm{sg}[z] - z_q\|^2 + \beta\,\|z - \mathrm{sg}[z_q]\|^2,
+    \qquad z_q = e_{k(z)},$$
+
+    the last two terms of eq. (3) of arXiv:1711.00937 ($w = 1$, $\beta = 0.25$). Both squared norms
+    are **averaged over all N·D elements** (Keras/PyTorch ``mse``, as in Su's script, Sonnet and
+    vector-quantize-pytorch), not summed over D. Su writes the weights the other way round
+    ($\beta$ on the codebook term, $\gamma$ on the commitment term). With an EMA codebook pass
+    ``codebook_weight=0``.
+
+    Args:
+        z: Encoder outputs, last axis is the code dimension (at least one vector).
+        codebook: Codes as rows.
+        beta: Commitment weight (>= 0).
+        codebook_weight: Weight of the codebook term (>= 0).
+
+    Returns:
+        A :class:`Quantized` tuple.
+
+    Shapes:
+        z: ``(..., D)``; codebook: ``(K, D)``; z_st, z_q: ``(..., D)``; indices: ``(...)``;
+        losses: scalars.
+
+    Raises:
+        ValueError: On a dimension mismatch, an empty codebook, an empty ``z`` or negative weights.
+        TypeError: On non-floating or mismatched dtypes.
+    """
+    _check_codebook(codebook)
+    _check_vectors(z, codebook)
+    if z.numel() == 0:
+        raise ValueError(f"z must hold at least one vector, got shape {tuple(z.shape)}")
+    if not beta >= 0:
+        raise ValueError(f"beta must be >= 0, got {beta!r}")
+    if not codebook_weight >= 0:
+        raise ValueError(f"codebook_weight must be >= 0, got {codebook_weight!r}")
+    with torch.no_grad():
+        indices = nearest_code(z, codebook)
+    z_q = F.embedding(indices, codebook)  # gather rows; gradient flows to the codebook
+    codebook_loss = F.mse_loss(z_q, z.detach())
+    commitment_loss = F.mse_loss(z, z_q.detach())
+    loss = codebook_weight * codebook_loss + beta * commitment_loss
+    return Quantized(straight_through(z, z_q), indices, z_q, codebook_loss, commitment_loss, loss)
+# --8<-- [end:quantize]
+
+
+# ----------------------------------------------------------------------------------------------
+# EMA codebook and dead-code restarts
+# ----------------------------------------------------------------------------------------------
+
+
+class EMAState(NamedTuple):
+    """Running statistics of an EMA codebook: per-code counts $N_i$ and sums $m_i$."""
+
+    cluster_size: Tensor  #: (K,) exponentially averaged number of vectors assigned to each code
+    embed_sum: Tensor  #: (K, D) exponentially averaged sum of those vectors
+
+
+# --8<-- [start:ema]
+def ema_update(
+    codebook: Tensor,
+    z: Tensor,
+    indices: Tensor,
+    state: EMAState,
+    decay: float = 0.99,
+    eps: float = 1e-5,
+) -> tuple[Tensor, EMAState]:
+    r"""One EMA codebook step (arXiv:1711.00937, appendix A.1) with Laplace-smoothed counts.
+
+    With $n_i$ vectors assigned to code $i$ and $s_i$ their sum,
+
+    $$N_i \leftarrow \gamma N_i + (1-\gamma) n_i,\quad m_i \leftarrow \gamma m_i + (1-\gamma) s_i,\quad
+    e_i = \frac{m_i}{\tilde N_i},\quad \tilde N_i = \frac{N_i + \epsilon}{\sum_j N_j + K\epsilon}\sum_j N_j .$$
+
+    The smoothing (Sonnet, vector-quantize-pytorch) only keeps $\tilde N_i > 0$; with
+    ``decay=0, eps=0`` this is one Lloyd (k-means) step. A code whose $\tilde N_i$ is exactly 0
+    keeps its previous value.
+
+    Args:
+        codebook: Current codes.
+        z: Vectors that were quantised.
+        indices: Their code indices.
+        state: Current :class:`EMAState`.
+        decay: $\gamma$ in [0, 1).
+        eps: Laplace smoothing $\epsilon$ (>= 0).
+
+    Returns:
+        ``(new_codebook, new_state)``; the inputs are not modified.
+
+    Shapes:
+        codebook: ``(K, D)``; z: ``(..., D)``; indices: ``(...)``; state: ``(K,)``, ``(K, D)``.
+
+    Raises:
+        ValueError: On inconsistent shapes, out-of-range indices or bad ``decay``/``eps``.
+    """
+    _check_codebook(codebook)
+    _check_vectors(z, codebook)
+    num_codes = codebook.shape[0]
+    _check_indices(indices, num_codes)
+    if indices.shape != z.shape[:-1]:
+        raise ValueError(f"indices {tuple(indices.shape)} must match z without its last axis {tuple(z.shape[:-1])}")
+    if state.cluster_size.shape != (num_codes,) or state.embed_sum.shape != codebook.shape:
+        raise ValueError("state must hold cluster_size (K,) and embed_sum (K, D) matching the codebook")
+    if not 0.0 <= decay < 1.0:
+        raise ValueError(f"decay must lie in [0, 1), got {decay!r}")
+    if not eps >= 0:
+        raise ValueError(f"eps must be >= 0, got {eps!r}")
+    flat, idx = z.detach().reshape(-1, z.shape[-1]), indices.reshape(-1).long()
+    counts = torch.bincount(idx, minlength=num_codes).to(z.dtype)
+    sums = torch.zeros_like(codebook).index_add_(0, idx, flat)
+    cluster_size = decay * state.cluster_size + (1 - decay) * counts
+    embed_sum = decay * state.embed_sum + (1 - decay) * sums
+    total = cluster_size.sum()
+    smoothed = (cluster_size + eps) / (total + num_codes * eps) * total
+    safe = torch.where(smoothed > 0, smoothed, torch.ones_like(smoothed))
+    new = torch.where((smoothed > 0)[:, None], embed_sum / safe[:, None], codebook.detach())
+    return new, EMAState(cluster_size, embed_sum)
+# --8<-- [end:ema]
+
+
+def restart_dead_codes(
+    codebook: Tensor,
+    state: EMAState,
+    z: Tensor,
+    threshold: float = 1.0,
+    *,
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, EMAState, Tensor]:
+    r"""Replace codes whose EMA usage fell below ``threshold`` by random current encoder outputs.
+
+    $$e_i \leftarrow z_{\pi(i)},\quad N_i \leftarrow \tau,\quad m_i \leftarrow \tau\, z_{\pi(i)}
+    \qquad\text{for all } i \text{ with } N_i < \tau,$$
+
+    with $\pi(i)$ drawn uniformly from the batch (without replacement when the batch is large
+    enough). Jukebox / SoundStream style; vector-quantize-pytorch's ``threshold_ema_dead_code``.
+
+    Args:
+        codebook: Current codes.
+        state: Current :class:`EMAState`.
+        z: A batch of encoder outputs to draw replacements from (at least one vector).
+        threshold: $\tau > 0$, in units of "vectors per step" of the EMA count.
+        generator: Source of randomness.
+
+    Returns:
+        ``(new_codebook, new_state, dead)`` where ``dead`` is the boolean mask of restarted codes.
+
+    Shapes:
+        codebook: ``(K, D)``; z: ``(..., D)``; dead: ``(K,)``.
+
+    Raises:
+        ValueError: On a non-positive threshold, an empty ``z`` or shape mismatches.
+    """
+    _check_codebook(codebook)
+    _check_vectors(z, codebook)
+    if not threshold > 0:
+        raise ValueError(f"threshold must be > 0, got {threshold!r}")
+    flat = z.detach().reshape(-1, z.shape[-1])
+    if flat.shape[0] == 0:
+        raise ValueError("z must hold at least one vector to draw replacement codes from")
+    dead = state.cluster_size < threshold
+    n_dead = int(dead.sum())
+    if n_dead == 0:
+        return codebook.detach().clone(), EMAState(state.cluster_size.clone(), state.embed_sum.clone()), dead
+    if flat.shape[0] >= n_dead:
+        pick = torch.randperm(flat.shape[0], generator=generator)[:n_dead]
+    else:
+        pick = torch.randint(flat.shape[0], (n_dead,), generator=generator)
+    new_codes = flat[pick.to(flat.device)]
+    codebook = codebook.detach().clone()
+    codebook[dead] = new_codes
+    cluster_size = state.cluster_size.clone()
+    cluster_size[dead] = threshold
+    embed_sum = state.embed_sum.clone()
+    embed_sum[dead] = new_codes * threshold
+    return codebook, EMAState(cluster_size, embed_sum), dead
+
+
+# ----------------------------------------------------------------------------------------------
+# usage metrics
+# ----------------------------------------------------------------------------------------------
+
+
+def code_usage(indices: Tensor, num_codes: int) -> Tensor:
+    r"""Fraction of vectors assigned to each code, $p_k = n_k / N$.
+
+    Args:
+        indices: Code indices (any shape, at least one element).
+        num_codes: Codebook size $K$.
+
+    Returns:
+        float64 probabilities summing to 1.
+
+    Shapes:
+        indices: ``(...)``; returns ``(K,)``.
+
+    Raises:
+        ValueError: If ``indices`` is empty or out of range.
+    """
+    _check_indices(indices, num_codes)
+    if indices.numel() == 0:
+        raise ValueError("indices is empty: usage of zero vectors is undefined")
+    counts = torch.bincount(indices.reshape(-1).long(), minlength=num_codes).double()
+    return counts / counts.sum()
+
+
+def perplexity(indices: Tensor, num_codes: int) -> float:
+    r"""Perplexity of the code usage, $\exp(-\sum_k p_k \log p_k)$, between 1 (one code) and $K$ (uniform).
+
+    Args:
+        indices: Code indices (any shape, at least one element).
+        num_codes: Codebook size $K$.
+
+    Returns:
+        The perplexity as a float.
+
+    Raises:
+        ValueError: If ``indices`` is empty or out of range.
+    """
+    p = code_usage(indices, num_codes)
+    nz = p[p > 0]
+    return float(torch.exp(-(nz * nz.log()).sum()))
+
+
+def dead_codes(indices: Tensor, num_codes: int) -> int:
+    """Number of codes that no vector in ``indices`` uses, $\\#\\{k : n_k = 0\\}$.
+
+    Args:
+        indices: Code indices (e.g. of a whole epoch); may be empty (then all codes are dead).
+        num_codes: Codebook size $K$.
+
+    Returns:
+        The count, in ``[0, K]``.
+    """
+    _check_indices(indices, num_codes)
+    return int((torch.bincount(indices.reshape(-1).long(), minlength=num_codes) == 0).sum())
+
+
+# ----------------------------------------------------------------------------------------------
+# k-means and codebook initialisers
+# ----------------------------------------------------------------------------------------------
+
+
+def kmeans(
+    x: Tensor, num_codes: int, iters: int = 20, *, generator: torch.Generator | None = None
+) -> tuple[Tensor, Tensor]:
+    r"""Lloyd's k-means with k-means++ seeding; empty clusters keep their centre.
+
+    $$k_n = \arg\min_k \|x_n - c_k\|^2,\qquad c_k = \frac{1}{|\{n : k_n = k\}|}\sum_{n : k_n = k} x_n .$$
+
+    Seeding (Arthur and Vassilvitskii, 2007): the first centre is a uniform sample, each next one
+    a sample drawn with probability proportional to its squared distance to the nearest centre so far.
+
+    Args:
+        x: Points (at least one).
+        num_codes: Number of centres $K$ (if the points have fewer distinct values, centres repeat).
+        iters: Lloyd iterations (>= 0).
+        generator: Source of randomness for the seeding.
+
+    Returns:
+        ``(centres, indices)``, the indices being the assignment under the final centres.
+
+    Shapes:
+        x: ``(N, D)``; centres: ``(K, D)``; indices: ``(N,)``.
+
+    Raises:
+        ValueError: If ``x`` is not a non-empty 2-D tensor or ``num_codes``/``iters`` are invalid.
+    """
+    if not isinstance(x, Tensor) or x.dim() != 2 or x.shape[0] == 0 or not x.is_floating_point():
+        raise ValueError(f"x must be a non-empty floating (N, D) tensor, got {getattr(x, 'shape', x)!r}")
+    _positive_int(num_codes, "num_codes")
+    if not isinstance(iters, int) or isinstance(iters, bool) or iters < 0:
+        raise ValueError(f"iters must be a non-negative integer, got {iters!r}")
+    x = x.detach()
+    n = x.shape[0]
+    first = int(torch.randint(n, (1,), generator=generator))
+    centres = x[first].repeat(num_codes, 1)
+    closest = ((x - centres[0]) ** 2).sum(1)
+    for k in range(1, num_codes):
+        total = closest.sum()
+        if total <= 0:  # every point coincides with a centre: repeat the last one
+            break
+        pick = int(torch.multinomial((closest / total).double().cpu(), 1, generator=generator))
+        centres[k:] = x[pick]
+        closest = torch.minimum(closest, ((x - x[pick]) ** 2).sum(1))
+    for _ in range(iters):
+        idx = nearest_code(x, centres)
+        counts = torch.bincount(idx, minlength=num_codes).to(x.dtype)
+        sums = torch.zeros_like(centres).index_add_(0, idx, x)
+        used = counts > 0
+        centres[used] = sums[used] / counts[used, None]
+    return centres, nearest_code(x, centres)
+
+
+def _init_normal(z: Tensor, num_codes: int, generator: torch.Generator | None) -> Tensor:
+    d = z.shape[-1]
+    return torch.randn(num_codes, d, generator=generator, dtype=z.dtype) / math.sqrt(d)
+
+
+def _init_uniform(z: Tensor, num_codes: int, generator: torch.Generator | None) -> Tensor:
+    d = z.shape[-1]
+    return (torch.rand(num_codes, d, generator=generator, dtype=z.dtype) * 2 - 1) / num_codes
+
+
+def _init_kmeans(z: Tensor, num_codes: int, generator: torch.Generator | None) -> Tensor:
+    return kmeans(z.reshape(-1, z.shape[-1]), num_codes, iters=10, generator=generator)[0]
+
+
+#: Codebook initialisers, all ``f(z, num_codes, generator) -> (K, D)``; ``z`` is a batch of encoder
+#: outputs ``(N, D)`` (only its width and dtype matter to the data-free ones).
+#: ``"normal"``: $\mathcal N(0, 1/D)$; ``"uniform"``: $U[-1/K, 1/K]$ (Sonnet, zalando's notebook);
+#: ``"kmeans"``: 10 Lloyd iterations on the batch (vector-quantize-pytorch ``kmeans_init``).
+CODEBOOK_INITS: dict[str, Callable[[Tensor, int, torch.Generator | None], Tensor]] = {
+    "normal": _init_normal,
+    "uniform": _init_uniform,
+    "kmeans": _init_kmeans,
+}
+
+
+def codebook_init(name: str, z: Tensor, num_codes: int, *, generator: torch.Generator | None = None) -> Tensor:
+    """Initialise a codebook with the registered initialiser ``name`` (see :data:`CODEBOOK_INITS`).
+
+    Args:
+        name: A key of :data:`CODEBOOK_INITS`.
+        z: Encoder outputs ``(N, D)`` (or any ``(..., D)``).
+        num_codes: Codebook size $K$.
+        generator: Source of randomness.
+
+    Returns:
+        The codebook ``(K, D)``.
+
+    Raises:
+        ValueError: On an unknown ``name`` or a non-positive ``num_codes``.
+    """
+    if name not in CODEBOOK_INITS:
+        raise ValueError(f"name must be one of {sorted(CODEBOOK_INITS)}, got {name!r}")
+    _positive_int(num_codes, "num_codes")
+    return CODEBOOK_INITS[name](z.detach().reshape(-1, z.shape[-1]), num_codes, generator)
+
+
+# ----------------------------------------------------------------------------------------------
+# the baseline: k-means on image patches
+# ----------------------------------------------------------------------------------------------
+
+
+def images_to_patches(x: Tensor, patch: int = 2) -> Tensor:
+    """Cut images into non-overlapping ``patch x patch`` tiles, flattened, in raster order.
+
+    Shapes:
+        x: ``(B, C, H, W)`` with H, W divisible by ``patch``; returns ``(B, H/p, W/p, C*p*p)``.
+    """
+    if x.dim() != 4 or x.shape[2] % patch or x.shape[3] % patch:
+        raise ValueError(f"x must be (B, C, H, W) with H, W divisible by patch={patch}, got {tuple(x.shape)}")
+    b, c, h, w = x.shape
+    t = x.reshape(b, c, h // patch, patch, w // patch, patch)
+    return t.permute(0, 2, 4, 1, 3, 5).reshape(b, h // patch, w // patch, c * patch * patch)
+
+
+def patches_to_images(p: Tensor, channels: int = 1) -> Tensor:
+    """Inverse of :func:`images_to_patches`.
+
+    Shapes:
+        p: ``(B, h, w, C*p*p)``; returns ``(B, C, h*p, w*p)``.
+    """
+    b, h, w, d = p.shape
+    patch = math.isqrt(d // channels)
+    if channels * patch * patch != d:
+        raise ValueError(f"p's last axis {d} is not channels * patch**2 for channels={channels}")
+    t = p.reshape(b, h, w, channels, patch, patch).permute(0, 3, 1, 4, 2, 5)
+    return t.reshape(b, channels, h * patch, w * patch)
+
+
+# ----------------------------------------------------------------------------------------------
+# modules
+# ----------------------------------------------------------------------------------------------
+
+
+class VectorQuantizer(nn.Module):
+    """A codebook with its update rule; forward quantises a channels-first feature map.
+
+    ``update="loss"``: the codebook is an ``nn.Parameter`` moved by the codebook loss (paper).
+    ``update="ema"``: the codebook is a buffer moved by :func:`ema_update` (never by the optimizer),
+    and the codebook loss is dropped. :meth:`update_codebook` does the EMA step and the optional
+    dead-code restart; call it after the optimizer step.
+
+    Args:
+        num_codes: Codebook size $K$.
+        dim: Code dimension $D$.
+        update: ``"loss"`` or ``"ema"``.
+        beta: Commitment weight.
+        decay: EMA decay $\\gamma$.
+        eps: Laplace smoothing of the EMA counts.
+        dead_threshold: Restart codes whose EMA count falls below this (0 disables restarts).
+        init: Initialiser name from :data:`CODEBOOK_INITS` for the data-free start.
+        seed: Seed of the initial codebook.
+    """
+
+    def __init__(
+        self,
+        num_codes: int,
+        dim: int,
+        *,
+        update: str = "loss",
+        beta: float = 0.25,
+        decay: float = 0.99,
+        eps: float = 1e-5,
+        dead_threshold: float = 0.0,
+        init: str = "normal",
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        _positive_int(num_codes, "num_codes")
+        _positive_int(dim, "dim")
+        if update not in ("loss", "ema"):
+            raise ValueError(f"update must be 'loss' or 'ema', got {update!r}")
+        if dead_threshold < 0:
+            raise ValueError(f"dead_threshold must be >= 0, got {dead_threshold!r}")
+        self.num_codes, self.dim, self.update, self.beta = num_codes, dim, update, beta
+        self.decay, self.eps, self.dead_threshold = decay, eps, dead_threshold
+        g = torch.Generator().manual_seed(seed)
+        codebook = codebook_init(init, torch.zeros(1, dim), num_codes, generator=g)
+        if update == "loss":
+            self.codebook = nn.Parameter(codebook)
+        else:
+            self.register_buffer("codebook", codebook)
+        self.register_buffer("cluster_size", torch.ones(num_codes))
+        self.register_buffer("embed_sum", codebook.clone())
+
+    def set_codebook(self, codebook: Tensor) -> None:
+        """Overwrite the codes (e.g. after k-means init) and reset the EMA state to match."""
+        _check_codebook(codebook)
+        if codebook.shape != (self.num_codes, self.dim):
+            raise ValueError(f"codebook must have shape {(self.num_codes, self.dim)}, got {tuple(codebook.shape)}")
+        with torch.no_grad():
+            self.codebook.copy_(codebook)
+            self.cluster_size.fill_(1.0)
+            self.embed_sum.copy_(codebook)
+
+    def forward(self, z: Tensor) -> Quantized:
+        """Quantise ``z`` of shape ``(B, D, H, W)``; outputs are channels-first, indices ``(B, H, W)``."""
+        zl = z.movedim(1, -1)
+        q = quantize(zl, self.codebook, beta=self.beta, codebook_weight=1.0 if self.update == "loss" else 0.0)
+        return q._replace(z_st=q.z_st.movedim(-1, 1), z_q=q.z_q.movedim(-1, 1))
+
+    @torch.no_grad()
+    def update_codebook(self, z: Tensor, indices: Tensor, *, generator: torch.Generator | None = None) -> int:
+        """EMA step (``update="ema"``) and dead-code restart (``dead_threshold > 0``); returns #restarted."""
+        zl = z.detach().movedim(1, -1)
+        state = EMAState(self.cluster_size, self.embed_sum)
+        codebook = self.codebook.detach()
+        if self.update == "ema":
+            codebook, state = ema_update(codebook, zl, indices, state, decay=self.decay, eps=self.eps)
+        else:  # track usage only, for restarts
+            counts = torch.bincount(indices.reshape(-1), minlength=self.num_codes).to(zl.dtype)
+            state = EMAState(self.decay * state.cluster_size + (1 - self.decay) * counts, state.embed_sum)
+        restarted = 0
+        if self.dead_threshold > 0:
+            codebook, state, dead = restart_dead_codes(codebook, state, zl, self.dead_threshold, generator=generator)
+            restarted = int(dead.sum())
+        self.codebook.copy_(codebook)
+        self.cluster_size.copy_(state.cluster_size)
+        self.embed_sum.copy_(state.embed_sum)
+        return restarted
+
+
+class VQVAE(nn.Module):
+    """A small convolutional VQ-VAE for 8x8 images: a 4x4 grid of ``dim``-vectors, one code each.
+
+    Encoder: Conv(1->h, 4x4, stride 2) - ReLU - Conv(h->D, 3x3); decoder: Conv(D->h, 3x3) - ReLU -
+    ConvTranspose(h->1, 4x4, stride 2) - sigmoid (pixels in [0, 1]). Reconstruction loss: MSE
+    (mean over pixels).
+
+    Args:
+        num_codes: Codebook size $K$.
+        dim: Code dimension $D$.
+        hidden: Channels of the hidden layers.
+        seed: Seed of all initial weights.
+        **vq: Passed to :class:`VectorQuantizer` (``update``, ``beta``, ``decay``, ``dead_threshold``, ``init``).
+    """
+
+    def __init__(self, num_codes: int = 32, dim: int = 16, hidden: int = 32, *, seed: int = 0, **vq: object) -> None:
+        super().__init__()
+        _positive_int(hidden, "hidden")
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self.encoder = nn.Sequential(
+                nn.Conv2d(1, hidden, 4, stride=2, padding=1), nn.ReLU(),
+                nn.Conv2d(hidden, dim, 3, padding=1),
+            )  # fmt: skip
+            self.decoder = nn.Sequential(
+                nn.Conv2d(dim, hidden, 3, padding=1), nn.ReLU(),
+                nn.ConvTranspose2d(hidden, 1, 4, stride=2, padding=1), nn.Sigmoid(),
+            )  # fmt: skip
+        self.quantizer = VectorQuantizer(num_codes, dim, seed=seed, **vq)  # type: ignore[arg-type]
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Quantized]:
+        """Return ``(x_hat, z_e, quantized)`` for images ``x`` of shape ``(B, 1, 8, 8)``."""
+        if x.dim() != 4 or x.shape[1] != 1:
+            raise ValueError(f"x must have shape (B, 1, H, W), got {tuple(x.shape)}")
+        z = self.encoder(x)
+        q = self.quantizer(z)
+        return self.decoder(q.z_st), z, q
+
+    @torch.no_grad()
+    def encode(self, x: Tensor) -> Tensor:
+        """Code grid ``(B, H/2, W/2)`` of images ``x``."""
+        return nearest_code(self.encoder(x).movedim(1, -1), self.quantizer.codebook)
+
+    @torch.no_grad()
+    def decode(self, codes: Tensor) -> Tensor:
+        """Images from a code grid ``(B, h, w)``: look up the codes and run the decoder."""
+        _check_indices(codes, self.quantizer.num_codes)
+        return self.decoder(F.embedding(codes, self.quantizer.codebook).movedim(-1, 1))
+
+
+def train_vqvae(
+    model: VQVAE,
+    x: Tensor,
+    *,
+    epochs: int = 40,
+    batch_size: int = 128,
+    lr: float = 2e-3,
+    kmeans_init: bool = False,
+    seed: int = 0,
+) -> dict[str, list[float]]:
+    """Train a :class:`VQVAE` with Adam on images ``x``; seeded shuffling, restarts and k-means init.
+
+    Loss per step: ``mse(x_hat, x) + quantized.loss`` (codebook term only for ``update="loss"``).
+
+    Args:
+        model: The model (trained in place).
+        x: Training images ``(N, 1, 8, 8)`` in [0, 1].
+        epochs: Passes over ``x``.
+        batch_size: Minibatch size.
+        lr: Adam learning rate.
+        kmeans_init: Initialise the codebook by k-means on the first batch's encoder outputs.
+        seed: Seed of the shuffling and of the restarts.
+
+    Returns:
+        Per-step history: ``recon`` (MSE), ``perplexity`` and ``used`` (distinct codes in the batch),
+        ``restarts`` (codes restarted at that step).
+    """
+    _positive_int(epochs, "epochs")
+    _positive_int(batch_size, "batch_size")
+    g = torch.Generator().manual_seed(seed)
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
+    hist: dict[str, list[float]] = {"recon": [], "perplexity": [], "used": [], "restarts": []}
+    k = model.quantizer.num_codes
+    model.train()
+    for epoch in range(epochs):
+        perm = torch.randperm(x.shape[0], generator=g)
+        for start in range(0, x.shape[0], batch_size):
+            xb = x[perm[start : start + batch_size]]
+            if kmeans_init and epoch == 0 and start == 0:
+                with torch.no_grad():
+                    z0 = model.encoder(xb).movedim(1, -1)
+                    model.quantizer.set_codebook(codebook_init("kmeans", z0, k, generator=g))
+            x_hat, z, q = model(xb)
+            recon = F.mse_loss(x_hat, xb)
+            opt.zero_grad(set_to_none=True)
+            (recon + q.loss).backward()
+            opt.step()
+            n_restart = 0
+            if model.quantizer.update == "ema" or model.quantizer.dead_threshold > 0:
+                n_restart = model.quantizer.update_codebook(z, q.indices, generator=g)
+            hist["recon"].append(float(recon.detach()))
+            hist["perplexity"].append(perplexity(q.indices, k))
+            hist["used"].append(float(k - dead_codes(q.indices, k)))
+            hist["restarts"].append(float(n_restart))
+    model.eval()
+    return hist
+
+
+# ----------------------------------------------------------------------------------------------
+# a prior over code grids: a tiny causal transformer (Su's "PixelAtt")
+# ----------------------------------------------------------------------------------------------
+
+
+class _Block(nn.Module):
+    def __init__(self, d: int, heads: int) -> None:
+        super().__init__()
+        self.heads = heads
+        self.ln1, self.ln2 = nn.LayerNorm(d), nn.LayerNorm(d)
+        self.qkv, self.proj = nn.Linear(d, 3 * d), nn.Linear(d, d)
+        self.mlp = nn.Sequential(nn.Linear(d, 2 * d), nn.ReLU(), nn.Linear(2 * d, d))
+
+    def forward(self, h: Tensor) -> Tensor:
+        b, t, d = h.shape
+        q, k, v = self.qkv(self.ln1(h)).reshape(b, t, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        a = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        h = h + self.proj(a.transpose(1, 2).reshape(b, t, d))
+        return h + self.mlp(self.ln2(h))
+
+
+class CodePrior(nn.Module):
+    r"""Autoregressive prior over an $h\times w$ code grid in raster order, $p(k)=\prod_t p(k_t\mid k_{<t})$.
+
+    A small causal transformer in the spirit of Su's "PixelAtt": the input at step $t$ is the
+    previous code (a BOS token at $t = 0$) plus row and column embeddings of position $t$; the output
+    is a softmax over the $K$ codes.
+
+    Args:
+        num_codes: $K$.
+        grid: ``(h, w)`` of the code grid.
+        d_model: Width.
+        heads: Attention heads (must divide ``d_model``).
+        layers: Transformer blocks.
+        seed: Seed of the initial weights.
+    """
+
+    def __init__(
+        self, num_codes: int, grid: tuple[int, int] = (4, 4), d_model: int = 64, heads: int = 4,
+        layers: int = 2, *, seed: int = 0,
+    ) -> None:  # fmt: skip
+        super().__init__()
+        _positive_int(num_codes, "num_codes")
+        if d_model % heads:
+            raise ValueError(f"heads ({heads}) must divide d_model ({d_model})")
+        self.num_codes, self.grid = num_codes, tuple(grid)
+        h, w = self.grid
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self.tok = nn.Embedding(num_codes + 1, d_model)  # index num_codes is BOS
+            self.row, self.col = nn.Embedding(h, d_model), nn.Embedding(w, d_model)
+            self.blocks = nn.ModuleList(_Block(d_model, heads) for _ in range(layers))
+            self.ln = nn.LayerNorm(d_model)
+            self.head = nn.Linear(d_model, num_codes)
+        self.register_buffer("rows", torch.arange(h).repeat_interleave(w), persistent=False)
+        self.register_buffer("cols", torch.arange(w).repeat(h), persistent=False)
+
+    def forward(self, codes: Tensor) -> Tensor:
+        """Logits ``(B, T, K)`` of every code given the ones before it; ``codes`` is ``(B, h, w)`` or ``(B, T)``."""
+        flat = codes.reshape(codes.shape[0], -1)
+        t = flat.shape[1]
+        bos = torch.full((flat.shape[0], 1), self.num_codes, dtype=torch.long, device=flat.device)
+        inp = torch.cat([bos, flat[:, :-1].long()], dim=1)
+        h = self.tok(inp) + self.row(self.rows[:t]) + self.col(self.cols[:t])
+        for blk in self.blocks:
+            h = blk(h)
+        return self.head(self.ln(h))
+
+
+def prior_nll_bits(prior: CodePrior, codes: Tensor) -> float:
+    """Mean negative log-likelihood of code grids under ``prior``, in bits per grid (image).
+
+    Shapes:
+        codes: ``(B, h, w)``.
+    """
+    _check_indices(codes, prior.num_codes)
+    prior.eval()
+    with torch.no_grad():
+        logits = prior(codes)
+        nll = F.cross_entropy(logits.reshape(-1, prior.num_codes), codes.reshape(-1).long(), reduction="sum")
+    return float(nll) / codes.shape[0] / math.log(2)
+
+
+def unigram_bits(train_codes: Tensor, test_codes: Tensor, num_codes: int) -> float:
+    r"""Bits per grid of ``test_codes`` under the code frequencies of ``train_codes`` (add-one smoothed).
+
+    $$\text{bits} = -\frac{1}{B}\sum_{b,t}\log_2 \hat p(k_{bt}),\qquad \hat p(k) = \frac{n_k + 1}{N + K}.$$
+    """
+    _check_indices(train_codes, num_codes)
+    _check_indices(test_codes, num_codes)
+    counts = torch.bincount(train_codes.reshape(-1).long(), minlength=num_codes).double() + 1
+    logp = (counts / counts.sum()).log2()
+    return float(-logp[test_codes.reshape(-1).long()].sum()) / test_codes.shape[0]
+
+
+def train_prior(
+    prior: CodePrior, codes: Tensor, *, epochs: int = 60, batch_size: int = 128, lr: float = 3e-3, seed: int = 0
+) -> list[float]:
+    """Fit ``prior`` to code grids by cross-entropy with AdamW; returns the mean training loss (bits) per epoch."""
+    _check_indices(codes, prior.num_codes)
+    _positive_int(epochs, "epochs")
+    _positive_int(batch_size, "batch_size")
+    g = torch.Generator().manual_seed(seed)
+    opt = torch.optim.AdamW(prior.parameters(), lr=lr, weight_decay=0.01)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
+    hist: list[float] = []
+    prior.train()
+    t = codes[0].numel()
+    for _ in range(epochs):
+        perm = torch.randperm(codes.shape[0], generator=g)
+        total = 0.0
+        for start in range(0, codes.shape[0], batch_size):
+            cb = codes[perm[start : start + batch_size]]
+            logits = prior(cb)
+            loss = F.cross_entropy(logits.reshape(-1, prior.num_codes), cb.reshape(-1).long())
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += float(loss.detach()) * cb.shape[0]
+        sched.step()
+        hist.append(total / codes.shape[0] * t / math.log(2))
+    prior.eval()
+    return hist
+
+
+@torch.no_grad()
+def sample_codes(
+    prior: CodePrior, n: int, *, temperature: float = 1.0, generator: torch.Generator | None = None
+) -> Tensor:
+    """Draw ``n`` code grids from ``prior`` one position at a time in raster order.
+
+    Returns:
+        int64 codes ``(n, h, w)``.
+    """
+    _positive_int(n, "n")
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature!r}")
+    prior.eval()
+    h, w = prior.grid
+    codes = torch.zeros(n, h * w, dtype=torch.long)
+    for t in range(h * w):
+        logits = prior(codes[:, : t + 1])[:, t] / temperature
+        codes[:, t] = torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(1)
+    return codes.reshape(n, h, w)
