@@ -6,8 +6,6 @@ import math
 
 import pytest
 import torch
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from kexue import rope as R
 
@@ -90,8 +88,15 @@ def test_mixed_reductions():
     torch.testing.assert_close(near0, R.inv_freq(D, BASE, "pi", K), rtol=1e-6, atol=0)
 
 
-@given(k=st.floats(1.0, 64.0), b=st.floats(0.0, 1.0), half=st.integers(2, 64))
-@settings(max_examples=60, deadline=None, database=None)
+# Property tests over a seeded grid of random cases (not hypothesis: its ".hypothesis" cache
+# directory in the project root breaks collection under this project's norecursedirs + warnings=error).
+CASES = [
+    (1.0 + 63.0 * u, v, int(2 + w * 62))
+    for u, v, w in torch.rand(60, 3, generator=torch.Generator().manual_seed(123), dtype=torch.float64).tolist()
+] + [(1.0, 0.0, 2), (64.0, 1.0, 64), (8.0, 0.5, 2)]
+
+
+@pytest.mark.parametrize(("k", "b", "half"), CASES)
 def test_mixed_constraints(k, b, half):
     d = 2 * half
     ratio = R.inv_freq(d, BASE, "mixed", k, b=b) / _theta(d)
@@ -102,8 +107,7 @@ def test_mixed_constraints(k, b, half):
     assert torch.all(lam[1:] <= lam[:-1] * (1 + 1e-12))
 
 
-@given(k=st.floats(1.0, 100.0), half=st.integers(2, 64))
-@settings(max_examples=60, deadline=None, database=None)
+@pytest.mark.parametrize(("k", "half"), [(k, half) for k, _, half in CASES])
 def test_k_one_is_identity(k, half):
     d = 2 * half
     for method in METHODS_STATIC:
