@@ -31,30 +31,30 @@ from torch import Tensor, nn
 
 __all__ = [
     "INV_FREQ",
-    "inv_freq",
-    "default_inv_freq",
-    "pi_inv_freq",
-    "ntk_old_inv_freq",
-    "ntk_inv_freq",
-    "fixed_inv_freq",
-    "mixed_inv_freq",
-    "dynamic_inv_freq",
-    "base_for_longest_wavelength",
-    "rope_angles",
+    "TinyRoPELM",
     "apply_rope",
     "apply_rope_reference",
-    "half_permutation",
-    "logn_scale",
+    "base_for_longest_wavelength",
     "beta_digits",
-    "rope_phases",
-    "unseen_angle",
+    "default_inv_freq",
+    "dynamic_inv_freq",
+    "fixed_inv_freq",
+    "half_permutation",
+    "inv_freq",
     "local_resolution",
+    "logn_scale",
     "markov_table",
-    "sample_markov",
-    "repeat_segments",
-    "TinyRoPELM",
-    "train_tiny_lm",
+    "mixed_inv_freq",
     "next_token_accuracy",
+    "ntk_inv_freq",
+    "ntk_old_inv_freq",
+    "pi_inv_freq",
+    "repeat_segments",
+    "rope_angles",
+    "rope_phases",
+    "sample_markov",
+    "train_tiny_lm",
+    "unseen_angle",
 ]
 
 Layout = Literal["interleaved", "half"]
@@ -706,7 +706,7 @@ def markov_table(vocab: int, *, concentration: float = 0.1, seed: int = 0) -> Te
         output: ``(vocab, vocab, vocab)``, rows summing to 1.
 
     Raises:
-        ValueError: If ``vocab < 2`` or ``concentration <= 0``.
+        ValueError: If ``vocab < 2``, ``concentration <= 0`` or ``seed`` is negative.
     """
     if not isinstance(vocab, int) or vocab < 2:
         raise ValueError(f"vocab must be an integer >= 2, got {vocab!r}")
@@ -734,12 +734,13 @@ def sample_markov(table: Tensor, n: int, length: int, *, seed: int = 0) -> Tenso
         table: ``(V, V, V)``; output: ``(n, length)``.
 
     Raises:
-        ValueError: On a malformed table or non-positive ``n``/``length``.
+        ValueError: On a malformed table, non-positive ``n``/``length`` or a negative ``seed``.
     """
     if table.dim() != 3 or len(set(table.shape)) != 1:
         raise ValueError(f"table must have shape (V, V, V), got {tuple(table.shape)}")
     _check_positive_int("n", n)
     _check_positive_int("length", length)
+    _check_seed(seed)
     vocab = table.shape[0]
     g = torch.Generator().manual_seed(seed)
     out = torch.empty(n, length, dtype=torch.int64)
@@ -853,7 +854,6 @@ def train_tiny_lm(
     *,
     steps: int,
     lr: float = 3e-3,
-    seed: int = 0,
 ) -> list[float]:
     """Train with AdamW on next-token cross-entropy (cosine-decayed learning rate).
 
@@ -862,14 +862,20 @@ def train_tiny_lm(
         batches: ``batches(step) -> tokens`` of shape ``(batch, seq)``.
         freqs: RoPE frequencies used in training.
         steps: Optimiser steps (>= 1).
-        lr: Peak learning rate.
-        seed: Seed for dropout-free but order-sensitive initialisation of the optimiser state.
+        lr: Peak learning rate (> 0).
 
     Returns:
         The training loss per step.
+
+    Raises:
+        ValueError: If ``steps`` or ``lr`` is out of range.
+
+    Training is deterministic given the model's initial weights and ``batches`` (no dropout, no
+    sampling here); seed the model's construction and the batch generator.
     """
     _check_positive_int("steps", steps)
-    torch.manual_seed(seed)
+    if not lr > 0:
+        raise ValueError(f"lr must be > 0, got {lr!r}")
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / 20) * 0.5 * (1 + math.cos(math.pi * s / steps))
@@ -907,6 +913,9 @@ def next_token_accuracy(
 
     Shapes:
         tokens: ``(batch, seq)`` with ``seq >= 2``.
+
+    Raises:
+        ValueError: If ``tokens`` is not 2-D with at least two columns.
     """
     if tokens.dim() != 2 or tokens.shape[1] < 2:
         raise ValueError(f"tokens must have shape (batch, seq >= 2), got {tuple(tokens.shape)}")

@@ -457,3 +457,24 @@ def test_degenerate_inputs():
     x = torch.randn(1, 6, generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(R.apply_rope(x, torch.zeros(1), R.inv_freq(6)), x)
     assert R.logn_scale(torch.tensor([], dtype=torch.float64), 4).shape == (0,)
+
+
+def test_bad_data_and_training_arguments():
+    table = R.markov_table(4, seed=0)
+    with pytest.raises(ValueError, match="seed"):
+        R.sample_markov(table, 2, 5, seed=-1)
+    with pytest.raises(ValueError, match="vocab"):
+        R.markov_table(1)
+    with pytest.raises(ValueError, match="table"):
+        R.sample_markov(table[0], 2, 5)
+    with pytest.raises(ValueError, match="seg_len"):
+        R.repeat_segments(torch.zeros(2, 4, dtype=torch.int64), torch.tensor([0, 2]), 6)
+    model = R.TinyRoPELM(4, width=8, heads=2, layers=1)
+    with pytest.raises(ValueError, match="lr"):
+        R.train_tiny_lm(model, lambda s: torch.zeros(2, 5, dtype=torch.int64), R.inv_freq(4), steps=1, lr=0.0)
+    with pytest.raises(ValueError, match="steps"):
+        R.train_tiny_lm(model, lambda s: torch.zeros(2, 5, dtype=torch.int64), R.inv_freq(4), steps=0)
+    with pytest.raises(ValueError, match="tokens"):
+        R.next_token_accuracy(model, torch.zeros(2, 1, dtype=torch.int64), R.inv_freq(4))
+    with pytest.raises(ValueError, match="width"):
+        R.TinyRoPELM(4, width=10, heads=2)
