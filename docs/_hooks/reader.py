@@ -240,19 +240,28 @@ def on_page_markdown(markdown: str, page, config, files) -> str:
     links += [f"sequel [kexue.fm/archives/{str(s).rstrip('/').rsplit('/', 1)[-1]}]({s})" for s in sequels]
     zh = meta.get("zh_keywords") or []
     keywords = f' · <span lang="zh">关键词：{"、".join(html.escape(str(k)) for k in zh)}</span>' if zh else ""
+    # The original's title and links: written by the page itself right under its title (it can say
+    # more, e.g. what a sequel adds), or generated here when the page does not mention it.
+    joined = " · ".join(links)
+    origin = "" if meta["zh_title"] in markdown else (
+        f'<span lang="zh">《{meta["zh_title"]}》</span> — Su Jianlin, {meta["article_date"]}, {joined}'
+    )
+    first_line = " · ".join(x for x in (origin, keywords.removeprefix(" · ")) if x)
     header = (
-        f'<div class="kx-meta" markdown>\n'
-        f'<span lang="zh">《{meta["zh_title"]}》</span> — Su Jianlin, {meta["article_date"]}, '
-        f"{' · '.join(links)}{keywords}\n\n"
-        f'[Download notebook]({slug}/{slug}.ipynb){{ .md-button .kx-notebook download="{slug}.ipynb" }}'
+        '<div class="kx-meta" markdown>\n'
+        + (f"{first_line}\n\n" if first_line else "")
+        + f'[Download notebook]({slug}/{slug}.ipynb){{ .md-button .kx-notebook download="{slug}.ipynb" }}'
         f" [Page source]({slug}/{slug}.md.txt){{ .md-button }}"
         f" [API: `{meta['module']}`](../api/{topic}.md){{ .md-button }}\n"
-        f"</div>\n"
+        "</div>\n"
     )
     lines = markdown.split("\n")
-    fence_lines = {f.line - 1 for f in scan_fences(markdown)}
-    at = next((i for i, line in enumerate(lines) if line.startswith("# ") and i not in fence_lines), -1)
-    lines.insert(at + 1, "\n" + header)
+    fence_lines = {i for f in scan_fences(markdown) for i in range(f.line - 1, f.line + f.source.count("\n") + 1)}
+    headings = [i for i, line in enumerate(lines) if line.startswith("#") and i not in fence_lines]
+    title = next((i for i in headings if lines[i].startswith("# ")), -1)
+    # Under the title and whatever the page writes before its first section.
+    at = next((i for i in headings if i > title and lines[i].startswith("## ")), title + 1)
+    lines.insert(at, header)
     page_url = config.site_url.rstrip("/") + "/" + page.url if config.site_url else page.url
     original, ours = _bibtex(meta, slug, page_url)
     cite = (
