@@ -1245,13 +1245,14 @@ def realnvp_2d(
     """
     _check_int(n_couplings, "n_couplings")
     k = _coupling_params(coupling)
-    torch.manual_seed(seed)  # nn.Linear draws from the global generator
     layers: list[nn.Module] = []
-    for i in range(n_couplings):
-        if actnorm:
-            layers.append(ActNorm(2))
-        mask = torch.tensor([1.0, 0.0]) if i % 2 == 0 else torch.tensor([0.0, 1.0])
-        layers.append(MaskedCoupling(mask, mlp(2, 2 * k, hidden), coupling))
+    with torch.random.fork_rng(devices=[]):  # nn.Linear draws from the global generator; leave it as it was
+        torch.manual_seed(seed)
+        for i in range(n_couplings):
+            if actnorm:
+                layers.append(ActNorm(2))
+            mask = torch.tensor([1.0, 0.0]) if i % 2 == 0 else torch.tensor([0.0, 1.0])
+            layers.append(MaskedCoupling(mask, mlp(2, 2 * k, hidden), coupling))
     return Flow(FlowSequential(layers), (2,))
 
 
@@ -1292,20 +1293,18 @@ def glow(
     c, h, w = event_shape
     if h % 2**levels or w % 2**levels:
         raise ValueError(f"event_shape height and width must be divisible by 2**levels={2**levels}, got {(h, w)}")
-    torch.manual_seed(seed)  # nn.Conv2d draws from the global generator
-    g = torch.Generator().manual_seed(seed)
     shapes = []
     for _ in range(levels):
         c, h, w = 4 * c, h // 2, w // 2
         shapes.append((c, h, w))
         c = c // 2
-    inner: GlowLevel | None = None
-    built: list[GlowLevel] = []
-    for i, (cc, hh, ww) in enumerate(shapes):
-        steps = [GlowStep(cc, hidden, permutation, coupling, actnorm, g) for _ in range(depth)]
-        built.append((steps, (cc, hh, ww)))  # type: ignore[arg-type]
-    for steps, shape in reversed(built):  # type: ignore[misc]
-        inner = GlowLevel(steps, inner, shape)
+    g = torch.Generator().manual_seed(seed)
+    with torch.random.fork_rng(devices=[]):  # nn.Conv2d draws from the global generator; leave it as it was
+        torch.manual_seed(seed)
+        steps = [[GlowStep(s[0], hidden, permutation, coupling, actnorm, g) for _ in range(depth)] for s in shapes]
+        inner: GlowLevel | None = None
+        for level_steps, shape in zip(reversed(steps), reversed(shapes)):
+            inner = GlowLevel(level_steps, inner, shape)
     assert inner is not None
     return Flow(inner, tuple(event_shape))
 

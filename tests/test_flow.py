@@ -484,3 +484,24 @@ def test_parity_affine_coupling_with_normflows():
     y, ld_o = ours(x)
     assert torch.allclose(y, torch.cat([z1, z2], 1), atol=1e-12)
     assert torch.allclose(ld_o, ld_t, atol=1e-12)
+
+
+def test_model_builders_are_seeded_and_leave_the_global_rng_alone():
+    torch.manual_seed(123)
+    before = torch.random.get_rng_state()
+    a = F.glow((1, 8, 8), 2, 1, 4, seed=5)
+    r = F.realnvp_2d(2, 4, seed=5)
+    assert torch.equal(torch.random.get_rng_state(), before)
+    b = F.glow((1, 8, 8), 2, 1, 4, seed=5)
+    assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values()))
+    r2 = F.realnvp_2d(2, 4, seed=5)
+    assert all(torch.equal(p, q) for p, q in zip(r.state_dict().values(), r2.state_dict().values()))
+
+
+def test_fit_is_deterministic_and_reports_history():
+    pts, _ = make_moons(128, noise=0.05, seed=0)
+    h1 = F.fit(F.realnvp_2d(2, 8), pts, steps=5, batch_size=32, seed=1, eval_data=pts, eval_every=2)
+    h2 = F.fit(F.realnvp_2d(2, 8), pts, steps=5, batch_size=32, seed=1, eval_data=pts, eval_every=2)
+    assert h1 == h2 and len(h1["loss"]) == 5 and h1["eval_step"] == [2, 4, 5]
+    with pytest.raises(ValueError, match="steps"):
+        F.fit(F.realnvp_2d(2, 8), pts, steps=0)
