@@ -1,0 +1,1382 @@
+"""Normalising flows from NICE to RealNVP and Glow: exact likelihoods by change of variables.
+
+Companion to Su Jianlin, "细水长flow之RealNVP与Glow：流模型的传承与升华" (kexue.fm/archives/5807,
+2018), which builds on "细水长flow之NICE" (kexue.fm/archives/5776). The papers are Dinh, Krueger and
+Bengio, *NICE* (arXiv:1410.8516); Dinh, Sohl-Dickstein and Bengio, *Density estimation using Real NVP*
+(arXiv:1605.08803); Kingma and Dhariwal, *Glow* (arXiv:1807.03039).
+
+One contract for every layer (data -> latent is "forward"):
+
+* ``forward(x) -> (y, log_det)`` with ``log_det = log|det dy/dx|`` per example, shape ``(batch,)``;
+* ``inverse(y) -> (x, log_det)`` with ``log_det = log|det dx/dy|`` (the negative of the forward one).
+
+Every layer maps a tensor to a tensor of the same shape (a multi-scale split is written as a bijection
+onto the same shape, see :class:`SplitPrior`), so a model is a chain of layers with a standard normal
+base on the output. normflows uses the opposite naming (its ``forward`` goes latent -> data).
+Tensors are ``(batch, channels, height, width)`` for images and ``(batch, features)`` for vectors.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = [
+    "COUPLINGS",
+    "PERMUTATIONS",
+    "BASES",
+    "squeeze2d",
+    "unsqueeze2d",
+    "squeeze2d_reference",
+    "checkerboard_mask",
+    "channel_mask",
+    "affine_forward",
+    "affine_inverse",
+    "conv1x1_logdet_slogdet",
+    "conv1x1_logdet_lu",
+    "lu_init",
+    "dequantize",
+    "bits_per_dim",
+    "uniform_bpd",
+    "categorical_bpd",
+    "gaussian_bpd",
+    "FlowSequential",
+    "Squeeze",
+    "Permutation",
+    "InvConv1x1",
+    "InvConv1x1LU",
+    "ActNorm",
+    "MaskedCoupling",
+    "ChannelCoupling",
+    "SplitPrior",
+    "LearnedPrior",
+    "GlowStep",
+    "GlowLevel",
+    "Flow",
+    "mlp",
+    "coupling_convnet",
+    "realnvp_2d",
+    "glow",
+    "fit",
+]
+
+_LOG2PI = math.log(2 * math.pi)
+
+
+def _sum_except_batch(x: torch.Tensor) -> torch.Tensor:
+    return x.reshape(x.shape[0], -1).sum(dim=1)
+
+
+def _check_tensor(x: object, name: str, dims: Sequence[int]) -> torch.Tensor:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if not x.dtype.is_floating_point:
+        raise TypeError(f"{name} must be a floating-point tensor, got {x.dtype}")
+    if x.dim() not in dims:
+        raise ValueError(f"{name} must have {' or '.join(map(str, dims))} dimensions, got shape {tuple(x.shape)}")
+    if x.shape[0] == 0:
+        raise ValueError(f"{name} must hold at least one example, got an empty batch")
+    return x
+
+
+def _check_int(value: object, name: str, minimum: int = 1) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+# ----------------------------------------------------------------------------------------------
+# Pure functions
+# ----------------------------------------------------------------------------------------------
+
+
+def squeeze2d(x: torch.Tensor, factor: int = 2) -> torch.Tensor:
+    r"""Move each ``factor x factor`` spatial block into channels (a pure permutation, log-det 0).
+
+    Output channel ``c * factor**2 + factor * i + j`` holds pixel ``(factor * h + i, factor * w + j)``
+    of input channel ``c``: the ordering of Glow's ``squeeze2d`` and of ``torch.pixel_unshuffle``.
+    Su's Keras ``Squeeze`` orders channels as ``(i, j, c)`` instead.
+
+    Args:
+        x: Images.
+        factor: Block size (>= 1); height and width must be divisible by it.
+
+    Returns:
+        The squeezed tensor.
+
+    Shapes:
+        x: ``(batch, C, H, W)`` -> ``(batch, C * factor**2, H / factor, W / factor)``.
+
+    Raises:
+        ValueError: If ``x`` is not 4-D or its height/width is not divisible by ``factor``.
+    """
+    _check_tensor(x, "x", (4,))
+    _check_int(factor, "factor")
+    if x.shape[2] % factor or x.shape[3] % factor:
+        raise ValueError(f"x height and width must be divisible by factor={factor}, got {tuple(x.shape[2:])}")
+    return F.pixel_unshuffle(x, factor)
+
+
+def unsqueeze2d(x: torch.Tensor, factor: int = 2) -> torch.Tensor:
+    """Inverse of :func:`squeeze2d`.
+
+    Args:
+        x: Squeezed images.
+        factor: Block size used by :func:`squeeze2d`.
+
+    Returns:
+        The unsqueezed tensor.
+
+    Shapes:
+        x: ``(batch, C * factor**2, h, w)`` -> ``(batch, C, h * factor, w * factor)``.
+
+    Raises:
+        ValueError: If ``x`` is not 4-D or its channels are not divisible by ``factor**2``.
+    """
+    _check_tensor(x, "x", (4,))
+    _check_int(factor, "factor")
+    if x.shape[1] % (factor * factor):
+        raise ValueError(f"x channels must be divisible by factor**2={factor * factor}, got {x.shape[1]}")
+    return F.pixel_shuffle(x, factor)
+
+
+def squeeze2d_reference(x: torch.Tensor, factor: int = 2) -> torch.Tensor:
+    """Slow, obvious loop version of :func:`squeeze2d` (the reference in tests).
+
+    Args:
+        x: Images.
+        factor: Block size.
+
+    Returns:
+        The squeezed tensor, built pixel by pixel.
+
+    Shapes:
+        x: ``(batch, C, H, W)`` -> ``(batch, C * factor**2, H / factor, W / factor)``.
+    """
+    b, c, h, w = x.shape
+    out = x.new_empty(b, c * factor * factor, h // factor, w // factor)
+    for ch in range(c):
+        for i in range(factor):
+            for j in range(factor):
+                out[:, ch * factor * factor + factor * i + j] = x[:, ch, i::factor, j::factor]
+    return out
+
+
+def checkerboard_mask(height: int, width: int, parity: int = 0, *, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    r"""RealNVP's spatial checkerboard mask $b_{ij} = (i + j + \text{parity}) \bmod 2$.
+
+    Args:
+        height: Image height.
+        width: Image width.
+        parity: 0 or 1; the two parities are complementary.
+        dtype: Floating dtype of the mask.
+
+    Returns:
+        The mask, broadcastable against ``(batch, C, height, width)``.
+
+    Shapes:
+        out: ``(1, 1, height, width)``.
+
+    Raises:
+        ValueError: If a size is not positive or ``parity`` is not 0 or 1.
+    """
+    _check_int(height, "height")
+    _check_int(width, "width")
+    if parity not in (0, 1):
+        raise ValueError(f"parity must be 0 or 1, got {parity!r}")
+    i = torch.arange(height).view(-1, 1)
+    j = torch.arange(width).view(1, -1)
+    return ((i + j + parity) % 2).to(dtype).view(1, 1, height, width)
+
+
+def channel_mask(channels: int, parity: int = 0, *, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """RealNVP's channel mask: ones on the first half of the channels (``parity=0``) or the second.
+
+    Args:
+        channels: Number of channels (or features for vectors), >= 2.
+        parity: 0 or 1; the two parities are complementary.
+        dtype: Floating dtype of the mask.
+
+    Returns:
+        The mask as a vector; reshape with ``.view(1, -1, 1, 1)`` for images.
+
+    Shapes:
+        out: ``(channels,)``.
+
+    Raises:
+        ValueError: If ``channels < 2`` or ``parity`` is not 0 or 1.
+    """
+    _check_int(channels, "channels", 2)
+    if parity not in (0, 1):
+        raise ValueError(f"parity must be 0 or 1, got {parity!r}")
+    m = (torch.arange(channels) < channels // 2).to(dtype)
+    return m if parity == 0 else 1 - m
+
+
+# --8<-- [start:affine]
+def affine_forward(x: torch.Tensor, log_s: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""Element-wise affine map $y = x \odot e^{\log s} + t$ and its log-det $\sum \log s$.
+
+    The core of NICE's additive coupling ($\log s = 0$) and RealNVP's affine coupling.
+
+    Args:
+        x: The half being transformed.
+        log_s: Log scales, same shape as ``x``.
+        t: Shifts, same shape as ``x``.
+
+    Returns:
+        ``(y, log_det)``.
+
+    Shapes:
+        x, log_s, t, y: ``(batch, ...)``; log_det: ``(batch,)``.
+    """
+    return x * torch.exp(log_s) + t, _sum_except_batch(log_s)
+
+
+def affine_inverse(y: torch.Tensor, log_s: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""Inverse of :func:`affine_forward`: $x = (y - t) \odot e^{-\log s}$, log-det $-\sum \log s$.
+
+    Args:
+        y: The transformed half.
+        log_s: Log scales, same shape as ``y``.
+        t: Shifts, same shape as ``y``.
+
+    Returns:
+        ``(x, log_det)``.
+
+    Shapes:
+        y, log_s, t, x: ``(batch, ...)``; log_det: ``(batch,)``.
+    """
+    return (y - t) * torch.exp(-log_s), -_sum_except_batch(log_s)
+# --8<-- [end:affine]
+
+
+def _additive(h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """NICE: the net output is the shift; log-scale 0 (Dinh et al. 2014)."""
+    return torch.zeros_like(h), h
+
+
+def _exp(h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """RealNVP paper: log s is the raw net output (unbounded; Dinh et al. 2016)."""
+    a, t = h.chunk(2, dim=1)
+    return a, t
+
+
+def _tanh(h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """log s = tanh(raw) in (-1, 1): a bounded variant (RealNVP's code scales tanh by a learned c)."""
+    a, t = h.chunk(2, dim=1)
+    return torch.tanh(a), t
+
+
+def _sigmoid(h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Glow's code: s = sigmoid(raw + 2), so log s = logsigmoid(raw + 2) < 0 and s(0) = 0.88."""
+    a, t = h.chunk(2, dim=1)
+    return F.logsigmoid(a + 2.0), t
+
+
+#: Coupling variants: ``name -> f(h) -> (log_s, t)`` from the coupling net's raw output ``h``.
+#: ``"additive"`` needs ``C`` output channels (NICE); the others ``2 C`` (first half -> log s).
+COUPLINGS: dict[str, Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]] = {
+    "additive": _additive,
+    "exp": _exp,
+    "tanh": _tanh,
+    "sigmoid": _sigmoid,
+}
+
+
+def _coupling_params(kind: str) -> int:
+    if kind not in COUPLINGS:
+        raise ValueError(f"coupling must be one of {sorted(COUPLINGS)}, got {kind!r}")
+    return 1 if kind == "additive" else 2
+
+
+# --8<-- [start:logdet1x1]
+def conv1x1_logdet_slogdet(weight: torch.Tensor, pixels: int = 1) -> torch.Tensor:
+    r"""Reference log-det of an invertible 1x1 convolution: $hw \log|\det W|$ by ``slogdet`` (O(C^3)).
+
+    Computed in float64, as Glow's code does, then cast back.
+
+    Args:
+        weight: The channel-mixing matrix $W$.
+        pixels: $h \cdot w$, the number of positions the matrix is applied at.
+
+    Returns:
+        A scalar tensor.
+
+    Shapes:
+        weight: ``(C, C)``.
+
+    Raises:
+        ValueError: If ``weight`` is not square.
+    """
+    if weight.dim() != 2 or weight.shape[0] != weight.shape[1]:
+        raise ValueError(f"weight must be a square matrix, got shape {tuple(weight.shape)}")
+    return (pixels * torch.linalg.slogdet(weight.double()).logabsdet).to(weight.dtype)
+
+
+def conv1x1_logdet_lu(log_s: torch.Tensor, pixels: int = 1) -> torch.Tensor:
+    r"""Log-det of $W = P L (U + \operatorname{diag}(\operatorname{sign}(s) e^{\log s}))$ in O(C).
+
+    $P$ is a permutation ($|\det P| = 1$), $L$ is unit lower triangular ($\det L = 1$) and the
+    upper-triangular factor has diagonal $\operatorname{sign}(s) e^{\log s}$, so
+    $\log|\det W| = \sum_c \log s_c$ and the layer's log-det is $hw \sum_c \log s_c$.
+
+    Args:
+        log_s: Log of the absolute diagonal of the upper factor.
+        pixels: $h \cdot w$.
+
+    Returns:
+        A scalar tensor.
+
+    Shapes:
+        log_s: ``(C,)``.
+    """
+    return pixels * log_s.sum()
+# --8<-- [end:logdet1x1]
+
+
+def lu_init(channels: int, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+    """Glow's LU initialisation: factor a random orthogonal matrix $Q = P L U$.
+
+    Args:
+        channels: Matrix size ``C`` (>= 1).
+        generator: Random generator for the orthogonal matrix.
+
+    Returns:
+        Dict with ``P``, ``L`` (unit lower), ``U`` (strictly upper part), ``sign_s`` and ``log_s``
+        (sign and log-magnitude of ``diag(U)``); ``P @ L @ (U + diag(sign_s * exp(log_s)))`` is ``Q``.
+
+    Shapes:
+        P, L, U: ``(C, C)``; sign_s, log_s: ``(C,)``. All float64.
+    """
+    _check_int(channels, "channels")
+    a = torch.randn(channels, channels, generator=generator, dtype=torch.float64)
+    q, _ = torch.linalg.qr(a)
+    p, lower, upper = torch.linalg.lu(q)
+    d = torch.diagonal(upper)
+    return {"P": p, "L": lower, "U": torch.triu(upper, 1), "sign_s": torch.sign(d), "log_s": d.abs().log()}
+
+
+def dequantize(
+    v: torch.Tensor, levels: int, *, generator: torch.Generator | None = None, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
+    r"""Uniform dequantisation $x = (v + u) / L$, $u \sim U[0, 1)^D$, mapping levels $0..L-1$ into $[0, 1)$.
+
+    Args:
+        v: Integer-valued data (any dtype) in ``0 .. levels - 1``.
+        levels: Number of levels $L$ (17 for scikit-learn's digits, 256 for 8-bit images).
+        generator: Random generator for $u$.
+        dtype: Floating dtype of the result.
+
+    Returns:
+        Dequantised data in ``[0, 1)``.
+
+    Shapes:
+        v, out: ``(batch, ...)``.
+
+    Raises:
+        ValueError: If ``levels < 2`` or ``v`` has values outside ``0 .. levels - 1`` or non-integers.
+    """
+    _check_int(levels, "levels", 2)
+    if v.numel() and (v.min() < 0 or v.max() > levels - 1 or not torch.equal(v, v.round())):
+        raise ValueError(f"v must hold integers in 0..{levels - 1} (levels={levels})")
+    u = torch.rand(v.shape, generator=generator, dtype=dtype)
+    return (v.to(dtype) + u) / levels
+
+
+# --8<-- [start:bpd]
+def bits_per_dim(log_px: torch.Tensor, dims: int, levels: int) -> torch.Tensor:
+    r"""Bits per dimension of discrete data from the density of its dequantised version.
+
+    With $x = (v + u)/L$ the discrete model $P(v) = \int_{[0,1)^D} p\big((v + u)/L\big) L^{-D}\,du$
+    satisfies $\log P(v) \ge \mathbb{E}_u \log p(x) - D \log L$ (Jensen), hence the upper bound
+    $$\text{bits/dim} = \frac{-\log p(x) + D \log L}{D \ln 2}.$$
+
+    Args:
+        log_px: Log-density (nats) of the dequantised data, per example.
+        dims: $D$, the number of dimensions per example.
+        levels: $L$, the number of levels each dimension had before dequantisation.
+
+    Returns:
+        Bits per dimension per example.
+
+    Shapes:
+        log_px: ``(batch,)`` -> ``(batch,)``.
+
+    Raises:
+        ValueError: If ``dims < 1`` or ``levels < 2``.
+    """
+    _check_int(dims, "dims")
+    _check_int(levels, "levels", 2)
+    return (-log_px + dims * math.log(levels)) / (dims * math.log(2.0))
+# --8<-- [end:bpd]
+
+
+def uniform_bpd(levels: int) -> float:
+    r"""Bits per dimension of the uniform distribution over ``levels`` values: $\log_2 L$.
+
+    Args:
+        levels: Number of levels $L \ge 2$.
+
+    Returns:
+        $\log_2 L$.
+    """
+    _check_int(levels, "levels", 2)
+    return math.log2(levels)
+
+
+def categorical_bpd(v_train: torch.Tensor, v_test: torch.Tensor, levels: int, alpha: float = 0.5) -> float:
+    r"""Baseline: independent categorical per pixel with add-$\alpha$ smoothing, test bits/dim.
+
+    $P(v_d = k) = (n_{dk} + \alpha) / (n + L\alpha)$ fitted on ``v_train``; returns
+    $-\frac{1}{N D}\sum_{n,d} \log_2 P(v_{nd})$ on ``v_test``. It ignores all dependencies between
+    pixels, so a flow that models them should beat it.
+
+    Args:
+        v_train: Integer levels of the training set.
+        v_test: Integer levels of the test set.
+        levels: Number of levels $L$.
+        alpha: Additive smoothing (> 0).
+
+    Returns:
+        Test bits per dimension.
+
+    Shapes:
+        v_train: ``(n, ...)``; v_test: ``(m, ...)`` with the same trailing shape.
+
+    Raises:
+        ValueError: If trailing shapes differ, ``alpha <= 0`` or values fall outside ``0..levels-1``.
+    """
+    _check_int(levels, "levels", 2)
+    if not alpha > 0:
+        raise ValueError(f"alpha must be > 0, got {alpha!r}")
+    if v_train.shape[1:] != v_test.shape[1:]:
+        raise ValueError(f"v_train and v_test trailing shapes differ: {tuple(v_train.shape)} vs {tuple(v_test.shape)}")
+    tr = v_train.reshape(v_train.shape[0], -1).long()
+    te = v_test.reshape(v_test.shape[0], -1).long()
+    for name, v in (("v_train", tr), ("v_test", te)):
+        if v.min() < 0 or v.max() >= levels:
+            raise ValueError(f"{name} must hold integers in 0..{levels - 1}")
+    counts = F.one_hot(tr, levels).sum(0).double()  # (D, L)
+    logp = torch.log2((counts + alpha) / (tr.shape[0] + levels * alpha))
+    picked = logp.gather(1, te.T)  # (D, m)
+    return float(-picked.mean())
+
+
+def gaussian_bpd(x_train: torch.Tensor, x_test: torch.Tensor, levels: int, ridge: float = 1e-6) -> float:
+    r"""Baseline: one full-covariance Gaussian on dequantised data, test bits/dim.
+
+    Fits $\mu$ and $\Sigma$ (maximum likelihood, plus ``ridge`` on the diagonal) on ``x_train`` and
+    evaluates :func:`bits_per_dim` of $\mathcal{N}(x; \mu, \Sigma)$ on ``x_test``, in float64.
+
+    Args:
+        x_train: Dequantised training data in ``[0, 1)``.
+        x_test: Dequantised test data.
+        levels: Number of levels $L$ before dequantisation.
+        ridge: Added to the covariance diagonal (>= 0).
+
+    Returns:
+        Test bits per dimension.
+
+    Shapes:
+        x_train: ``(n, ...)``; x_test: ``(m, ...)`` with the same trailing shape.
+
+    Raises:
+        ValueError: If trailing shapes differ or ``ridge < 0``.
+    """
+    if x_train.shape[1:] != x_test.shape[1:]:
+        raise ValueError(f"x_train and x_test trailing shapes differ: {tuple(x_train.shape)} vs {tuple(x_test.shape)}")
+    if not ridge >= 0:
+        raise ValueError(f"ridge must be >= 0, got {ridge!r}")
+    tr = x_train.reshape(x_train.shape[0], -1).double()
+    te = x_test.reshape(x_test.shape[0], -1).double()
+    mu = tr.mean(0)
+    cov = (tr - mu).T @ (tr - mu) / tr.shape[0] + ridge * torch.eye(tr.shape[1], dtype=torch.float64)
+    dist = torch.distributions.MultivariateNormal(mu, covariance_matrix=cov)
+    return float(bits_per_dim(dist.log_prob(te), tr.shape[1], levels).mean())
+
+
+# ----------------------------------------------------------------------------------------------
+# Layers
+# ----------------------------------------------------------------------------------------------
+
+
+class FlowSequential(nn.Module):
+    """A chain of flow layers; log-dets add up (and the inverse runs the chain backwards).
+
+    Args:
+        layers: Flow layers obeying the ``forward``/``inverse`` contract of this module.
+
+    Shapes:
+        x: any shape the layers accept; log_det: ``(batch,)``.
+    """
+
+    def __init__(self, layers: Sequence[nn.Module]) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(layers)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        log_det = x.new_zeros(x.shape[0])
+        for layer in self.layers:
+            x, ld = layer(x)
+            log_det = log_det + ld
+        return x, log_det
+
+    def inverse(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        log_det = y.new_zeros(y.shape[0])
+        for layer in reversed(self.layers):
+            y, ld = layer.inverse(y)
+            log_det = log_det + ld
+        return y, log_det
+
+
+class Squeeze(nn.Module):
+    """:func:`squeeze2d` as a flow layer (log-det 0).
+
+    Args:
+        factor: Block size.
+
+    Shapes:
+        x: ``(batch, C, H, W)`` -> ``(batch, 4C, H/2, W/2)`` for ``factor=2``.
+    """
+
+    def __init__(self, factor: int = 2) -> None:
+        super().__init__()
+        self.factor = _check_int(factor, "factor")
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return squeeze2d(x, self.factor), x.new_zeros(x.shape[0])
+
+    def inverse(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return unsqueeze2d(y, self.factor), y.new_zeros(y.shape[0])
+
+
+class Permutation(nn.Module):
+    """A fixed channel permutation (log-det 0): NICE's reversal or RealNVP/Su's random shuffle.
+
+    Args:
+        channels: Number of channels (dimension 1 of the input).
+        kind: ``"reverse"`` or ``"shuffle"``.
+        generator: Random generator for ``"shuffle"``.
+
+    Shapes:
+        x: ``(batch, channels, ...)``.
+    """
+
+    def __init__(self, channels: int, kind: str = "reverse", generator: torch.Generator | None = None) -> None:
+        super().__init__()
+        _check_int(channels, "channels")
+        if kind == "reverse":
+            perm = torch.arange(channels - 1, -1, -1)
+        elif kind == "shuffle":
+            perm = torch.randperm(channels, generator=generator)
+        else:
+            raise ValueError(f"kind must be 'reverse' or 'shuffle', got {kind!r}")
+        self.register_buffer("perm", perm)
+        self.register_buffer("inv_perm", torch.argsort(perm))
+
+    def _check(self, x: torch.Tensor) -> None:
+        if x.shape[1] != self.perm.numel():
+            raise ValueError(f"x must have {self.perm.numel()} channels, got {x.shape[1]}")
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        self._check(x)
+        return x[:, self.perm], x.new_zeros(x.shape[0])
+
+    def inverse(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        self._check(y)
+        return y[:, self.inv_perm], y.new_zeros(y.shape[0])
+
+
+def _mix_channels(weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """y[:, i] = sum_j W[i, j] x[:, j] at every position (a 1x1 convolution / dense layer)."""
+    if x.dim() == 4:
+        return F.conv2d(x, weight.view(*weight.shape, 1, 1))
+    return x @ weight.T
+
+
+def _pixels(x: torch.Tensor) -> int:
+    return int(math.prod(x.shape[2:]))
+
+
+class InvConv1x1(nn.Module):
+    r"""Glow's invertible 1x1 convolution, plain parameterisation (the slow reference).
+
+    $y_{:,ij} = W x_{:,ij}$ with log-det $hw \log|\det W|$ by float64 ``slogdet`` (O(C^3)); $W$ starts
+    as a random orthogonal matrix. Works on vectors ``(batch, C)`` too (then $hw = 1$).
+
+    Args:
+        channels: Number of channels ``C``.
+        generator: Random generator for the initial orthogonal matrix.
+
+    Shapes:
+        x: ``(batch, C, H, W)`` or ``(batch, C)``.
+    """
+
+    def __init__(self, channels: int, generator: torch.Generator | None = None) -> None:
+        super().__init__()
+        _check_int(channels, "channels")
+        q, _ = torch.linalg.qr(torch.randn(channels, channels, generator=generator, dtype=torch.float64))
+        self.weight = nn.Parameter(q.float())
+
+    def _check(self, x: torch.Tensor) -> None:
+        _check_tensor(x, "x", (2, 4))
+        if x.shape[1] != self.weight.shape[0]:
+            raise ValueError(f"x must have {self.weight.shape[0]} channels, got {x.shape[1]}")
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        self._check(x)
+        ld = conv1x1_logdet_slogdet(self.weight, _pixels(x))
+        return _mix_channels(self.weight, x), ld.expand(x.shape[0])
+
+    def inverse(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        self._check(y)
+        w_inv = torch.linalg.inv(self.weight.double()).to(self.weight.dtype)
+        ld = -conv1x1_logdet_slogdet(self.weight, _pixels(y))
+        return _mix_channels(w_inv, y), ld.expand(y.shape[0])
+
+
+# --8<-- [start:lu]
+class InvConv1x1LU(nn.Module):
+    r"""Invertible 1x1 convolution with Glow's LU parameterisation: log-det in O(C).
+
+    $W = P L (U + \operatorname{diag}(\operatorname{sign}(s) \odot e^{\log s}))$ with $P$ and
+    $\operatorname{sign}(s)$ fixed buffers, $L$ unit lower and $U$ strictly upper triangular;
+    log-det $hw \sum_c \log s_c$ (:func:`conv1x1_logdet_lu`). Initialised from the LU factors of a
+    random orthogonal matrix (:func:`lu_init`). The inverse uses two triangular solves.
+
+    Args:
+        channels: Number of channels ``C``.
+        generator: Random generator for the initial orthogonal matrix.
+
+    Shapes:
+        x: ``(batch, C, H, W)`` or ``(batch, C)``.
+    """
+
+    def __init__(self, channels: int, generator: torch.Generator | None = None) -> None:
+        super().__init__()
+        f = {k: v.float() for k, v in lu_init(channels, generator).items()}
+        self.register_buffer("P", f["P"])
+        self.register_buffer("sign_s", f["sign_s"])
+        self.register_buffer("lower_mask", torch.tril(torch.ones(channels, channels), -1))
+        self.register_buffer("eye", torch.eye(channels))
+        self.L = nn.Parameter(f["L"])
+        self.U = nn.Parameter(f["U"])
+        self.log_s = nn.Parameter(f["log_s"])
+
+    def factors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return the unit-lower factor ``L`` and the full upper factor ``U + diag(sign_s e^{log_s})``."""
+        lower = self.L * self.lower_mask + self.eye
+        upper = self.U * self.lower_mask.T + torch.diag(self.sign_s * torch.exp(self.log_s))
+        return lower, upper
+
+    def weight(self) -> torch.Tensor:
+        """Assemble ``W = P L U`` (O(C^3) matmuls, but no determinant)."""
+        lower, upper = self.factors()
+        return self.P @ lower @ upper
+
+    def _check(self, x: torch.Tensor) -> None:
+        _check_tensor(x, "x", (2, 4))
+        if x.shape[1] != self.log_s.numel():
+            raise ValueError(f"x must have {self.log_s.numel()} channels, got {x.shape[1]}")
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        self._check(x)
+        ld = conv1x1_logdet_lu(self.log_s, _pixels(x))
+        return _mix_channels(self.weight(), x), ld.expand(x.shape[0])
+
+    def inverse(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        self._check(y)
+        lower, upper = self.factors()
+        # W^-1 = U^-1 L^-1 P^T, by triangular solves instead of a general inverse.
+        tmp = torch.linalg.solve_triangular(lower, self.P.T, upper=False, unitriangular=True)
+        w_inv = torch.linalg.solve_triangular(upper, tmp, upper=True)
+        ld = -conv1x1_logdet_lu(self.log_s, _pixels(y))
+        return _mix_channels(w_inv, y), ld.expand(y.shape[0])
+# --8<-- [end:lu]
+
+
+# --8<-- [start:actnorm]
+class ActNorm(nn.Module):
+    r"""Glow's activation normalisation $y = e^{\log s} \odot (x + b)$ per channel.
+
+    Log-det $hw \sum_c \log s_c$. On the first ``forward`` in training mode the parameters are set
+    from that batch (data-dependent initialisation, as in Glow's ``actnorm``): $b = -\text{mean}$,
+    $s = 1/(\text{std} + 10^{-6})$ per channel (biased std), so the batch comes out with zero mean and
+    unit variance. A channel whose std is below ``1e-6`` keeps $s = 1$ (it is only centred) instead of
+    being scaled by $10^6$. The ``initialized`` buffer travels with ``state_dict``, so loading weights
+    skips the initialisation. NICE's scaling layer is the same map without $b$.
+
+    Args:
+        channels: Number of channels ``C``.
+        ddi: Whether to run the data-dependent initialisation (otherwise $b = 0$, $s = 1$).
+
+    Shapes:
+        x: ``(batch, C, H, W)`` or ``(batch, C)``.
+    """
+
+    def __init__(self, channels: int, ddi: bool = True) -> None:
+        super().__init__()
+        _check_int(channels, "channels")
+        self.bias = nn.Parameter(torch.zeros(channels))
+        self.log_s = nn.Parameter(torch.zeros(channels))
+        self.register_buffer("initialized", torch.tensor(not ddi))
+
+    def _view(self, p: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return p.view(1, -1, *([1] * (x.dim() - 2)))
+
+    @torch.no_grad()
+    def initialize(self, x: torch.Tensor) -> None:
+        """Set ``bias`` and ``log_s`` so that ``x`` is mapped to zero mean, unit variance per channel."""
+        dims = [0, *range(2, x.dim())]
+        mean = x.mean(dim=dims)
+        std = (x - self._view(mean, x)).pow(2).mean(dim=dims).sqrt()
+        self.bias.copy_(-mean)
+        self.log_s.copy_(torch.where(std > 1e-6, -torch.log(std + 1e-6), torch.zeros_like(std)))
+        self.initialized.fill_(True)
+
+    def _check(self, x: torch.Tensor) -> None:
+        _check_tensor(x, "x", (2, 4))
+        if x.shape[1] != self.bias.numel():
+            raise ValueError(f"x must have {self.bias.numel()} channels, got {x.shape[1]}")
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        self._check(x)
+        if not bool(self.initialized) and self.training:
+            self.initialize(x)
+        y = (x + self._view(self.bias, x)) * torch.exp(self._view(self.log_s, x))
+        return y, (_pixels(x) * self.log_s.sum()).expand(x.shape[0])
+
+    def inverse(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        self._check(y)
+        x = y * torch.exp(-self._view(self.log_s, y)) - self._view(self.bias, y)
+        return x, (-_pixels(y) * self.log_s.sum()).expand(y.shape[0])
+# --8<-- [end:actnorm]
+
+
+# --8<-- [start:masked]
+class MaskedCoupling(nn.Module):
+    r"""RealNVP's masked coupling: $y = b \odot x + (1-b) \odot \big(x \odot e^{\log s(b \odot x)} + t(b \odot x)\big)$.
+
+    Log-det $\sum (1-b) \odot \log s$. The mask $b$ may be a checkerboard, a channel mask or, for
+    vectors, any 0/1 vector. ``coupling`` picks how the net's output becomes $(\log s, t)$
+    (:data:`COUPLINGS`; ``"additive"`` is NICE's coupling, log-det 0).
+
+    Args:
+        mask: 0/1 tensor broadcastable to the input, without the batch dimension.
+        net: Maps the masked input ``(batch, C, ...)`` to ``(batch, k C, ...)``, ``k = 1`` for additive
+            coupling and 2 otherwise (first half: raw log-scale, second half: shift).
+        coupling: Key of :data:`COUPLINGS`.
+
+    Shapes:
+        x: ``(batch, C, H, W)`` or ``(batch, C)``.
+    """
+
+    def __init__(self, mask: torch.Tensor, net: nn.Module, coupling: str = "exp") -> None:
+        super().__init__()
+        self.k = _coupling_params(coupling)
+        if not torch.all((mask == 0) | (mask == 1)):
+            raise ValueError("mask must contain only zeros and ones")
+        self.register_buffer("mask", mask.reshape(1, *mask.shape) if mask.dim() == 1 else mask)
+        self.net = net
+        self.coupling = coupling
+
+    def _params(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        b = self.mask
+        h = self.net(x * b)
+        if h.shape[1] != self.k * x.shape[1] or h.shape[2:] != x.shape[2:]:
+            raise ValueError(
+                f"net must map x of shape {tuple(x.shape)} to {self.k} x its channels, got {tuple(h.shape)}"
+            )
+        log_s, t = COUPLINGS[self.coupling](h)
+        return log_s * (1 - b), t * (1 - b)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        _check_tensor(x, "x", (2, 4))
+        log_s, t = self._params(x)
+        return affine_forward(x, log_s, t)
+
+    def inverse(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        _check_tensor(y, "y", (2, 4))
+        log_s, t = self._params(y)  # b * y = b * x, so the net sees the same input
+        return affine_inverse(y, log_s, t)
+# --8<-- [end:masked]
+
+
+def coupling_convnet(in_channels: int, out_channels: int, hidden: int) -> nn.Sequential:
+    """Glow's coupling net: Conv3x3 -> ReLU -> Conv1x1 -> ReLU -> Conv3x3 with the last layer zeroed.
+
+    The zero-initialised last layer makes every coupling start as the identity.
+
+    Args:
+        in_channels: Input channels.
+        out_channels: Output channels.
+        hidden: Hidden width.
+
+    Returns:
+        The network.
+
+    Shapes:
+        x: ``(batch, in_channels, H, W)`` -> ``(batch, out_channels, H, W)``.
+    """
+    last = nn.Conv2d(hidden, out_channels, 3, padding=1)
+    nn.init.zeros_(last.weight)
+    nn.init.zeros_(last.bias)
+    return nn.Sequential(
+        nn.Conv2d(in_channels, hidden, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(hidden, hidden, 1),
+        nn.ReLU(),
+        last,
+    )
+
+
+def mlp(in_features: int, out_features: int, hidden: int = 64, layers: int = 2) -> nn.Sequential:
+    """A ReLU MLP whose last layer is zero-initialised (identity coupling at start).
+
+    Args:
+        in_features: Input size.
+        out_features: Output size.
+        hidden: Hidden width.
+        layers: Number of hidden layers (>= 1).
+
+    Returns:
+        The network.
+
+    Shapes:
+        x: ``(batch, in_features)`` -> ``(batch, out_features)``.
+    """
+    _check_int(layers, "layers")
+    mods: list[nn.Module] = []
+    width = in_features
+    for _ in range(layers):
+        mods += [nn.Linear(width, hidden), nn.ReLU()]
+        width = hidden
+    last = nn.Linear(width, out_features)
+    nn.init.zeros_(last.weight)
+    nn.init.zeros_(last.bias)
+    return nn.Sequential(*mods, last)
+
+
+# --8<-- [start:channel]
+class ChannelCoupling(nn.Module):
+    r"""Glow's coupling on a channel split: $x = [x_1, x_2]$, $y_1 = x_1$, $y_2 = x_2 \odot e^{\log s(x_1)} + t(x_1)$.
+
+    Equivalent to :class:`MaskedCoupling` with a channel mask, but the net sees only the ``C/2`` kept
+    channels. Glow's code writes the shift before the scale, $(x_2 + t) \odot s$; the two forms have the
+    same expressive power. Log-det $\sum \log s$.
+
+    Args:
+        channels: Number of channels ``C`` (>= 2); the first ``C // 2`` are kept.
+        hidden: Hidden width of :func:`coupling_convnet`.
+        coupling: Key of :data:`COUPLINGS` (Glow: ``"sigmoid"`` for affine, ``"additive"``).
+
+    Shapes:
+        x: ``(batch, C, H, W)``.
+    """
+
+    def __init__(self, channels: int, hidden: int = 64, coupling: str = "sigmoid") -> None:
+        super().__init__()
+        _check_int(channels, "channels", 2)
+        self.k = _coupling_params(coupling)
+        self.c1 = channels // 2
+        self.coupling = coupling
+        self.net = coupling_convnet(self.c1, self.k * (channels - self.c1), hidden)
+
+    def _check(self, x: torch.Tensor) -> None:
+        _check_tensor(x, "x", (4,))
+        if x.shape[1] != self.c1 + self.net[-1].out_channels // self.k:
+            raise ValueError(f"x must have {self.c1 + self.net[-1].out_channels // self.k} channels, got {x.shape[1]}")
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        self._check(x)
+        x1, x2 = x[:, : self.c1], x[:, self.c1 :]
+        log_s, t = COUPLINGS[self.coupling](self.net(x1))
+        y2, ld = affine_forward(x2, log_s, t)
+        return torch.cat([x1, y2], dim=1), ld
+
+    def inverse(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        self._check(y)
+        y1, y2 = y[:, : self.c1], y[:, self.c1 :]
+        log_s, t = COUPLINGS[self.coupling](self.net(y1))
+        x2, ld = affine_inverse(y2, log_s, t)
+        return torch.cat([y1, x2], dim=1), ld
+# --8<-- [end:channel]
+
+
+# --8<-- [start:split]
+class SplitPrior(nn.Module):
+    r"""Multi-scale split with Glow's conditional prior, written as a bijection of the same shape.
+
+    $h = [z_{\text{keep}}, z_{\text{out}}]$ is mapped to $[z_{\text{keep}}, \hat z]$ with
+    $\hat z = (z_{\text{out}} - \mu(z_{\text{keep}})) / \sigma(z_{\text{keep}})$, where
+    $(\mu, \log\sigma)$ come from a zero-initialised 3x3 convolution of $z_{\text{keep}}$. With
+    $\hat z \sim \mathcal{N}(0, I)$ this is exactly
+    $\log p(z_{\text{out}} \mid z_{\text{keep}}) = \log \mathcal{N}(\hat z; 0, I) - \sum \log\sigma$,
+    so the log-det is $-\sum \log \sigma$. Later levels transform only $z_{\text{keep}}$
+    (see :class:`GlowLevel`); $\hat z$ goes straight to the base distribution.
+
+    Args:
+        channels: Channels ``C`` of ``h`` (>= 2); the first ``C // 2`` are kept.
+
+    Shapes:
+        x: ``(batch, C, H, W)``.
+    """
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        _check_int(channels, "channels", 2)
+        self.c1 = channels // 2
+        self.conv = nn.Conv2d(self.c1, 2 * (channels - self.c1), 3, padding=1)
+        nn.init.zeros_(self.conv.weight)
+        nn.init.zeros_(self.conv.bias)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        _check_tensor(x, "x", (4,))
+        keep, out = x[:, : self.c1], x[:, self.c1 :]
+        mu, log_sigma = self.conv(keep).chunk(2, dim=1)
+        z_hat, ld = affine_forward(out, -log_sigma, -mu * torch.exp(-log_sigma))
+        return torch.cat([keep, z_hat], dim=1), ld
+
+    def inverse(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        _check_tensor(y, "y", (4,))
+        keep, z_hat = y[:, : self.c1], y[:, self.c1 :]
+        mu, log_sigma = self.conv(keep).chunk(2, dim=1)
+        out, ld = affine_forward(z_hat, log_sigma, mu)  # z_out = mu + sigma * z_hat
+        return torch.cat([keep, out], dim=1), ld
+# --8<-- [end:split]
+
+
+class LearnedPrior(nn.Module):
+    r"""Glow's "learntop": a learned diagonal Gaussian $\mathcal{N}(\mu, \sigma^2)$ on the top latent.
+
+    Written as the standardisation $\hat z = (z - \mu)/\sigma$ (log-det $-\sum\log\sigma$), with one
+    $(\mu, \log\sigma)$ per element, zero-initialised. NICE's scaling layer is this map with $\mu = 0$.
+
+    Args:
+        shape: Shape of one example, e.g. ``(C, H, W)``.
+
+    Shapes:
+        x: ``(batch, *shape)``.
+    """
+
+    def __init__(self, shape: Sequence[int]) -> None:
+        super().__init__()
+        self.mu = nn.Parameter(torch.zeros(*shape))
+        self.log_sigma = nn.Parameter(torch.zeros(*shape))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if x.shape[1:] != self.mu.shape:
+            raise ValueError(f"x must have shape (batch, {tuple(self.mu.shape)}), got {tuple(x.shape)}")
+        ls = self.log_sigma.expand_as(x)
+        return affine_forward(x, -ls, -self.mu * torch.exp(-self.log_sigma))
+
+    def inverse(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if y.shape[1:] != self.mu.shape:
+            raise ValueError(f"y must have shape (batch, {tuple(self.mu.shape)}), got {tuple(y.shape)}")
+        return affine_forward(y, self.log_sigma.expand_as(y), self.mu.expand_as(y))
+
+
+def _reverse(c: int, g: torch.Generator | None) -> nn.Module:
+    """NICE: reverse the channel order."""
+    return Permutation(c, "reverse")
+
+
+def _shuffle(c: int, g: torch.Generator | None) -> nn.Module:
+    """RealNVP-style fixed random shuffle (Su's ``glow.py`` uses this)."""
+    return Permutation(c, "shuffle", g)
+
+
+def _conv(c: int, g: torch.Generator | None) -> nn.Module:
+    """Glow: learned 1x1 convolution, plain W with slogdet (Glow's default code path)."""
+    return InvConv1x1(c, g)
+
+
+def _lu(c: int, g: torch.Generator | None) -> nn.Module:
+    """Glow: learned 1x1 convolution with the LU parameterisation (O(C) log-det)."""
+    return InvConv1x1LU(c, g)
+
+
+#: Channel-mixing variants of a Glow step: ``name -> f(channels, generator) -> layer``.
+PERMUTATIONS: dict[str, Callable[[int, torch.Generator | None], nn.Module]] = {
+    "reverse": _reverse,
+    "shuffle": _shuffle,
+    "conv": _conv,
+    "lu": _lu,
+}
+
+
+# --8<-- [start:step]
+class GlowStep(nn.Module):
+    """One step of Glow: ActNorm -> channel mixing -> coupling (data -> latent direction).
+
+    Args:
+        channels: Number of channels ``C`` (>= 2).
+        hidden: Hidden width of the coupling net.
+        permutation: Key of :data:`PERMUTATIONS` (``"lu"``, ``"conv"``, ``"shuffle"``, ``"reverse"``).
+        coupling: Key of :data:`COUPLINGS` (``"sigmoid"`` = Glow's affine, ``"additive"``).
+        actnorm: Whether to include ActNorm (with data-dependent init).
+        generator: Random generator for the permutation / 1x1 initialisation.
+
+    Shapes:
+        x: ``(batch, C, H, W)``.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        hidden: int = 64,
+        permutation: str = "lu",
+        coupling: str = "sigmoid",
+        actnorm: bool = True,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        super().__init__()
+        if permutation not in PERMUTATIONS:
+            raise ValueError(f"permutation must be one of {sorted(PERMUTATIONS)}, got {permutation!r}")
+        self.actnorm = ActNorm(channels) if actnorm else nn.Identity()
+        self.mix = PERMUTATIONS[permutation](channels, generator)
+        self.coupling = ChannelCoupling(channels, hidden, coupling)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        log_det = x.new_zeros(x.shape[0])
+        if isinstance(self.actnorm, ActNorm):
+            x, log_det = self.actnorm(x)
+        x, ld = self.mix(x)
+        y, ld2 = self.coupling(x)
+        return y, log_det + ld + ld2
+
+    def inverse(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x, log_det = self.coupling.inverse(y)
+        x, ld = self.mix.inverse(x)
+        log_det = log_det + ld
+        if isinstance(self.actnorm, ActNorm):
+            x, ld = self.actnorm.inverse(x)
+            log_det = log_det + ld
+        return x, log_det
+# --8<-- [end:step]
+
+
+class GlowLevel(nn.Module):
+    """One scale of Glow: squeeze -> K steps -> split (inner levels on the kept half) -> unsqueeze.
+
+    The whole level maps ``(batch, C, H, W)`` to the same shape, so the model's latent has the shape
+    of the data; factored-out halves are standardised by :class:`SplitPrior`, the last level's output
+    by :class:`LearnedPrior`.
+
+    Args:
+        steps: The K :class:`GlowStep` layers (acting on the squeezed tensor with ``4C`` channels).
+        inner: The next level (acting on the kept ``2C`` channels), or None for the last level.
+        top_shape: Shape ``(4C, H/2, W/2)`` for the learned top prior of the last level.
+
+    Shapes:
+        x: ``(batch, C, H, W)``.
+    """
+
+    def __init__(self, steps: Sequence[nn.Module], inner: GlowLevel | None, top_shape: Sequence[int]) -> None:
+        super().__init__()
+        self.steps = FlowSequential(steps)
+        self.inner = inner
+        c = top_shape[0]
+        self.split = SplitPrior(c) if inner is not None else None
+        self.top = LearnedPrior(top_shape) if inner is None else None
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = squeeze2d(x)
+        h, log_det = self.steps(h)
+        if self.inner is None:
+            h, ld = self.top(h)
+            return unsqueeze2d(h), log_det + ld
+        h, ld = self.split(h)
+        c1 = self.split.c1
+        keep, ld_inner = self.inner(h[:, :c1])
+        return unsqueeze2d(torch.cat([keep, h[:, c1:]], dim=1)), log_det + ld + ld_inner
+
+    def inverse(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = squeeze2d(y)
+        if self.inner is None:
+            h, log_det = self.top.inverse(h)
+        else:
+            c1 = self.split.c1
+            keep, ld_inner = self.inner.inverse(h[:, :c1])
+            h, ld = self.split.inverse(torch.cat([keep, h[:, c1:]], dim=1))
+            log_det = ld + ld_inner
+        x, ld = self.steps.inverse(h)
+        return unsqueeze2d(x), log_det + ld
+
+
+# ----------------------------------------------------------------------------------------------
+# Base distributions and the Flow container
+# ----------------------------------------------------------------------------------------------
+
+
+def _normal_log_prob(z: torch.Tensor) -> torch.Tensor:
+    """Standard normal, summed over all non-batch dims."""
+    return _sum_except_batch(-0.5 * (z * z + _LOG2PI))
+
+
+def _normal_sample(shape: Sequence[int], generator: torch.Generator | None, dtype: torch.dtype) -> torch.Tensor:
+    return torch.randn(*shape, generator=generator, dtype=dtype)
+
+
+def _uniform_log_prob(z: torch.Tensor) -> torch.Tensor:
+    """Uniform on the unit cube [0, 1)^D: 0 inside, -inf outside."""
+    inside = ((z >= 0) & (z < 1)).reshape(z.shape[0], -1).all(dim=1)
+    return torch.where(inside, z.new_zeros(z.shape[0]), z.new_full((z.shape[0],), -math.inf))
+
+
+def _uniform_sample(shape: Sequence[int], generator: torch.Generator | None, dtype: torch.dtype) -> torch.Tensor:
+    return torch.rand(*shape, generator=generator, dtype=dtype)
+
+
+#: Base distributions: ``name -> (log_prob(z) -> (batch,), sample(shape, generator, dtype))``.
+BASES: dict[str, tuple[Callable[..., torch.Tensor], Callable[..., torch.Tensor]]] = {
+    "normal": (_normal_log_prob, _normal_sample),
+    "uniform": (_uniform_log_prob, _uniform_sample),
+}
+
+
+# --8<-- [start:flow]
+class Flow(nn.Module):
+    r"""A flow model: an invertible ``transform`` (data -> latent) over a fixed base distribution.
+
+    $\log p(x) = \log p_Z(f(x)) + \log|\det \partial f / \partial x|$. Sampling at temperature $T$
+    draws $z = T \varepsilon$ from the (normal) base and inverts; because split priors are written
+    as standardisations, this scales the noise of every level, as in Glow.
+
+    Args:
+        transform: Any layer (or :class:`FlowSequential`) following this module's contract.
+        event_shape: Shape of one example, e.g. ``(2,)`` or ``(1, 8, 8)``.
+        base: Key of :data:`BASES` (``"normal"`` or ``"uniform"`` on the unit cube).
+
+    Shapes:
+        x: ``(batch, *event_shape)``.
+    """
+
+    def __init__(self, transform: nn.Module, event_shape: Sequence[int], base: str = "normal") -> None:
+        super().__init__()
+        if base not in BASES:
+            raise ValueError(f"base must be one of {sorted(BASES)}, got {base!r}")
+        self.transform = transform
+        self.event_shape = tuple(int(s) for s in event_shape)
+        self.base = base
+
+    @property
+    def dims(self) -> int:
+        """Number of dimensions ``D`` of one example."""
+        return int(math.prod(self.event_shape))
+
+    def _check(self, x: torch.Tensor, name: str) -> None:
+        _check_tensor(x, name, (len(self.event_shape) + 1,))
+        if tuple(x.shape[1:]) != self.event_shape:
+            raise ValueError(f"{name} must have shape (batch, {self.event_shape}), got {tuple(x.shape)}")
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Map data to latent: ``(z, log|det dz/dx|)``."""
+        self._check(x, "x")
+        return self.transform(x)
+
+    def inverse(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Map latent to data: ``(x, log|det dx/dz|)``."""
+        self._check(z, "z")
+        return self.transform.inverse(z)
+
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        """Exact log-density (nats) per example."""
+        z, log_det = self(x)
+        return BASES[self.base][0](z) + log_det
+
+    def bits_per_dim(self, x: torch.Tensor, levels: int) -> torch.Tensor:
+        """:func:`bits_per_dim` of dequantised data ``x = (v + u) / levels`` per example."""
+        return bits_per_dim(self.log_prob(x), self.dims, levels)
+
+    @torch.no_grad()
+    def sample(
+        self, n: int, temperature: float = 1.0, *, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """Draw ``n`` samples; ``temperature`` scales the normal base's standard deviation.
+
+        Args:
+            n: Number of samples (>= 1).
+            temperature: $T \\ge 0$ (only 1 is allowed for the uniform base).
+            generator: Random generator.
+
+        Returns:
+            Samples of shape ``(n, *event_shape)``.
+        """
+        _check_int(n, "n")
+        if not temperature >= 0:
+            raise ValueError(f"temperature must be >= 0, got {temperature!r}")
+        if self.base != "normal" and temperature != 1.0:
+            raise ValueError(f"temperature must be 1 for the {self.base!r} base, got {temperature!r}")
+        dtype = next((p.dtype for p in self.parameters()), torch.get_default_dtype())
+        z = BASES[self.base][1]((n, *self.event_shape), generator, dtype) * temperature
+        return self.transform.inverse(z)[0]
+# --8<-- [end:flow]
+
+
+# ----------------------------------------------------------------------------------------------
+# The two models of the page
+# ----------------------------------------------------------------------------------------------
+
+
+def realnvp_2d(
+    n_couplings: int = 8,
+    hidden: int = 64,
+    coupling: str = "tanh",
+    actnorm: bool = False,
+    seed: int = 0,
+) -> Flow:
+    """RealNVP for 2-D data: affine couplings with alternating masks ``[1, 0]`` / ``[0, 1]``.
+
+    Args:
+        n_couplings: Number of coupling layers (>= 1).
+        hidden: Hidden width of each coupling's two-layer MLP.
+        coupling: Key of :data:`COUPLINGS`.
+        actnorm: Put an :class:`ActNorm` before each coupling.
+        seed: Seed for the nets' initial weights.
+
+    Returns:
+        A :class:`Flow` with a standard normal base and ``event_shape == (2,)``.
+    """
+    _check_int(n_couplings, "n_couplings")
+    k = _coupling_params(coupling)
+    layers: list[nn.Module] = []
+    with torch.random.fork_rng(devices=[]):  # nn.Linear draws from the global generator; leave it as it was
+        torch.manual_seed(seed)
+        for i in range(n_couplings):
+            if actnorm:
+                layers.append(ActNorm(2))
+            mask = torch.tensor([1.0, 0.0]) if i % 2 == 0 else torch.tensor([0.0, 1.0])
+            layers.append(MaskedCoupling(mask, mlp(2, 2 * k, hidden), coupling))
+    return Flow(FlowSequential(layers), (2,))
+
+
+def glow(
+    event_shape: Sequence[int] = (1, 8, 8),
+    levels: int = 2,
+    depth: int = 4,
+    hidden: int = 32,
+    permutation: str = "lu",
+    coupling: str = "sigmoid",
+    actnorm: bool = True,
+    seed: int = 0,
+) -> Flow:
+    """A small multi-scale Glow: ``levels`` x (squeeze -> ``depth`` steps -> split), learned top prior.
+
+    For 8x8 digits with ``levels=2``: 1x8x8 -> 4x4x4 (steps, split 2 | 2) -> 8x2x2 (steps, top prior).
+
+    Args:
+        event_shape: ``(C, H, W)``; ``H`` and ``W`` divisible by ``2**levels``.
+        levels: Number of scales (>= 1).
+        depth: Glow steps per level (>= 1).
+        hidden: Coupling net width.
+        permutation: Key of :data:`PERMUTATIONS`.
+        coupling: Key of :data:`COUPLINGS`.
+        actnorm: Whether the steps include ActNorm.
+        seed: Seed for all initial weights.
+
+    Returns:
+        A :class:`Flow` with a standard normal base.
+
+    Raises:
+        ValueError: If the image size is not divisible by ``2**levels``.
+    """
+    _check_int(levels, "levels")
+    _check_int(depth, "depth")
+    if len(event_shape) != 3:
+        raise ValueError(f"event_shape must be (C, H, W), got {tuple(event_shape)}")
+    c, h, w = event_shape
+    if h % 2**levels or w % 2**levels:
+        raise ValueError(f"event_shape height and width must be divisible by 2**levels={2**levels}, got {(h, w)}")
+    shapes = []
+    for _ in range(levels):
+        c, h, w = 4 * c, h // 2, w // 2
+        shapes.append((c, h, w))
+        c = c // 2
+    g = torch.Generator().manual_seed(seed)
+    with torch.random.fork_rng(devices=[]):  # nn.Conv2d draws from the global generator; leave it as it was
+        torch.manual_seed(seed)
+        steps = [[GlowStep(s[0], hidden, permutation, coupling, actnorm, g) for _ in range(depth)] for s in shapes]
+        inner: GlowLevel | None = None
+        for level_steps, shape in zip(reversed(steps), reversed(shapes)):
+            inner = GlowLevel(level_steps, inner, shape)
+    assert inner is not None
+    return Flow(inner, tuple(event_shape))
+
+
+# --8<-- [start:fit]
+def fit(
+    model: Flow,
+    data: torch.Tensor,
+    *,
+    steps: int,
+    batch_size: int = 64,
+    lr: float = 1e-3,
+    levels: int | None = None,
+    seed: int = 0,
+    clip: float = 50.0,
+    init_batch: int = 512,
+    eval_data: torch.Tensor | None = None,
+    eval_every: int = 20,
+) -> dict[str, list[float]]:
+    """Train a flow by maximum likelihood with Adam (seeded minibatches, gradient-norm clipping).
+
+    First runs one forward pass on ``init_batch`` examples in training mode, which triggers the
+    data-dependent ActNorm initialisation on a large batch. With ``levels`` set, ``data`` holds
+    integer levels and every batch is freshly dequantised (:func:`dequantize`).
+
+    Args:
+        model: The flow.
+        data: Training examples (points, or integer levels if ``levels`` is given).
+        steps: Optimiser steps (>= 1).
+        batch_size: Examples per step.
+        lr: Adam learning rate.
+        levels: Number of levels for dequantisation, or None for continuous data.
+        seed: Seed of the minibatch and dequantisation noise.
+        clip: Max gradient norm.
+        init_batch: Examples used for the data-dependent initialisation.
+        eval_data: Optional held-out data (already dequantised if ``levels`` is set), evaluated
+            every ``eval_every`` steps: bits/dim if ``levels`` is set, else mean negative log-likelihood.
+        eval_every: Evaluation period in steps.
+
+    Returns:
+        ``{"loss": [...], "eval_step": [...], "eval": [...]}``; ``loss`` is the training negative
+        log-likelihood per dimension (nats) at every step.
+
+    Shapes:
+        data: ``(n, *model.event_shape)``.
+    """
+    _check_int(steps, "steps")
+    _check_int(batch_size, "batch_size")
+    g = torch.Generator().manual_seed(seed)
+    n = data.shape[0]
+
+    def batch(size: int) -> torch.Tensor:
+        xb = data[torch.randint(0, n, (size,), generator=g)]
+        return dequantize(xb, levels, generator=g) if levels is not None else xb
+
+    model.train()
+    with torch.no_grad():
+        model.log_prob(batch(min(init_batch, n)))
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    out: dict[str, list[float]] = {"loss": [], "eval_step": [], "eval": []}
+    for step in range(1, steps + 1):
+        loss = -model.log_prob(batch(batch_size)).mean() / model.dims
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+        opt.step()
+        out["loss"].append(loss.item())
+        if eval_data is not None and (step % eval_every == 0 or step == steps):
+            with torch.no_grad():
+                lp = model.log_prob(eval_data)
+                value = bits_per_dim(lp, model.dims, levels).mean() if levels is not None else -lp.mean()
+            out["eval_step"].append(step)
+            out["eval"].append(float(value))
+    return out
+# --8<-- [end:fit]
