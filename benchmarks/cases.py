@@ -68,12 +68,18 @@ def rope_apply(limits: dict) -> list[Result]:
     moved = 2 * 2 * q.numel() * q.element_size()  # read and write q and k
     impls = [("kexue (half)", ours_half), ("kexue (interleaved)", ours_inter), ("HF apply_rotary_pos_emb", hf),
              ("rotary-embedding-torch", ret), ("copy q, k (limit)", copy)]
-    fast = getattr(rope, "RotaryApply", None)
-    if fast is not None:
-        op = fast(theta, n, layout="half")
-        fq, fk = op(q, pos), op(k, pos)
-        _close(fq, hq, "kexue fast path vs HF")
-        impls.insert(0, ("kexue RotaryApply (half)", lambda: (op(q, pos), op(k, pos))))
+    # kexue's fast path: tables built once per length, outputs written into reused buffers.
+    tq, tk = torch.empty_like(q), torch.empty_like(k)
+    for layout, want in (("half", hq), ("interleaved", ours_inter()[0])):
+        c, s_ = rope.rope_tables(pos, theta, q.dtype)
+        _close(rope.apply_rope_tables(q, c, s_, layout, out=tq), want, f"kexue tables ({layout})")
+    c, s_ = rope.rope_tables(pos, theta, q.dtype)
+    impls.insert(0, ("kexue apply_rope_tables (half)",
+                     lambda: (rope.apply_rope_tables(q, c, s_, "half", out=tq),
+                              rope.apply_rope_tables(k, c, s_, "half", out=tk))))
+    impls.insert(0, ("kexue apply_rope_tables (interleaved)",
+                     lambda: (rope.apply_rope_tables(q, c, s_, "interleaved", out=tq),
+                              rope.apply_rope_tables(k, c, s_, "interleaved", out=tk))))
     timings = []
     for name, fn in impls:
         s = median_seconds(fn)

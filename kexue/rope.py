@@ -502,10 +502,12 @@ def apply_rope_tables(
     r"""Fast RoPE with precomputed tables: the rotation of :func:`apply_rope`, written into ``out``.
 
     Same result as ``apply_rope(x, positions, inv_freq, layout)`` when ``cos, sin =
-    rope_tables(positions, inv_freq, x.dtype)``. Speed comes from two things: no temporaries
-    (each half of the output is written with one multiply and one fused multiply-add,
-    $y_1 = x_1\cos - x_2\sin$, $y_2 = x_2\cos + x_1\sin$), and working one ``(seq, d)`` slice
-    at a time so the second pass over each slice hits the CPU cache instead of memory.
+    rope_tables(positions, inv_freq, x.dtype)``. In the interleaved layout (float32/float64) each
+    pair is a complex number and the rotation is one complex multiply by $e^{in\theta_m}$, a single
+    pass over memory. In the half layout there are no temporaries: each half of the output is
+    written with one multiply and one fused multiply-add, $y_1 = x_1\cos - x_2\sin$,
+    $y_2 = x_2\cos + x_1\sin$, one ``(seq, d)`` slice at a time so the second pass over a slice
+    hits the CPU cache instead of memory.
 
     Args:
         x: Queries or keys (floating point, same dtype as the tables).
@@ -542,6 +544,13 @@ def apply_rope_tables(
         raise ValueError(f"out must match x's shape {tuple(x.shape)} and dtype {x.dtype}")
     elif out.data_ptr() == x.data_ptr() or torch._C._overlaps(out, x):  # noqa: SLF001
         raise ValueError("out must not overlap x (rotate into a separate buffer)")
+    if layout == "interleaved" and x.dtype in (torch.float32, torch.float64) and out.is_contiguous():
+        # Pairs (2i, 2i+1) are complex numbers x_{2i} + i x_{2i+1}; the rotation is one complex
+        # multiply by e^{i n theta}: a single pass over memory.
+        xc = torch.view_as_complex(x.contiguous().view(*x.shape[:-1], h, 2))
+        oc = torch.view_as_complex(out.view(*x.shape[:-1], h, 2))
+        torch.mul(xc, torch.complex(cos, sin), out=oc)
+        return out
     xs, os_ = x.reshape(-1, seq, 2 * h), out.view(-1, seq, 2 * h)
     for xi, oi in zip(xs, os_, strict=True):  # one (seq, d) slice at a time: stays in cache
         if layout == "half":

@@ -478,3 +478,42 @@ def test_bad_data_and_training_arguments():
         R.next_token_accuracy(model, torch.zeros(2, 1, dtype=torch.int64), R.inv_freq(4))
     with pytest.raises(ValueError, match="width"):
         R.TinyRoPELM(4, width=10, heads=2)
+
+
+# ------------------------------------------------------------------ fast path with precomputed tables
+
+
+@pytest.mark.parametrize("layout", ["interleaved", "half"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
+def test_apply_rope_tables_equals_apply_rope(layout, dtype):
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 3, 50, 16, generator=g, dtype=torch.float64).to(dtype)
+    pos = torch.arange(50) * 7  # large positions: angles must not be computed in low precision
+    theta = R.inv_freq(16, method="ntk", k=4.0)
+    cos, sin = R.rope_tables(pos, theta, dtype)
+    out = torch.empty_like(x)
+    got = R.apply_rope_tables(x, cos, sin, layout, out=out)
+    assert got is out
+    want = R.apply_rope(x, pos, theta, layout)
+    tol = {torch.float64: 1e-12, torch.float32: 1e-5, torch.bfloat16: 5e-2}[dtype]
+    assert torch.allclose(got.double(), want.double(), atol=tol, rtol=tol)
+    # reusing the buffer gives the same answer, and a fresh output is allocated when none is given
+    assert torch.equal(R.apply_rope_tables(x, cos, sin, layout, out=out), got)
+    assert torch.equal(R.apply_rope_tables(x, cos, sin, layout), got)
+
+
+def test_apply_rope_tables_rejects_bad_input():
+    x = torch.randn(4, 8)
+    cos, sin = R.rope_tables(torch.arange(4), R.inv_freq(8))
+    with pytest.raises(ValueError, match="cos"):
+        R.apply_rope_tables(x, cos[:3], sin)
+    with pytest.raises(TypeError, match="sin"):
+        R.apply_rope_tables(x, cos, sin.double())
+    with pytest.raises(ValueError, match="overlap"):
+        R.apply_rope_tables(x, cos, sin, out=x)
+    with pytest.raises(ValueError, match="layout"):
+        R.apply_rope_tables(x, cos, sin, layout="pairs")
+    with pytest.raises(TypeError, match="x"):
+        R.apply_rope_tables(torch.ones(4, 8, dtype=torch.long), cos, sin)
+    with pytest.raises(ValueError, match="positions"):
+        R.rope_tables(torch.arange(4)[None], R.inv_freq(8))
