@@ -151,10 +151,14 @@ def median_bandwidth(x: torch.Tensor) -> float:
         x: ``(n, d)`` or ``(n,)``.
     """
     x = _as_points(x, "x").detach()
-    n = x.shape[0]
-    d2 = sq_distances(x.to(torch.float64))
+    return _median_of_sq_distances(sq_distances(x.to(torch.float64)))
+
+
+def _median_of_sq_distances(d2: torch.Tensor) -> float:
+    """Median of the non-zero off-diagonal distances given squared distances (1.0 if none)."""
+    n = d2.shape[0]
     iu = torch.triu_indices(n, n, offset=1)
-    d = d2[iu[0], iu[1]].sqrt().cpu().numpy()
+    d = d2.detach()[iu[0], iu[1]].to(torch.float64).sqrt().cpu().numpy()
     d = d[d > 0]
     return float(np.median(d)) if d.size else 1.0
 
@@ -180,12 +184,13 @@ def gaussian_kernel(x: torch.Tensor, sigma: float | str = "median", *, scale: fl
         ValueError: If ``sigma`` or ``scale`` is not positive, or ``x`` has a bad shape.
     """
     x = _as_points(x, "x")
+    d2 = sq_distances(x)
     if isinstance(sigma, str):
         if sigma != "median":
             raise ValueError(f"sigma must be a positive number or 'median', got {sigma!r}")
-        sigma = median_bandwidth(x)
+        sigma = _median_of_sq_distances(d2)
     s = _check_positive(sigma, "sigma") * _check_positive(scale, "scale")
-    return torch.exp(sq_distances(x) / (-2.0 * s * s))
+    return torch.exp(d2 / (-2.0 * s * s))
 
 
 def linear_kernel(x: torch.Tensor) -> torch.Tensor:
