@@ -32,26 +32,26 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = [
-    "ROUTINGS",
     "DEFAULT_SQUASH_C",
+    "ROUTINGS",
     "SQUASH_PROFILES",
-    "squash",
-    "predict_shared",
+    "CNNClassifier",
+    "CapsuleClassifier",
+    "CapsuleLayer",
+    "ConvTrunk",
+    "build_classifier",
+    "coupling_entropy",
+    "make_pairs",
+    "margin_loss",
+    "pair_accuracy",
     "predict_dense",
+    "predict_shared",
     "route",
     "route_reference",
     "routing_hinton",
     "routing_su4819",
     "routing_su5112",
-    "margin_loss",
-    "coupling_entropy",
-    "pair_accuracy",
-    "make_pairs",
-    "CapsuleLayer",
-    "ConvTrunk",
-    "CNNClassifier",
-    "CapsuleClassifier",
-    "build_classifier",
+    "squash",
     "train_classifier",
 ]
 
@@ -117,6 +117,8 @@ def squash(s: Tensor, dim: int = -1, c: float = 1.0) -> Tensor:
         raise ValueError(f"dim must index an axis of s (shape {tuple(s.shape)}), got {dim}")
     norm = torch.linalg.vector_norm(s, dim=dim, keepdim=True)  # its backward is 0, not NaN, at 0
     return s * (norm / (c + norm * norm))
+
+
 # --8<-- [end:squash]
 
 
@@ -232,6 +234,8 @@ def routing_su5112(u_hat: Tensor, iterations: int, squash_c: float) -> tuple[Ten
         if t < iterations - 1:
             b = _agreement(u_hat, F.normalize(o, dim=-1))  # a zero centre stays zero
     return squash(o, c=squash_c), c
+
+
 # --8<-- [end:routings]
 
 
@@ -423,7 +427,9 @@ def margin_loss(
         raise ValueError(f"lam must be >= 0, got {lam!r}")
     if targets.dtype in (torch.int64, torch.int32, torch.int16, torch.uint8):
         if targets.shape != lengths.shape[:1]:
-            raise ValueError(f"integer targets must have shape {tuple(lengths.shape[:1])}, got {tuple(targets.shape)}")
+            raise ValueError(
+                f"integer targets must have shape {tuple(lengths.shape[:1])}, got {tuple(targets.shape)}"
+            )
         if targets.numel() and not (0 <= int(targets.min()) and int(targets.max()) < lengths.shape[1]):
             raise ValueError(f"targets must lie in [0, {lengths.shape[1] - 1}]")
         t = F.one_hot(targets.long(), lengths.shape[1]).to(lengths.dtype)
@@ -434,6 +440,8 @@ def margin_loss(
     present = t * F.relu(m_pos - lengths) ** 2
     absent = lam * (1.0 - t) * F.relu(lengths - m_neg) ** 2
     return (present + absent).sum(dim=1).mean()
+
+
 # --8<-- [end:margin]
 
 
@@ -530,6 +538,8 @@ def make_pairs(
     else:
         joined = torch.maximum(images, other)
     return joined, torch.stack([labels, labels[partner]], dim=1)
+
+
 # --8<-- [end:pairs]
 
 
@@ -581,8 +591,12 @@ class CapsuleLayer(nn.Module):
         if num_inputs is not None:
             _check_positive_int(num_inputs, "num_inputs")
         self.iterations, self.routing = iterations, routing
-        self.squash_c = DEFAULT_SQUASH_C[routing] if squash_c is None else _check_positive_float(squash_c, "squash_c")
-        shape = (num_caps, dim_caps, dim_in) if num_inputs is None else (num_inputs, num_caps, dim_caps, dim_in)
+        self.squash_c = (
+            DEFAULT_SQUASH_C[routing] if squash_c is None else _check_positive_float(squash_c, "squash_c")
+        )
+        shape = (
+            (num_caps, dim_caps, dim_in) if num_inputs is None else (num_inputs, num_caps, dim_caps, dim_in)
+        )
         bound = math.sqrt(6.0 / (dim_in + num_caps * dim_caps))
         self.weight = nn.Parameter(torch.empty(shape).uniform_(-bound, bound))
 
@@ -639,7 +653,9 @@ class CNNClassifier(nn.Module):
         input: ``(batch, 1, H, W)``; output scores: ``(batch, num_classes)`` in (0, 1).
     """
 
-    def __init__(self, num_classes: int = 10, hidden: int = 128, channels: tuple[int, int, int] = (32, 32, 64)):
+    def __init__(
+        self, num_classes: int = 10, hidden: int = 128, channels: tuple[int, int, int] = (32, 32, 64)
+    ) -> None:
         super().__init__()
         self.trunk = ConvTrunk(channels)
         self.head = nn.Sequential(nn.Linear(channels[2], hidden), nn.ReLU(), nn.Linear(hidden, num_classes))

@@ -40,7 +40,9 @@ def _u_hat(shape=(2, 5, 3, 4), scale=0.5, seed=0, dtype=F64):
 # ----------------------------------------------------------------------------- an independent reference
 
 
-def _numpy_routing(u_hat: np.ndarray, iterations: int, method: str, c: float) -> tuple[np.ndarray, np.ndarray]:
+def _numpy_routing(
+    u_hat: np.ndarray, iterations: int, method: str, c: float
+) -> tuple[np.ndarray, np.ndarray]:
     """Per-example, per-iteration routing written from the paper's Procedure 1 and the articles.
 
     Independent of kexue: NumPy, one example at a time, logits as an (n_in, n_out) matrix.
@@ -226,7 +228,9 @@ def test_route_degenerate_inputs(method):
     assert torch.equal(v, torch.zeros_like(v)) and torch.allclose(c, torch.full_like(c, 1 / 3))
     u = _u_hat((1, 1, 1, 3))  # a single input and a single output
     v, c = route(u, 4, method)
-    assert torch.allclose(c, torch.ones_like(c)) and torch.allclose(v[0, 0], squash(u[0, 0, 0], c=DEFAULT_SQUASH_C[method]))
+    assert torch.allclose(c, torch.ones_like(c)) and torch.allclose(
+        v[0, 0], squash(u[0, 0, 0], c=DEFAULT_SQUASH_C[method])
+    )
     u = _u_hat((1, 5, 3, 4)).requires_grad_()
     route(u, 3, method)[0].sum().backward()
     assert torch.isfinite(u.grad).all()
@@ -235,7 +239,7 @@ def test_route_degenerate_inputs(method):
 def test_route_gradient_through_all_iterations():
     u = _u_hat((1, 4, 3, 2)).requires_grad_()
     for method in METHODS:
-        assert torch.autograd.gradcheck(lambda x: route(x, 3, method)[0], (u,))
+        assert torch.autograd.gradcheck(lambda x, m=method: route(x, 3, m)[0], (u,))
 
 
 def test_route_rejects_bad_arguments():
@@ -271,7 +275,9 @@ def test_predict_dense_with_repeated_weights_equals_shared():
     u, w = _u_hat((2, 6, 5)), _u_hat((3, 4, 5), seed=2)
     assert torch.allclose(predict_dense(u, w.expand(6, 3, 4, 5)), predict_shared(u, w))
     w_dense = _u_hat((6, 3, 4, 5), seed=3)
-    slow = torch.stack([torch.stack([w_dense[i, j] @ u[:, i].T for j in range(3)]) for i in range(6)])  # (i, j, e, b)
+    slow = torch.stack(
+        [torch.stack([w_dense[i, j] @ u[:, i].T for j in range(3)]) for i in range(6)]
+    )  # (i, j, e, b)
     assert torch.allclose(predict_dense(u, w_dense), slow.permute(3, 0, 1, 2))
 
 
