@@ -1,0 +1,525 @@
+"""Tests of kexue.lipschitz: equations in float64, properties, parity with PyTorch and deel-torchlip."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from deel.torchlip.normalizers import spectral_normalization as deel_spectral_normalization
+from deel.torchlip.utils.lconv_norm import compute_lconv_coef
+from torch import nn
+from torch.nn.utils.parametrizations import spectral_norm as torch_spectral_norm
+
+from kexue.data import make_moons
+from kexue.lipschitz import (
+    CLASSIFIER_METHODS,
+    CRITIC_METHODS,
+    PENALTIES,
+    SpectralNorm,
+    clip_frobenius_,
+    clip_weights_,
+    conv_matrix,
+    conv_operator_norm,
+    conv_operator_norm_fft,
+    count_matmul_flops,
+    exact_w1,
+    gradient_norms,
+    gradient_penalty,
+    jacobian_norms,
+    lipschitz_upper_bound,
+    matrix_with_spectrum,
+    mlp,
+    reshaped_kernel_norm,
+    sharpening_matrix,
+    shifted_gaussian,
+    spectral_norm,
+    spectral_norm_exact,
+    spectral_normalization,
+    spectral_normalize,
+    spectral_normalize_reference,
+    spectral_penalty,
+    train_classifier,
+    train_critic,
+)
+
+F64 = torch.float64
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """These tensors are tiny: one thread avoids thread-synchronisation stalls on a shared machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+# ------------------------------------------------------------------ power iteration
+
+
+@pytest.mark.parametrize("shape", [(5, 3), (3, 5), (40, 40), (1, 7), (7, 1)])
+def test_power_iteration_matches_svd_with_a_gap(shape):
+    W = matrix_with_spectrum([4.0, 2.0] + [1.0] * (min(shape) - 2), shape, seed=1) if min(shape) >= 2 else (
+        torch.randn(shape, generator=gen(), dtype=F64)
+    )
+    r = spectral_norm(W, n_iter=60, generator=gen(2))
+    exact = torch.linalg.svdvals(W)[0]
+    assert torch.allclose(r.sigma, exact, rtol=1e-12)
+    # u^T W v is the estimate, u and v are unit vectors, and (u, v) is the top singular pair
+    assert torch.allclose(r.u @ W @ r.v, r.sigma, rtol=1e-12)
+    assert torch.allclose(r.u.norm(), torch.tensor(1.0, dtype=F64))
+    assert torch.allclose(W @ r.v, r.sigma * r.u, atol=1e-10)
+    assert torch.allclose(W.mT @ r.u, r.sigma * r.v, atol=1e-10)
+
+
+def _random_shapes(count: int, low: int, high: int) -> list[tuple[int, int, int]]:
+    """Seeded random (m, n, seed) triples: property tests without a hypothesis database on disk."""
+    g = gen(12345 + low)
+    return [(int(a), int(b), i) for i, (a, b) in enumerate(torch.randint(low, high + 1, (count, 2), generator=g))]
+
+
+@pytest.mark.parametrize("m, n, seed", _random_shapes(25, 2, 12))
+def test_estimate_never_exceeds_the_norm_and_increases(m, n, seed):
+    W = torch.randn(m, n, generator=gen(seed), dtype=F64)
+    hist = spectral_norm(W, n_iter=15, generator=gen(seed + 1)).history
+    exact = spectral_norm_exact(W)
+    assert (hist <= exact * (1 + 1e-12)).all()
+    assert (hist[1:] >= hist[:-1] * (1 - 1e-12)).all()  # the power method's Rayleigh quotient is monotone
+
+
+def test_convergence_rates_vector_squared_estimate_fourth_power():
+    W = matrix_with_spectrum([10.0, 5.0, 1.0], (30, 20), seed=3)
+    v1 = torch.linalg.svd(W).Vh[0]
+    err, angle = [], []
+    for k in range(4, 11):
+        r = spectral_norm(W, n_iter=k, generator=gen())
+        err.append((10.0 - r.sigma.item()) / 10.0)
+        angle.append(math.sqrt(max(0.0, 1 - (r.v @ v1).item() ** 2)))
+    for a, b in zip(err[:-1], err[1:]):
+        assert b / a == pytest.approx(0.5**4, rel=0.02)  # (sigma2/sigma1)^4 per iteration
+    for a, b in zip(angle[:-1], angle[1:]):
+        assert b / a == pytest.approx(0.5**2, rel=0.02)  # (sigma2/sigma1)^2 per iteration
+
+
+def test_all_ones_start_fails_on_the_sharpening_matrix_and_random_start_does_not():
+    W = sharpening_matrix(64)
+    assert spectral_norm_exact(W).item() == pytest.approx(5.0)
+    assert (W.sum(dim=1) == 1).all()  # all-ones is an eigenvector with eigenvalue 1
+    stuck = spectral_norm(W, n_iter=500, u0="ones")
+    assert stuck.sigma.item() == 1.0  # exactly: every number in the iteration is representable
+    assert spectral_norm(W, n_iter=300, generator=gen()).sigma.item() == pytest.approx(5.0, rel=1e-3)
+
+
+def test_explicit_start_vector_and_zero_matrix():
+    W = torch.diag(torch.tensor([3.0, 1.0], dtype=F64))
+    r = spectral_norm(W, 1, u0=torch.tensor([0.0, 1.0], dtype=F64))  # orthogonal to the top vector
+    assert r.sigma.item() == pytest.approx(1.0)
+    z = spectral_norm(torch.zeros(3, 4), 5)
+    assert z.sigma.item() == 0.0 and torch.isfinite(z.u).all()
+
+
+def test_spectral_norm_is_not_the_spectral_radius():
+    N = torch.tensor([[0.0, 1.0], [0.0, 0.0]], dtype=F64)
+    assert spectral_norm_exact(N).item() == pytest.approx(1.0)
+    assert torch.linalg.eigvals(N).abs().max().item() == 0.0
+    assert spectral_norm(N, 3, generator=gen()).sigma.item() == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("m, n, seed", _random_shapes(25, 1, 10))
+def test_frobenius_bounds_spectral(m, n, seed):
+    W = torch.randn(m, n, generator=gen(seed), dtype=F64)
+    s2, fro = spectral_norm_exact(W), torch.linalg.matrix_norm(W)
+    assert s2 <= fro * (1 + 1e-12)
+    assert fro <= math.sqrt(min(m, n)) * s2 * (1 + 1e-12)
+    assert torch.allclose(fro.square(), torch.linalg.svdvals(W).square().sum())
+
+
+# ------------------------------------------------------------------ spectral normalisation step
+
+
+@pytest.mark.parametrize("n_iter", [0, 1, 3])
+def test_fast_step_agrees_with_reference_in_value_and_gradient(n_iter):
+    g = gen(4)
+    W = torch.randn(7, 5, generator=g, dtype=F64)
+    u = torch.nn.functional.normalize(torch.randn(7, generator=g, dtype=F64), dim=0)
+    v = torch.nn.functional.normalize(torch.randn(5, generator=g, dtype=F64), dim=0)
+    results = []
+    for fn in (spectral_normalize, spectral_normalize_reference):
+        Wp = W.clone().requires_grad_(True)
+        out = fn(Wp, u, v, n_iter)
+        out.weight.sin().sum().backward()
+        results.append((out, Wp.grad))
+    (a, ga), (b, gb) = results
+    for x, y in zip(a[:4], b[:4]):
+        assert torch.allclose(x, y, rtol=1e-10, atol=1e-12)
+    assert torch.allclose(ga, gb, rtol=1e-9, atol=1e-12)
+
+
+def test_sigma_gradient_is_u_v_transpose():
+    W = matrix_with_spectrum([3.0, 1.0], (4, 3), seed=5).requires_grad_(True)
+    r = spectral_norm(W.detach(), 80, generator=gen())
+    step = spectral_normalize(W, r.u, r.v, n_iter=1)
+    (grad,) = torch.autograd.grad(step.sigma, W)
+    assert torch.allclose(grad, torch.outer(step.u, step.v), atol=1e-12)
+    # with converged vectors the estimate is exact and its gradient is the SVD's u1 v1^T
+    exact = torch.linalg.matrix_norm(W, ord=2)
+    (g_exact,) = torch.autograd.grad(exact, W)
+    assert torch.allclose(grad, g_exact, atol=1e-8)
+
+
+def test_spectral_penalty_value_and_gradient():
+    W = matrix_with_spectrum([2.0, 1.0], (3, 3), seed=6).requires_grad_(True)
+    r = spectral_norm(W.detach(), 80, generator=gen())
+    step = spectral_normalize(W, r.u, r.v)
+    pen = spectral_penalty([step.sigma], lam=0.3)
+    assert pen.item() == pytest.approx(0.3 * 4.0)
+    (grad,) = torch.autograd.grad(pen, W)
+    assert torch.allclose(grad, 2 * 0.3 * 2.0 * torch.outer(step.u, step.v), atol=1e-10)
+    assert spectral_penalty([], 1.0).item() == 0.0
+
+
+def test_spectral_penalty_with_frobenius_is_weight_decay():
+    W = torch.randn(4, 5, generator=gen(), dtype=F64)
+    assert spectral_penalty([torch.linalg.matrix_norm(W)], 0.1).item() == pytest.approx(0.1 * W.square().sum().item())
+
+
+# ------------------------------------------------------------------ parametrization vs PyTorch
+
+
+def _paired(make, **kw):
+    torch.manual_seed(0)
+    ours, theirs = make(), make()
+    theirs.load_state_dict(ours.state_dict())
+    torch_spectral_norm(theirs, **kw)
+    spectral_normalization(ours, generator=gen(), **kw)
+    mine, ref = ours.parametrizations.weight[0], theirs.parametrizations.weight[0]
+    mine.u.copy_(ref._u)
+    mine.v.copy_(ref._v)
+    return ours, theirs
+
+
+@pytest.mark.parametrize(
+    "make",
+    [lambda: nn.Linear(12, 7, dtype=F64), lambda: nn.Conv2d(3, 5, 3, dtype=F64),
+     lambda: nn.ConvTranspose2d(3, 5, 3, dtype=F64)],
+    ids=["linear", "conv", "conv-transpose"],
+)
+def test_parity_with_torch_parametrization_over_training(make):
+    ours, theirs = _paired(make)
+    x = torch.randn(4, 12, generator=gen(1), dtype=F64) if isinstance(ours, nn.Linear) else (
+        torch.randn(2, 3 if not isinstance(ours, nn.ConvTranspose2d) else 3, 6, 6, generator=gen(1), dtype=F64)
+    )
+    opts = [torch.optim.SGD(m.parameters(), lr=0.05) for m in (ours, theirs)]
+    for _ in range(10):
+        grads = []
+        for m, opt in zip((ours, theirs), opts):
+            opt.zero_grad()
+            m(x).square().mean().backward()
+            grads.append(m.parametrizations.weight.original.grad.clone())
+            opt.step()
+        assert torch.allclose(grads[0], grads[1], rtol=1e-9, atol=1e-12)
+        assert torch.allclose(ours.weight, theirs.weight, rtol=1e-9, atol=1e-12)
+    mine, ref = ours.parametrizations.weight[0], theirs.parametrizations.weight[0]
+    assert torch.allclose(mine.u, ref._u, atol=1e-10) and torch.allclose(mine.v, ref._v, atol=1e-10)
+    # eval mode: no update, same output
+    ours.eval(), theirs.eval()
+    before = mine.u.clone()
+    assert torch.allclose(ours.weight, theirs.weight, rtol=1e-9)
+    assert torch.equal(mine.u, before)
+
+
+def test_normalised_layers_have_norm_close_to_one():
+    torch.manual_seed(0)
+    layer = nn.Linear(50, 30, dtype=F64)
+    with torch.no_grad():
+        layer.weight.copy_(matrix_with_spectrum([4.0, 3.0, 1.0], (30, 50), seed=9))
+    spectral_normalization(layer, generator=gen())
+    for _ in range(30):
+        layer(torch.zeros(1, 50, dtype=F64))  # each training forward runs one power iteration
+    assert spectral_norm_exact(layer.weight.detach()).item() == pytest.approx(1.0, abs=1e-6)
+    vec = spectral_normalization(nn.LayerNorm(6, dtype=F64))
+    assert torch.linalg.vector_norm(vec.weight).item() == pytest.approx(1.0)
+
+
+def test_two_forwards_one_backward():
+    torch.manual_seed(0)
+    critic = nn.Sequential(spectral_normalization(nn.Linear(2, 8)), nn.ReLU(), spectral_normalization(nn.Linear(8, 1)))
+    a, b = torch.randn(4, 2), torch.randn(4, 2)
+    (critic(a).mean() - critic(b).mean()).backward()  # must not raise an in-place modification error
+    assert all(p.grad is not None for p in critic.parameters())
+
+
+def test_state_dict_round_trip_keeps_buffers():
+    torch.manual_seed(0)
+    a = spectral_normalization(nn.Linear(5, 4), generator=gen(1))
+    b = spectral_normalization(nn.Linear(5, 4), generator=gen(2))
+    b.load_state_dict(a.state_dict())
+    a.eval(), b.eval()
+    assert torch.equal(a.weight, b.weight)
+
+
+# ------------------------------------------------------------------ deel-torchlip parity
+
+
+def test_parity_with_deel_torchlip_spectral_normalization():
+    W = matrix_with_spectrum([6.0, 2.0, 1.0], (9, 7), seed=7).float()
+    _, _, sigma_deel = deel_spectral_normalization(W, None, eps=1e-7, maxiter=200)
+    ours = spectral_norm(W, 100, generator=gen()).sigma
+    assert sigma_deel.item() == pytest.approx(ours.item(), rel=1e-5)
+    assert ours.item() == pytest.approx(6.0, rel=1e-5)
+
+
+def test_deel_torchlip_conv_correction_is_an_upper_bound():
+    w = torch.randn(4, 3, 3, 3, generator=gen(8), dtype=F64)
+    coef = compute_lconv_coef((3, 3), (1, 3, 8, 8), (1, 1), "zeros")
+    exact = torch.linalg.svdvals(conv_matrix(w, (8, 8)))[0]
+    assert exact <= reshaped_kernel_norm(w) / coef
+    assert 1 / coef <= 3.0  # their factor is at most sqrt(kh kw)
+
+
+# ------------------------------------------------------------------ convolutions
+
+
+@pytest.mark.parametrize("mode", ["zeros", "circular"])
+@pytest.mark.parametrize("k", [1, 3, 5])
+def test_conv_norms_bounds_and_dense_reference(mode, k):
+    w = torch.randn(3, 2, k, k, generator=gen(k), dtype=F64)
+    M = conv_matrix(w, (6, 7), mode)
+    assert M.shape == (3 * 42, 2 * 42)
+    # the dense matrix really is the convolution
+    x = torch.randn(1, 2, 6, 7, generator=gen(), dtype=F64)
+    pad = k // 2
+    if mode == "zeros":
+        y = torch.nn.functional.conv2d(x, w, padding=pad)
+    else:
+        y = torch.nn.functional.conv2d(torch.nn.functional.pad(x, (pad,) * 4, mode="circular"), w)
+    assert torch.allclose(M @ x.flatten(), y.flatten())
+    exact = torch.linalg.svdvals(M)[0]
+    # the adjoint used by the power iteration is exactly the transposed matrix
+    from kexue.lipschitz import _conv_same
+
+    y = torch.randn(1, 3, 6, 7, generator=gen(1), dtype=F64)
+    adj = _conv_same(y, w.transpose(0, 1).flip(-2, -1), mode)
+    assert torch.allclose(adj.flatten(), M.mT @ y.flatten())
+    est = conv_operator_norm(w, (6, 7), mode, n_iter=200, generator=gen())
+    assert est <= exact * (1 + 1e-12)
+    assert est.item() == pytest.approx(exact.item(), rel=1e-3)  # top singular values can be close
+    r = reshaped_kernel_norm(w)
+    assert r * (1 - 1e-12) <= exact <= k * r * (1 + 1e-12)
+    if mode == "circular":
+        assert conv_operator_norm_fft(w, (6, 7)).item() == pytest.approx(exact.item(), rel=1e-10)
+
+
+def test_all_ones_kernel_attains_the_upper_bound_with_circular_padding():
+    w = torch.ones(1, 1, 3, 3, dtype=F64)
+    assert reshaped_kernel_norm(w).item() == pytest.approx(3.0)
+    assert conv_operator_norm_fft(w, (8, 8)).item() == pytest.approx(9.0)
+
+
+# ------------------------------------------------------------------ gradient penalty
+
+
+@pytest.mark.parametrize("kind", sorted(PENALTIES))
+@pytest.mark.parametrize("scale", [0.5, 1.0, 3.0])
+def test_gradient_penalty_of_a_linear_critic_has_its_closed_form(kind, scale):
+    a = torch.tensor([3.0, 4.0], dtype=F64) * scale / 5  # ||a|| = scale
+    critic = lambda x: x @ a + 1.0  # noqa: E731
+    real, fake = torch.randn(10, 2, generator=gen(), dtype=F64), torch.randn(10, 2, generator=gen(1), dtype=F64)
+    gp = gradient_penalty(critic, real, fake, lam=10.0, kind=kind, generator=gen())
+    expected = 10 * (scale - 1) ** 2 if kind == "two-sided" or scale > 1 else 0.0
+    assert gp.item() == pytest.approx(expected, abs=1e-9)
+
+
+def test_gradient_penalty_uses_interpolates_per_example():
+    seen = []
+
+    def critic(x):
+        seen.append(x.detach().clone())
+        return x.sum(dim=1)
+
+    real, fake = torch.zeros(64, 3, dtype=F64), torch.ones(64, 3, dtype=F64)
+    gradient_penalty(critic, real, fake, generator=gen())
+    x_hat = seen[0]
+    assert torch.allclose(x_hat, x_hat[:, :1].expand_as(x_hat))  # one epsilon per example, shared by coordinates
+    assert x_hat[:, 0].unique().numel() == 64 and (x_hat >= 0).all() and (x_hat <= 1).all()
+
+
+def test_gradient_penalty_is_differentiable_including_zero_gradients():
+    torch.manual_seed(0)
+    critic = mlp([2, 16, 1], dtype=F64)
+    real, fake = torch.randn(8, 2, generator=gen(), dtype=F64), torch.randn(8, 2, generator=gen(1), dtype=F64)
+    gradient_penalty(critic, real, fake, kind="one-sided").backward()
+    assert all(p.grad is None or torch.isfinite(p.grad).all() for p in critic.parameters())
+    assert critic[0].weight.grad is not None
+    const = nn.Linear(2, 1, dtype=F64)
+    nn.init.zeros_(const.weight)
+    gp = gradient_penalty(const, real, fake, lam=2.0)
+    assert gp.item() == pytest.approx(2.0)  # ||grad|| = 0 -> (0 - 1)^2
+    gp.backward()
+    assert torch.isfinite(const.weight.grad).all()
+
+
+def test_gradient_norms_match_autograd_single_sample():
+    a = torch.tensor([[1.0, -2.0]], dtype=F64)
+    assert gradient_norms(lambda x: (x @ a.T) ** 2, torch.tensor([[1.0, 1.0]], dtype=F64)).item() == pytest.approx(
+        2 * 1.0 * math.sqrt(5)
+    )
+
+
+# ------------------------------------------------------------------ bounds, W1, clipping
+
+
+def test_lipschitz_bounds_sandwich_jacobian_norms():
+    torch.manual_seed(0)
+    model = mlp([5, 16, 16, 3], seed=1, dtype=F64)
+    x = torch.randn(50, 5, generator=gen(), dtype=F64)
+    jn = jacobian_norms(model, x)
+    upper = lipschitz_upper_bound([m.weight for m in model if isinstance(m, nn.Linear)])
+    assert (jn <= upper).all()
+    # Jacobian of one point against autograd, slow path
+    J = torch.autograd.functional.jacobian(lambda z: model(z.unsqueeze(0)).squeeze(0), x[0])
+    assert jn[0].item() == pytest.approx(torch.linalg.matrix_norm(J, ord=2).item(), rel=1e-10)
+    # a linear model's Lipschitz constant is exactly its spectral norm
+    lin = nn.Linear(4, 3, dtype=F64)
+    assert jacobian_norms(lin, torch.randn(2, 4, dtype=F64))[0].item() == pytest.approx(
+        spectral_norm_exact(lin.weight.detach()).item()
+    )
+
+
+def test_exact_w1_closed_forms_and_duality():
+    x = torch.tensor([[0.0, 0.0], [1.0, 0.0]])
+    assert exact_w1(x, x + torch.tensor([0.0, 2.0])) == pytest.approx(2.0)  # translation
+    assert exact_w1(x, x.flip(0)) == pytest.approx(0.0)  # same set, other order
+    assert exact_w1(x[:1], x[1:]) == pytest.approx(1.0)  # single sample
+    # any 1-Lipschitz f gives a dual lower bound
+    real, _ = make_moons(40, seed=0, dtype=F64)
+    fake = shifted_gaussian(40, dtype=F64)
+    f = lambda z: -z[:, 1]  # noqa: E731
+    assert (f(real).mean() - f(fake).mean()).item() <= exact_w1(real, fake) + 1e-12
+
+
+def test_clipping():
+    torch.manual_seed(0)
+    m = mlp([3, 8, 1])
+    clip_weights_(m, 0.01)
+    assert all(p.abs().max() <= 0.01 for p in m.parameters())
+    m = mlp([3, 8, 1])
+    clip_frobenius_(m, 0.5)
+    assert all(torch.linalg.matrix_norm(l.weight) <= 0.5 + 1e-6 for l in m if isinstance(l, nn.Linear))
+
+
+# ------------------------------------------------------------------ end-to-end (small, seeded)
+
+
+def test_classifier_methods_learn_and_sn_bounds_the_network():
+    from kexue.data import load_digits, train_test_split
+
+    images, labels = load_digits()
+    xtr, xte, ytr, yte = train_test_split(images.flatten(1)[:600], labels[:600], test_size=300, seed=0)
+    for method in CLASSIFIER_METHODS:
+        model = train_classifier(method, xtr, ytr, hidden=(32,), epochs=40, lr=3e-3, seed=0, sn_scale=5.0)
+        with torch.no_grad():
+            acc = (model(xte).argmax(1) == yte).float().mean().item()
+        assert acc > 0.5, method  # chance is 0.1
+        if method == "spectral-norm":
+            assert jacobian_norms(model, xte).max().item() <= 5.0 * 1.05
+
+
+def test_critics_order_as_on_the_page():
+    real, _ = make_moons(128, seed=0)
+    fake = shifted_gaussian(128, seed=1)
+    w1 = exact_w1(real, fake)
+    est = {}
+    for method in CRITIC_METHODS:
+        f = train_critic(method, real, fake, hidden=(32, 32), steps=150, batch_size=128, seed=0)
+        with torch.no_grad():
+            est[method] = (f(real).mean() - f(fake).mean()).item()
+    assert est["clip"] < 0.1 * w1
+    assert 0.5 * w1 < est["spectral-norm"] <= w1 * 1.02
+    assert est["gp-two-sided"] > 0.5 * w1
+
+
+def test_gradient_penalty_step_costs_more_flops():
+    real, _ = make_moons(64, seed=0)
+    fake = shifted_gaussian(64)
+
+    def flops(method):
+        return count_matmul_flops(lambda: train_critic(method, real, fake, hidden=(16,), steps=1, batch_size=32))
+
+    assert flops("gp-two-sided") > 1.5 * flops("spectral-norm")
+    assert count_matmul_flops(lambda: torch.ones(3, 4) @ torch.ones(4, 5)) == 2 * 3 * 4 * 5
+    assert count_matmul_flops(lambda: torch.mv(torch.ones(3, 4), torch.ones(4))) == 2 * 3 * 4
+
+
+# ------------------------------------------------------------------ bad input
+
+
+def test_bad_inputs_raise_clear_errors():
+    W = torch.randn(3, 4)
+    with pytest.raises(ValueError, match="W"):
+        spectral_norm(torch.randn(3), 5)
+    with pytest.raises(TypeError, match="W"):
+        spectral_norm(torch.ones(3, 3, dtype=torch.int64), 5)
+    with pytest.raises(ValueError, match="W"):
+        spectral_norm(torch.zeros(0, 3), 5)
+    with pytest.raises(ValueError, match="n_iter"):
+        spectral_norm(W, 0)
+    with pytest.raises(ValueError, match="u0"):
+        spectral_norm(W, 2, u0=torch.ones(4))
+    with pytest.raises(ValueError, match="u0"):
+        spectral_norm(W, 2, u0="twos")
+    with pytest.raises(TypeError, match="u0"):
+        spectral_norm(W, 2, u0=torch.ones(3, dtype=F64))
+    with pytest.raises(ValueError, match="v"):
+        spectral_normalize(W, torch.ones(3), torch.ones(3))
+    with pytest.raises(ValueError, match="n_iter"):
+        spectral_normalize(W, torch.ones(3), torch.ones(4), n_iter=-1)
+    with pytest.raises(ValueError, match="n_power_iterations"):
+        SpectralNorm(W, n_power_iterations=0)
+    with pytest.raises(ValueError, match="dim"):
+        SpectralNorm(W, dim=2)
+    with pytest.raises(ValueError, match="name"):
+        spectral_normalization(nn.ReLU())
+    with pytest.raises(ValueError, match="lam"):
+        spectral_penalty([torch.tensor(1.0)], -1.0)
+    with pytest.raises(ValueError, match="sigmas"):
+        spectral_penalty([torch.ones(2)], 1.0)
+    with pytest.raises(ValueError, match="weight"):
+        reshaped_kernel_norm(torch.ones(3, 3))
+    with pytest.raises(ValueError, match="weight"):
+        conv_operator_norm(torch.ones(1, 1, 2, 2), (4, 4))
+    with pytest.raises(ValueError, match="input_size"):
+        conv_operator_norm(torch.ones(1, 1, 3, 3), (2, 8))
+    with pytest.raises(ValueError, match="input_size"):
+        conv_operator_norm_fft(torch.ones(1, 1, 3, 3), 8)
+    with pytest.raises(ValueError, match="padding_mode"):
+        conv_operator_norm(torch.ones(1, 1, 3, 3), (4, 4), "reflect")
+    with pytest.raises(ValueError, match="kind"):
+        gradient_penalty(lambda x: x.sum(1), W, W, kind="two")
+    with pytest.raises(ValueError, match="real and fake"):
+        gradient_penalty(lambda x: x.sum(1), W, W[:2])
+    with pytest.raises(ValueError, match="real"):
+        gradient_penalty(lambda x: x.sum(1), torch.zeros(0, 2), torch.zeros(0, 2))
+    with pytest.raises(ValueError, match="critic"):
+        gradient_penalty(lambda x: x, W, W)
+    with pytest.raises(ValueError, match="c must"):
+        clip_weights_(nn.Linear(2, 2), 0.0)
+    with pytest.raises(ValueError, match="x and y"):
+        exact_w1(torch.zeros(3, 2), torch.zeros(4, 2))
+    with pytest.raises(ValueError, match="weights"):
+        lipschitz_upper_bound([])
+    with pytest.raises(ValueError, match="method"):
+        train_classifier("dropout", torch.zeros(4, 2), torch.zeros(4, dtype=torch.int64))
+    with pytest.raises(ValueError, match="method"):
+        train_critic("wgan", torch.zeros(4, 2), torch.zeros(4, 2))
+    with pytest.raises(ValueError, match="singular_values"):
+        matrix_with_spectrum([1, 2, 3], (2, 5))
+    with pytest.raises(ValueError, match="n must"):
+        sharpening_matrix(2)
+    with pytest.raises(ValueError, match="sizes"):
+        mlp([3])
