@@ -42,7 +42,7 @@ def _pages(site: Path) -> list[str]:
 # A case is used only when its page exists, plus two baselines that exist from day one.
 SEARCH_CASES = {
     "科学空间": "/",
-    "KaTeX": "/about/",
+    "pytest-markdown-docs": "/about/",
     "进制": "/articles/rope-beta-base/",
     "NTK-aware": "/articles/rope-beta-base/",
     "胶囊": "/articles/capsule-feast/",
@@ -143,8 +143,8 @@ def test_search_finds_pages_in_chinese_and_english(report, root: Path):
     assert set(got) == set(cases)
     for query, path in cases.items():
         assert "error" not in got[query], got[query]
-        hits = [h if h.endswith("/") else h + "/" for h in got[query]["hits"]]
-        assert path in hits[:5], f"searching {query!r} should find {path} among the top hits, got {hits[:5]}"
+        pages = list(dict.fromkeys(h if h.endswith("/") else h + "/" for h in got[query]["hits"]))
+        assert path in pages[:3], f"searching {query!r} should find {path} among the top 3 pages, got {pages[:5]}"
 
 
 def test_notebook_buttons_download_notebooks(report, root: Path):

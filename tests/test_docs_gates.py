@@ -43,6 +43,7 @@ def _mini_site(tmp: Path, root: Path, page: str) -> Path:
     config = yaml.safe_load((root / "mkdocs.yml").read_text(encoding="utf-8"))
     config["docs_dir"] = str(tmp / "docs")
     config["hooks"] = [str(root / h) for h in config["hooks"]]
+    config["theme"]["custom_dir"] = str(root / config["theme"]["custom_dir"])
     config["plugins"] = [p for p in config["plugins"] if not (isinstance(p, dict) and "mkdocstrings" in p)]
     config["extra_css"] = [c for c in config["extra_css"] if "katex" in c]
     config.pop("nav", None)

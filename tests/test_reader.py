@@ -278,3 +278,21 @@ def test_404_page_and_sitemap_stay_on_the_site(built_site):
     assert fetched and not [u for u in fetched if re.match(r"(https?:)?//", u)]
     hosts = {urlsplit(u).hostname for u in re.findall(r"<loc>([^<]+)</loc>", (built_site.site / "sitemap.xml").read_text())}
     assert hosts <= {"127.0.0.1"}
+
+
+def test_article_list_sums_up_every_claims_table(built_site):
+    page = (built_site.site / "articles" / "index.html").read_text(encoding="utf-8")
+    table = re.search(r'<table class="kx-claims">(.*?)</table>', page, re.S)
+    assert table, "the claims summary was not filled in"
+    rows = re.findall(r'<tr><td><a href="([^"]+)">', table[1])
+    assert rows == [f"../articles/{p.stem}/" for p in _nav_ordered(ARTICLES)]
+    home = (built_site.site / "index.html").read_text(encoding="utf-8")
+    for href in rows:  # the tally per article matches its gallery card
+        cells = re.search(rf'<a href="{re.escape(href)}">[^<]*</a></td>((?:<td>\d+</td>)+)', table[1])
+        counts = [int(n) for n in re.findall(r"<td>(\d+)</td>", cells[1])]
+        card = re.search(rf'<a class="kx-card" href="{re.escape(href[3:])}">.*?Claims: ([^<]*)</span>', home)
+        expected = {w: 0 for w in reader.VERDICTS}
+        for part in card[1].split(" · "):
+            n, word = part.split(" ", 1)
+            expected[word] = int(n)
+        assert counts == list(expected.values())

@@ -39,6 +39,7 @@ log = logging.getLogger("mkdocs.hooks.reader")
 ROOT = Path(__file__).resolve().parents[2]
 VERDICTS = ("reproduced", "partly", "not reproduced", "not tested")
 GALLERY_MARK = '<div class="kx-gallery"></div>'
+CLAIMS_MARK = '<div class="kx-claims"></div>'
 REQUIRED_META = ("title", "zh_title", "article", "article_date", "summary", "module")
 # Optional front matter: ``sequels`` (list of URLs) and ``zh_keywords`` (Chinese search terms
 # shown in the header line, so a reader searching in Chinese finds the page).
@@ -410,7 +411,7 @@ def on_page_content(html_text: str, page, config, files) -> str:
 
 def _card_html(card: Card) -> str:
     e = html.escape
-    thumb = f'<img class="kx-thumb" src="{card.thumbnail}" alt="{e(card.alt)}" loading="lazy">' if card.thumbnail else ""
+    thumb = f'<img class="kx-thumb" src="{card.thumbnail}" alt="{e(card.alt)}">' if card.thumbnail else ""
     tally = " · ".join(f"{n} {word}" for word, n in card.verdicts.items() if n)
     return (
         f'<a class="kx-card" href="{e(card.url)}">{thumb}'
@@ -421,11 +422,33 @@ def _card_html(card: Card) -> str:
     )
 
 
+def _claims_table(cards: list[Card], base: str) -> str:
+    """One row per article: how many of its claims got each verdict (links relative to ``base``)."""
+    e = html.escape
+    head = "".join(f"<th>{w}</th>" for w in VERDICTS)
+    rows = "".join(
+        f'<tr><td><a href="{e(base + c.url)}">{e(c.title)}</a></td>'
+        + "".join(f"<td>{c.verdicts[w]}</td>" for w in VERDICTS)
+        + "</tr>"
+        for c in cards
+    )
+    totals = "".join(f"<td><strong>{sum(c.verdicts[w] for c in cards)}</strong></td>" for w in VERDICTS)
+    return (
+        f'<table class="kx-claims"><thead><tr><th>article</th>{head}</tr></thead>'
+        f"<tbody>{rows}<tr><td><strong>all pages</strong></td>{totals}</tr></tbody></table>"
+    )
+
+
 def on_post_page(output: str, page, config) -> str:
-    """Fill the gallery placeholder of the home page with one card per article, in nav order."""
-    if GALLERY_MARK not in output:
+    """Fill the gallery (home) and the claims summary (article list) from the article pages, in nav order."""
+    if GALLERY_MARK not in output and CLAIMS_MARK not in output:
         return output
     order = {uri: n for n, uri in enumerate(_state.order)}
-    cards = sorted(_state.cards.items(), key=lambda kv: order.get(kv[0], len(order)))
-    gallery = f'<div class="kx-gallery" data-cards="{len(cards)}">' + "".join(_card_html(c) for _, c in cards) + "</div>"
-    return output.replace(GALLERY_MARK, gallery, 1)
+    cards = [c for _, c in sorted(_state.cards.items(), key=lambda kv: order.get(kv[0], len(order)))]
+    if GALLERY_MARK in output:
+        gallery = f'<div class="kx-gallery" data-cards="{len(cards)}">' + "".join(_card_html(c) for c in cards) + "</div>"
+        output = output.replace(GALLERY_MARK, gallery, 1)
+    if CLAIMS_MARK in output:
+        base = "../" * page.url.count("/")  # card URLs are relative to the site root
+        output = output.replace(CLAIMS_MARK, _claims_table(cards, base), 1)
+    return output
