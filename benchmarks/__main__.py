@@ -10,7 +10,7 @@ import json
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{result.case} [{result.problem}]: {ratios}{frac}", flush=True)
         print(f"  ({name} took {time.perf_counter() - t0:.0f} s)", flush=True)
     report = {
-        "measured": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "measured": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "commit": _commit(),
         "machine": machine(),
         "limits": limits,

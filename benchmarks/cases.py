@@ -55,19 +55,19 @@ def rope_apply(limits: dict) -> list[Result]:
     ang = rope.rope_angles(pos, theta)
     emb = torch.cat((ang, ang), dim=-1)
     cos, sin = emb.cos().float()[None], emb.sin().float()[None]
-    ours_half = lambda: (rope.apply_rope(q, pos, theta, "half"), rope.apply_rope(k, pos, theta, "half"))  # noqa: E731
-    hf = lambda: apply_rotary_pos_emb(q, k, cos, sin)  # noqa: E731
+    ours_half = lambda: (rope.apply_rope(q, pos, theta, "half"), rope.apply_rope(k, pos, theta, "half"))
+    hf = lambda: apply_rotary_pos_emb(q, k, cos, sin)
     oq, ok = ours_half()
     hq, hk = hf()
     _close(oq, hq, "rope half vs HF")
     _close(ok, hk, "rope half vs HF")
     rot = RotaryEmbedding(dim=d)
-    ours_inter = lambda: (rope.apply_rope(q, pos, theta), rope.apply_rope(k, pos, theta))  # noqa: E731
-    ret = lambda: (rot.rotate_queries_or_keys(q), rot.rotate_queries_or_keys(k))  # noqa: E731
+    ours_inter = lambda: (rope.apply_rope(q, pos, theta), rope.apply_rope(k, pos, theta))
+    ret = lambda: (rot.rotate_queries_or_keys(q), rot.rotate_queries_or_keys(k))
     # rotary-embedding-torch forms position x frequency in float32: ~1e-3 off at position 4095.
     _close(ours_inter()[0], ret()[0], "rope interleaved vs rotary-embedding-torch", atol=5e-3, rtol=0)
     qc, kc = torch.empty_like(q), torch.empty_like(k)
-    copy = lambda: (qc.copy_(q), kc.copy_(k))  # noqa: E731
+    copy = lambda: (qc.copy_(q), kc.copy_(k))
     moved = 2 * 2 * q.numel() * q.element_size()  # read and write q and k
     impls = [("kexue (half)", ours_half), ("kexue (interleaved)", ours_inter), ("HF apply_rotary_pos_emb", hf),
              ("rotary-embedding-torch", ret), ("copy q, k (limit)", copy)]
@@ -112,8 +112,8 @@ def nearest_code(limits: dict) -> list[Result]:
         with torch.no_grad():
             vq._codebook.embed.copy_(codebook[None])
         vq._codebook.initted.fill_(True)
-        ours = lambda: vqvae.nearest_code(z, codebook, norms)  # noqa: E731
-        reference = lambda: vqvae.nearest_code_reference(z, codebook)  # noqa: E731
+        ours = lambda: vqvae.nearest_code(z, codebook, norms)
+        reference = lambda: vqvae.nearest_code_reference(z, codebook)
 
         def theirs():
             with torch.no_grad():
@@ -208,7 +208,7 @@ def spectral_step(limits: dict) -> list[Result]:
         ref_mod.train()
         their_w = ref_mod.weight
         _close(step.weight, their_w.detach(), f"spectral norm {size}: weight", atol=1e-5, rtol=1e-4)
-        ours = lambda: lipschitz.spectral_normalize(W, u, v, n_iter=1)  # noqa: E731
+        ours = lambda: lipschitz.spectral_normalize(W, u, v, n_iter=1)
 
         def theirs():
             with torch.no_grad():

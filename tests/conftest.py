@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -44,6 +45,27 @@ def mkdocs_build(config: Path, site_dir: Path, cwd: Path = ROOT, fence_cache: Pa
         check=False,
     )
     return Build(site_dir, proc.returncode, proc.stdout + proc.stderr, time.perf_counter() - start)
+
+
+def mini_site(tmp: Path, pages: dict[str, str]) -> Path:
+    """A throw-away site with the project's hooks, theme, plugins and extensions and the given pages.
+
+    mkdocstrings and the nav are dropped (the pages are not the project's); ``pages`` maps paths
+    under ``docs/`` to Markdown. Returns the path of the site's ``mkdocs.yml``.
+    """
+    config = yaml.safe_load((ROOT / "mkdocs.yml").read_text(encoding="utf-8"))
+    config["docs_dir"] = str(tmp / "docs")
+    config["hooks"] = [str(ROOT / h) for h in config["hooks"]]
+    config["theme"]["custom_dir"] = str(ROOT / config["theme"]["custom_dir"])
+    config["plugins"] = [p for p in config["plugins"] if not (isinstance(p, dict) and "mkdocstrings" in p)]
+    config["extra_css"] = [c for c in config["extra_css"] if "katex" in c]
+    config.pop("nav", None)
+    for rel, text in pages.items():
+        (tmp / "docs" / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp / "docs" / rel).write_text(text, encoding="utf-8")
+    path = tmp / "mkdocs.yml"
+    path.write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
+    return path
 
 
 @pytest.fixture(scope="session")

@@ -14,9 +14,8 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
-from tests.conftest import mkdocs_build
+from tests.conftest import mini_site, mkdocs_build
 
 pytestmark = pytest.mark.site
 
@@ -40,18 +39,7 @@ BROKEN_MATH = GOOD + "\nA broken formula: $\\fracc{1}{2}$.\n"
 
 
 def _mini_site(tmp: Path, root: Path, page: str) -> Path:
-    config = yaml.safe_load((root / "mkdocs.yml").read_text(encoding="utf-8"))
-    config["docs_dir"] = str(tmp / "docs")
-    config["hooks"] = [str(root / h) for h in config["hooks"]]
-    config["theme"]["custom_dir"] = str(root / config["theme"]["custom_dir"])
-    config["plugins"] = [p for p in config["plugins"] if not (isinstance(p, dict) and "mkdocstrings" in p)]
-    config["extra_css"] = [c for c in config["extra_css"] if "katex" in c]
-    config.pop("nav", None)
-    (tmp / "docs").mkdir()
-    (tmp / "docs" / "index.md").write_text(page, encoding="utf-8")
-    path = tmp / "mkdocs.yml"
-    path.write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
-    return path
+    return mini_site(tmp, {"index.md": page})
 
 
 def _pytest_page(tmp: Path, root: Path) -> subprocess.CompletedProcess:

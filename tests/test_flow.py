@@ -3,12 +3,12 @@ data-dependent init, bits/dim, baselines, bad inputs, and parity with normflows 
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import normflows as nf
 import pytest
 import torch
-import itertools
 from torch import nn
 
 from kexue import flow as F

@@ -328,7 +328,7 @@ def test_all_ones_kernel_attains_the_upper_bound_with_circular_padding():
 @pytest.mark.parametrize("scale", [0.5, 1.0, 3.0])
 def test_gradient_penalty_of_a_linear_critic_has_its_closed_form(kind, scale):
     a = torch.tensor([3.0, 4.0], dtype=F64) * scale / 5  # ||a|| = scale
-    critic = lambda x: x @ a + 1.0  # noqa: E731
+    critic = lambda x: x @ a + 1.0
     real, fake = torch.randn(10, 2, generator=gen(), dtype=F64), torch.randn(10, 2, generator=gen(1), dtype=F64)
     gp = gradient_penalty(critic, real, fake, lam=10.0, kind=kind, generator=gen())
     expected = 10 * (scale - 1) ** 2 if kind == "two-sided" or scale > 1 else 0.0
@@ -399,7 +399,7 @@ def test_exact_w1_closed_forms_and_duality():
     # any 1-Lipschitz f gives a dual lower bound
     real, _ = make_moons(40, seed=0, dtype=F64)
     fake = shifted_gaussian(40, dtype=F64)
-    f = lambda z: -z[:, 1]  # noqa: E731
+    f = lambda z: -z[:, 1]
     assert (f(real).mean() - f(fake).mean()).item() <= exact_w1(real, fake) + 1e-12
 
 

@@ -104,7 +104,7 @@ def test_affine_maps_have_zero_linearity_gap(seed, lam):
 def test_linearity_gap_matches_slow_reference_and_vanishes_at_endpoints():
     g = _gen(5)
     net = make_mlp(4, 3, (8,), seed=1).double()
-    f = lambda x: net(x).softmax(-1)  # noqa: E731
+    f = lambda x: net(x).softmax(-1)
     x_a, x_b = torch.randn(9, 4, generator=g, dtype=torch.float64), torch.randn(9, 4, generator=g, dtype=torch.float64)
     lam = torch.rand(9, generator=g, dtype=torch.float64)
     with torch.no_grad():

@@ -22,7 +22,7 @@ import pytest
 import yaml
 from nbclient import NotebookClient
 
-from tests.conftest import ROOT, mkdocs_build
+from tests.conftest import ROOT, mini_site, mkdocs_build
 
 sys.path.insert(0, str(ROOT / "docs" / "_hooks"))
 import reader
@@ -77,21 +77,11 @@ print("| untested | 3 | n/a | not tested here |")
 
 
 def _demo_site(tmp: Path, article: str) -> Path:
-    config = yaml.safe_load((ROOT / "mkdocs.yml").read_text(encoding="utf-8"))
-    config["docs_dir"] = str(tmp / "docs")
-    config["hooks"] = [str(ROOT / h) for h in config["hooks"]]
-    config["theme"]["custom_dir"] = str(ROOT / config["theme"]["custom_dir"])
-    config["plugins"] = [p for p in config["plugins"] if not (isinstance(p, dict) and "mkdocstrings" in p)]
-    config["extra_css"] = [c for c in config["extra_css"] if "katex" in c]
-    config.pop("nav", None)
-    (tmp / "docs" / "articles").mkdir(parents=True)
-    (tmp / "docs" / "api").mkdir()
-    (tmp / "docs" / "index.md").write_text('# Home\n\n<div class="kx-gallery"></div>\n', encoding="utf-8")
-    (tmp / "docs" / "articles" / "demo.md").write_text(article, encoding="utf-8")
-    (tmp / "docs" / "api" / "demo.md").write_text("# kexue.demo\n", encoding="utf-8")
-    path = tmp / "mkdocs.yml"
-    path.write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
-    return path
+    return mini_site(tmp, {
+        "index.md": '# Home\n\n<div class="kx-gallery"></div>\n',
+        "articles/demo.md": article,
+        "api/demo.md": "# kexue.demo\n",
+    })
 
 
 @pytest.fixture(scope="module")
@@ -282,7 +272,7 @@ def test_404_page_and_sitemap_stay_on_the_site(built_site):
 
 def test_article_list_sums_up_every_claims_table(built_site):
     page = (built_site.site / "articles" / "index.html").read_text(encoding="utf-8")
-    table = re.search(r'<table class="kx-claims">(.*?)</table>', page, re.S)
+    table = re.search(r'<table class="kx-claims">(.*?)</table>', page, re.DOTALL)
     assert table, "the claims summary was not filled in"
     rows = re.findall(r'<tr><td><a href="([^"]+)">', table[1])
     assert rows == [f"../articles/{p.stem}/" for p in _nav_ordered(ARTICLES)]
