@@ -17,9 +17,9 @@ export NO_MKDOCS_2_WARNING := 1
 export MPLBACKEND := Agg
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export PYTHONDONTWRITEBYTECODE := 1
-# OpenMP threads sleep instead of spinning between parallel regions: with spinning, tiny torch ops ran
-# up to 20x slower whenever another process shared the 2 cores (measured while building the pages).
-export OMP_WAIT_POLICY := PASSIVE
+# OMP_WAIT_POLICY is left at libgomp's default (spin briefly, then sleep). PASSIVE made the pages
+# 1.2-1.8x slower on an idle 2-core machine (capsule 24.7 s -> 30.4 s, DGCNN 17.3 s -> 29.4 s);
+# it only helped when several builds shared the cores. Export it yourself in that situation.
 
 .PHONY: help serve test site bench clean lock browser-deps
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -13,6 +14,8 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+# The cold build's fence times, kept for the terminal summary (also saved to artifacts/fence-times.json).
+FENCE_TIMES = pytest.StashKey[dict]()
 
 
 @dataclass(frozen=True)
@@ -25,16 +28,26 @@ class Build:
     seconds: float
 
 
-def mkdocs_build(config: Path, site_dir: Path, cwd: Path = ROOT, fence_cache: Path | None = None) -> Build:
+def mkdocs_build(
+    config: Path,
+    site_dir: Path,
+    cwd: Path = ROOT,
+    fence_cache: Path | None = None,
+    fence_times: Path | None = None,
+) -> Build:
     """Run a strict build of ``config`` into ``site_dir`` and capture its log.
 
     Builds are cold unless ``fence_cache`` names a fence-output cache directory
     (see docs/_hooks/fences.py); a cache set in the caller's environment is ignored.
+    ``fence_times`` names a JSON file for the wall time of each page's fences.
     """
     env = {**os.environ, "NO_MKDOCS_2_WARNING": "1", "MPLBACKEND": "Agg"}
     env.pop("KEXUE_FENCE_CACHE", None)
+    env.pop("KEXUE_FENCE_TIMES", None)
     if fence_cache is not None:
         env["KEXUE_FENCE_CACHE"] = str(fence_cache)
+    if fence_times is not None:
+        env["KEXUE_FENCE_TIMES"] = str(fence_times)
     start = time.perf_counter()
     proc = subprocess.run(
         [sys.executable, "-m", "mkdocs", "build", "--strict", "-f", str(config), "-d", str(site_dir)],
@@ -74,13 +87,33 @@ def root() -> Path:
 
 
 @pytest.fixture(scope="session")
-def built_site(tmp_path_factory: pytest.TempPathFactory) -> Build:
+def built_site(tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config) -> Build:
     """The real site, built once per session with ``--strict`` (every fence runs again here).
 
     The build is cold: it starts with an empty fence-output cache, which it fills so that
     ``test_site.py`` can check that a warm rebuild from that cache is byte-identical.
     """
     tmp = tmp_path_factory.mktemp("site")
-    build = mkdocs_build(ROOT / "mkdocs.yml", tmp / "site", fence_cache=tmp / "fence-cache")
-    print(f"\nstrict site build: {build.seconds:.1f} s")
+    times = ROOT / "artifacts" / "fence-times.json"
+    times.parent.mkdir(exist_ok=True)
+    times.unlink(missing_ok=True)
+    build = mkdocs_build(ROOT / "mkdocs.yml", tmp / "site", fence_cache=tmp / "fence-cache", fence_times=times)
+    if times.is_file():
+        table = json.loads(times.read_text(encoding="utf-8"))
+        table["(whole build)"] = {"seconds": round(build.seconds, 1), "fences": sum(v["fences"] for v in table.values())}
+        times.write_text(json.dumps(table, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+        pytestconfig.stash[FENCE_TIMES] = table
     return build
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
+    """Print the cold build's time and each page's fence time, if this run built the site.
+
+    These are measurements for the log (budgets: 30 s per page, 4 min per build), not assertions.
+    """
+    table = config.stash.get(FENCE_TIMES, None)
+    if table is None:
+        return
+    terminalreporter.section("cold strict build: wall time of executed fences per page")
+    for page, row in sorted(table.items(), key=lambda kv: -kv[1]["seconds"]):
+        terminalreporter.write_line(f"{row['seconds']:7.1f} s  {row['fences']:3d} fences  {page}")

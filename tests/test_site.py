@@ -83,3 +83,14 @@ def test_warm_build_from_the_fence_cache_is_byte_identical(built_site, tmp_path:
     differ = [str(f) for f in sorted(cold_files) if (built_site.site / f).read_bytes() != (warm.site / f).read_bytes()]
     assert not differ, f"warm build differs from the cold one in: {differ[:10]}"
     print(f"\ncold build {built_site.seconds:.1f} s, warm build {warm.seconds:.1f} s")
+
+
+def test_fence_times_are_recorded_for_every_article(built_site, root: Path):
+    """The build reports each page's fence time (a measurement for the log, not a speed assertion)."""
+    assert re.search(r"fence time per page: \S+\.md \d+\.\d s", built_site.log), built_site.log[-2000:]
+    table = yaml.safe_load((root / "artifacts" / "fence-times.json").read_text(encoding="utf-8"))
+    articles = sorted(p.relative_to(root / "docs").as_posix() for p in (root / "docs" / "articles").glob("*.md"))
+    articles.remove("articles/index.md")
+    missing = [a for a in articles if a not in table]
+    assert not missing, f"no fence time for {missing}"
+    assert all(table[a]["fences"] > 0 and table[a]["seconds"] > 0 for a in articles)

@@ -14,6 +14,9 @@
   its code is remembered, and if a later fence of the same session misses, the skipped fences
   are replayed first (output discarded) so the miss runs in exactly the namespace a cold build
   would give it. Pages are therefore identical cold and warm (tested byte for byte).
+* Every fence is timed. After the build, the wall time of each page's fences is logged
+  (``INFO``), and written as JSON to ``$KEXUE_FENCE_TIMES`` when that is set (the test suite
+  does, and prints the table at the end of the run). Times are reported, never asserted.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import logging
 import os
 import platform
 import tempfile
+import time
 from importlib import metadata
 from pathlib import Path
 
@@ -33,6 +37,7 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 
 log = logging.getLogger("mkdocs.hooks.fences")
 CACHE_ENV = "KEXUE_FENCE_CACHE"
+TIMES_ENV = "KEXUE_FENCE_TIMES"
 ROOT = Path(__file__).resolve().parents[2]
 # Libraries whose version can change what a fence prints or draws.
 _VERSIONED = ("torch", "numpy", "scipy", "matplotlib", "scikit-learn", "markdown-exec")
@@ -90,6 +95,24 @@ class FenceCache:
         return output
 
 
+class FenceClock:
+    """Wraps the fence runner and sums wall time per page (from the fence id ``<page>:<line>``)."""
+
+    def __init__(self, run) -> None:
+        self.run = run
+        self.seconds: dict[str, float] = {}
+        self.fences: dict[str, int] = {}
+
+    def __call__(self, code: str, returncode=None, session=None, id=None, **extra):
+        page = str(id).rpartition(":")[0] if id else f"session {session}"
+        start = time.perf_counter()
+        try:
+            return self.run(code, returncode=returncode, session=session, id=id, **extra)
+        finally:
+            self.seconds[page] = self.seconds.get(page, 0.0) + time.perf_counter() - start
+            self.fences[page] = self.fences.get(page, 0) + 1
+
+
 def _python_formatter():
     try:
         from markdown_exec._internal.formatters import python as mx_python
@@ -106,24 +129,35 @@ def on_pre_build(config) -> None:
     mx_python._sessions_globals.clear()
     mx_python._sessions_counter.clear()
     mx_python._code_blocks.clear()
-    run = mx_python._run_python
-    original = run.run if isinstance(run, FenceCache) else run
+    original = mx_python._run_python
+    while isinstance(original, (FenceClock, FenceCache)):  # unwrap what a previous build installed
+        original = original.run
+    run = original
     where = os.environ.get(CACHE_ENV, "").strip()
     if where and where.lower() not in {"0", "off", "no", "false"}:
         directory = Path(where)
         if not directory.is_absolute():
             directory = Path(config.config_file_path).resolve().parent / directory
-        mx_python._run_python = FenceCache(directory, original)
-    else:
-        mx_python._run_python = original
+        run = FenceCache(directory, original)
+    mx_python._run_python = FenceClock(run)
 
 
 def on_post_build(config) -> None:
-    """Report how the cache did (the test of cold vs warm builds reads this line)."""
+    """Report how the cache did (the test of cold vs warm builds reads this line) and page times."""
     mx_python = _python_formatter()
-    cache = getattr(mx_python, "_run_python", None)
-    if isinstance(cache, FenceCache):
+    clock = getattr(mx_python, "_run_python", None)
+    if not isinstance(clock, FenceClock):
+        return
+    if isinstance(clock.run, FenceCache):
+        cache = clock.run
         log.info(f"fence cache {cache.dir}: {cache.hits} hits, {cache.misses} misses")
+    if clock.seconds:
+        ranked = sorted(clock.seconds.items(), key=lambda kv: -kv[1])
+        log.info("fence time per page: " + ", ".join(f"{page} {sec:.1f} s" for page, sec in ranked))
+    target = os.environ.get(TIMES_ENV, "").strip()
+    if target:
+        table = {page: {"seconds": round(sec, 3), "fences": clock.fences[page]} for page, sec in clock.seconds.items()}
+        Path(target).write_text(json.dumps(table, indent=1, sort_keys=True) + "\n", encoding="utf-8")
 
 
 def on_page_markdown(markdown: str, page, config, files) -> str:
