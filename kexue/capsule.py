@@ -31,6 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from kexue._checks import check_int, check_real, check_tensor
+
 __all__ = [
     "DEFAULT_SQUASH_C",
     "ROUTINGS",
@@ -57,28 +59,6 @@ __all__ = [
 
 
 # ----------------------------------------------------------------------------- checks
-
-
-def _check_tensor(x: object, name: str, ndim: int | None = None) -> Tensor:
-    if not isinstance(x, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    if not x.is_floating_point():
-        raise TypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
-    if ndim is not None and x.dim() != ndim:
-        raise ValueError(f"{name} must have {ndim} dimensions, got shape {tuple(x.shape)}")
-    return x
-
-
-def _check_positive_int(x: object, name: str) -> int:
-    if not isinstance(x, int) or isinstance(x, bool) or x < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {x!r}")
-    return x
-
-
-def _check_positive_float(x: object, name: str) -> float:
-    if isinstance(x, bool) or not isinstance(x, (int, float)) or not (x > 0) or math.isinf(x):
-        raise ValueError(f"{name} must be a finite number > 0, got {x!r}")
-    return float(x)
 
 
 # ----------------------------------------------------------------------------- squash
@@ -111,8 +91,8 @@ def squash(s: Tensor, dim: int = -1, c: float = 1.0) -> Tensor:
         TypeError: If ``s`` is not a floating tensor.
         ValueError: If ``c`` is not positive or ``dim`` is out of range.
     """
-    _check_tensor(s, "s")
-    c = _check_positive_float(c, "c")
+    check_tensor(s, "s", floating=True)
+    c = check_real(c, "c", above=0)
     if s.dim() == 0 or not -s.dim() <= dim < s.dim():
         raise ValueError(f"dim must index an axis of s (shape {tuple(s.shape)}), got {dim}")
     norm = torch.linalg.vector_norm(s, dim=dim, keepdim=True)  # its backward is 0, not NaN, at 0
@@ -159,8 +139,8 @@ def predict_shared(u: Tensor, weight: Tensor) -> Tensor:
     Raises:
         ValueError: On wrong ranks or mismatched ``dim_in``.
     """
-    _check_tensor(u, "u", 3)
-    _check_tensor(weight, "weight", 3)
+    check_tensor(u, "u", 3, floating=True)
+    check_tensor(weight, "weight", 3, floating=True)
     if weight.shape[2] != u.shape[2]:
         raise ValueError(f"weight's last axis ({weight.shape[2]}) must equal u's capsule dim ({u.shape[2]})")
     return torch.einsum("bnd,jed->bnje", u, weight)
@@ -185,8 +165,8 @@ def predict_dense(u: Tensor, weight: Tensor) -> Tensor:
     Raises:
         ValueError: On wrong ranks, a different number of inputs, or mismatched ``dim_in``.
     """
-    _check_tensor(u, "u", 3)
-    _check_tensor(weight, "weight", 4)
+    check_tensor(u, "u", 3, floating=True)
+    check_tensor(weight, "weight", 4, floating=True)
     if weight.shape[0] != u.shape[1]:
         raise ValueError(f"weight has {weight.shape[0]} input capsules but u has {u.shape[1]}")
     if weight.shape[3] != u.shape[2]:
@@ -251,13 +231,13 @@ DEFAULT_SQUASH_C: dict[str, float] = {"hinton": 1.0, "su4819": 0.5, "su5112": 0.
 
 
 def _check_route_args(u_hat: object, iterations: object, method: object, squash_c: object) -> float:
-    _check_tensor(u_hat, "u_hat", 4)
-    _check_positive_int(iterations, "iterations")
+    check_tensor(u_hat, "u_hat", 4, floating=True)
+    check_int(iterations, "iterations")
     if method not in ROUTINGS:
         raise ValueError(f"method must be one of {sorted(ROUTINGS)}, got {method!r}")
     if squash_c is None:
         return DEFAULT_SQUASH_C[method]  # type: ignore[index]
-    return _check_positive_float(squash_c, "squash_c")
+    return check_real(squash_c, "squash_c", above=0)
 
 
 def route(
@@ -380,7 +360,7 @@ def coupling_entropy(couplings: Tensor) -> Tensor:
     Raises:
         ValueError: If ``couplings`` is not 3-D.
     """
-    _check_tensor(couplings, "couplings", 3)
+    check_tensor(couplings, "couplings", 3, floating=True)
     return -(torch.special.xlogy(couplings, couplings)).sum(-1).mean(-1)
 
 
@@ -420,7 +400,7 @@ def margin_loss(
     Raises:
         ValueError: On wrong shapes, labels out of range or ``lam < 0``.
     """
-    _check_tensor(lengths, "lengths", 2)
+    check_tensor(lengths, "lengths", 2, floating=True)
     if not isinstance(targets, Tensor):
         raise TypeError(f"targets must be a torch.Tensor, got {type(targets).__name__}")
     if not (lam >= 0):
@@ -466,7 +446,7 @@ def pair_accuracy(scores: Tensor, pair_labels: Tensor, threshold: float | None =
     Raises:
         ValueError: On mismatched shapes, an empty batch, or fewer than 2 classes.
     """
-    _check_tensor(scores, "scores", 2)
+    check_tensor(scores, "scores", 2, floating=True)
     if not isinstance(pair_labels, Tensor) or pair_labels.shape != (scores.shape[0], 2):
         got = tuple(pair_labels.shape) if isinstance(pair_labels, Tensor) else type(pair_labels).__name__
         raise ValueError(f"pair_labels must have shape ({scores.shape[0]}, 2), got {got}")
@@ -516,7 +496,7 @@ def make_pairs(
     Raises:
         ValueError: On wrong shapes, an unknown ``mode`` or a single class.
     """
-    _check_tensor(images, "images", 4)
+    check_tensor(images, "images", 4, floating=True)
     if not isinstance(labels, Tensor) or labels.shape != images.shape[:1]:
         raise ValueError(f"labels must be a tensor of shape ({images.shape[0]},)")
     if mode not in ("vertical", "horizontal", "overlay"):
@@ -584,15 +564,15 @@ class CapsuleLayer(nn.Module):
     ) -> None:
         super().__init__()
         for name, val in (("dim_in", dim_in), ("num_caps", num_caps), ("dim_caps", dim_caps)):
-            _check_positive_int(val, name)
-        _check_positive_int(iterations, "iterations")
+            check_int(val, name)
+        check_int(iterations, "iterations")
         if routing not in ROUTINGS:
             raise ValueError(f"routing must be one of {sorted(ROUTINGS)}, got {routing!r}")
         if num_inputs is not None:
-            _check_positive_int(num_inputs, "num_inputs")
+            check_int(num_inputs, "num_inputs")
         self.iterations, self.routing = iterations, routing
         self.squash_c = (
-            DEFAULT_SQUASH_C[routing] if squash_c is None else _check_positive_float(squash_c, "squash_c")
+            DEFAULT_SQUASH_C[routing] if squash_c is None else check_real(squash_c, "squash_c", above=0)
         )
         shape = (
             (num_caps, dim_caps, dim_in) if num_inputs is None else (num_inputs, num_caps, dim_caps, dim_in)
@@ -637,7 +617,7 @@ class ConvTrunk(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """Feature map of ``x``."""
-        _check_tensor(x, "x", 4)
+        check_tensor(x, "x", 4, floating=True)
         return self.net(x)
 
 
@@ -765,11 +745,11 @@ def train_classifier(
     Raises:
         ValueError: On mismatched shapes or non-positive ``epochs``/``batch_size``.
     """
-    _check_tensor(images, "images", 4)
+    check_tensor(images, "images", 4, floating=True)
     if not isinstance(labels, Tensor) or labels.shape != images.shape[:1]:
         raise ValueError(f"labels must be a tensor of shape ({images.shape[0]},)")
-    _check_positive_int(epochs, "epochs")
-    _check_positive_int(batch_size, "batch_size")
+    check_int(epochs, "epochs")
+    check_int(batch_size, "batch_size")
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     history: list[float] = []

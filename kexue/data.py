@@ -9,12 +9,9 @@ from __future__ import annotations
 
 import torch
 
+from kexue._checks import check_int
+
 __all__ = ["load_digits", "make_moons", "train_test_split"]
-
-
-def _check_seed(seed: int) -> None:
-    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
 
 
 def load_digits(*, dtype: torch.dtype = torch.float32, scale: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
@@ -67,11 +64,10 @@ def make_moons(
         ValueError: If ``n < 2``, ``noise < 0`` or ``seed`` is invalid.
         TypeError: If ``dtype`` is not a floating-point dtype.
     """
-    if not isinstance(n, int) or isinstance(n, bool) or n < 2:
-        raise ValueError(f"n must be an integer >= 2, got {n!r}")
+    check_int(n, "n", 2)
     if not (noise >= 0):  # also rejects NaN
         raise ValueError(f"noise must be >= 0, got {noise!r}")
-    _check_seed(seed)
+    check_int(seed, "seed", 0)
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         raise TypeError(f"dtype must be a floating torch.dtype, got {dtype!r}")
     from sklearn.datasets import make_moons as _sk_make_moons
@@ -114,7 +110,7 @@ def train_test_split(
         raise TypeError(f"test_size must be a float fraction or an int count, got {test_size!r}")
     if not 1 <= n_test <= n - 1:
         raise ValueError(f"test_size leaves an empty split: {n_test} test of {n} examples")
-    _check_seed(seed)
+    check_int(seed, "seed", 0)
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     test_idx, train_idx = perm[:n_test], perm[n_test:]
     out: list[torch.Tensor] = []

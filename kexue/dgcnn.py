@@ -38,6 +38,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from kexue._checks import check_int, check_tensor
+
 __all__ = [
     "LOSSES",
     "SPAN_SCORES",
@@ -78,19 +80,6 @@ __all__ = [
 # argument checks
 
 
-def _check_tensor(name: str, x: object, ndim: int | tuple[int, ...], *, floating: bool | None = None) -> Tensor:
-    if not isinstance(x, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    dims = (ndim,) if isinstance(ndim, int) else ndim
-    if x.dim() not in dims:
-        raise ValueError(f"{name} must have {' or '.join(map(str, dims))} dimensions, got shape {tuple(x.shape)}")
-    if floating is True and not x.dtype.is_floating_point:
-        raise TypeError(f"{name} must be a floating tensor, got {x.dtype}")
-    if floating is False and (x.dtype.is_floating_point or x.dtype.is_complex):
-        raise TypeError(f"{name} must hold integer token ids or booleans, got {x.dtype}")
-    return x
-
-
 def _check_mask(name: str, mask: object, shape: tuple[int, ...]) -> Tensor:
     if not isinstance(mask, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(mask).__name__}")
@@ -99,12 +88,6 @@ def _check_mask(name: str, mask: object, shape: tuple[int, ...]) -> Tensor:
     if tuple(mask.shape) != tuple(shape):
         raise ValueError(f"{name} must have shape {tuple(shape)}, got {tuple(mask.shape)}")
     return mask
-
-
-def _check_positive_int(name: str, value: object) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return value
 
 
 def _lengths_of_prefix_mask(name: str, mask: Tensor) -> Tensor:
@@ -165,9 +148,9 @@ def gated_conv1d(
         ValueError: On bad shapes, an even kernel or a non-positive dilation.
         TypeError: If ``x`` or ``weight`` is not floating or ``mask`` is not bool.
     """
-    _check_tensor("x", x, 3, floating=True)
-    _check_tensor("weight", weight, 3, floating=True)
-    _check_positive_int("dilation", dilation)
+    check_tensor(x, "x", 3, floating=True)
+    check_tensor(weight, "weight", 3, floating=True)
+    check_int(dilation, "dilation")
     two_d_out, d_in, k = weight.shape
     if two_d_out % 2:
         raise ValueError(f"weight must have an even number of output channels (value | gate), got {two_d_out}")
@@ -210,9 +193,9 @@ def gated_conv1d_reference(
     Shapes:
         As :func:`gated_conv1d`.
     """
-    _check_tensor("x", x, 3, floating=True)
-    _check_tensor("weight", weight, 3, floating=True)
-    _check_positive_int("dilation", dilation)
+    check_tensor(x, "x", 3, floating=True)
+    check_tensor(weight, "weight", 3, floating=True)
+    check_int(dilation, "dilation")
     two_d_out, d_in, k = weight.shape
     d_out = two_d_out // 2
     batch, length, _ = x.shape
@@ -252,9 +235,9 @@ def receptive_field(kernel_size: int, dilations: Sequence[int]) -> int:
     Raises:
         ValueError: If ``kernel_size`` or any of ``dilations`` is not a positive integer.
     """
-    _check_positive_int("kernel_size", kernel_size)
+    check_int(kernel_size, "kernel_size")
     for d in dilations:
-        _check_positive_int("dilations", d)
+        check_int(d, "dilations")
     return 1 + (kernel_size - 1) * sum(dilations)
 
 
@@ -278,10 +261,10 @@ class GatedConv1d(nn.Module):
 
     def __init__(self, d_in: int, d_out: int, kernel_size: int = 3, dilation: int = 1, gate_noise: float = 0.0):
         super().__init__()
-        _check_positive_int("d_in", d_in)
-        _check_positive_int("d_out", d_out)
-        _check_positive_int("kernel_size", kernel_size)
-        _check_positive_int("dilation", dilation)
+        check_int(d_in, "d_in")
+        check_int(d_out, "d_out")
+        check_int(kernel_size, "kernel_size")
+        check_int(dilation, "dilation")
         if kernel_size % 2 == 0:
             raise ValueError(f"kernel_size must be odd, got {kernel_size}")
         if not gate_noise >= 0:
@@ -344,8 +327,8 @@ class BiLSTMEncoder(nn.Module):
 
     def __init__(self, d: int, num_layers: int = 1):
         super().__init__()
-        _check_positive_int("d", d)
-        _check_positive_int("num_layers", num_layers)
+        check_int(d, "d")
+        check_int(num_layers, "num_layers")
         if d % 2:
             raise ValueError(f"d must be even (two directions of d/2 units), got {d}")
         self.lstm = nn.LSTM(d, d // 2, num_layers=num_layers, batch_first=True, bidirectional=True)
@@ -379,9 +362,9 @@ def attention_weights(x: Tensor, weight: Tensor, alpha: Tensor, mask: Tensor | N
         x: ``(..., seq, d)``; weight: ``(h, d)``; alpha: ``(h,)``; mask: ``(..., seq)``;
         output: ``(..., seq)``.
     """
-    _check_tensor("x", x, tuple(range(2, 9)), floating=True)
-    _check_tensor("weight", weight, 2, floating=True)
-    _check_tensor("alpha", alpha, 1, floating=True)
+    check_tensor(x, "x", tuple(range(2, 9)), floating=True)
+    check_tensor(weight, "weight", 2, floating=True)
+    check_tensor(alpha, "alpha", 1, floating=True)
     if weight.shape[1] != x.shape[-1] or weight.shape[0] != alpha.shape[0]:
         raise ValueError(
             f"weight must have shape (h, d) = ({alpha.shape[0]}, {x.shape[-1]}), got {tuple(weight.shape)}"
@@ -421,8 +404,8 @@ class AttentionPooling1d(nn.Module):
 
     def __init__(self, d: int, h: int):
         super().__init__()
-        _check_positive_int("d", d)
-        _check_positive_int("h", h)
+        check_int(d, "d")
+        check_int(h, "h")
         self.weight = nn.Parameter(torch.empty(h, d))
         self.alpha = nn.Parameter(torch.empty(h))
         nn.init.xavier_uniform_(self.weight)
@@ -455,8 +438,8 @@ def sinusoidal_position_embedding(
         ValueError: If ``length``/``dim`` are not positive, ``dim`` is odd or ``base <= 0``.
         TypeError: If ``dtype`` is not floating.
     """
-    _check_positive_int("length", length)
-    _check_positive_int("dim", dim)
+    check_int(length, "length")
+    check_int(dim, "dim")
     if dim % 2:
         raise ValueError(f"dim must be even, got {dim}")
     if not base > 0:
@@ -484,7 +467,7 @@ def _masked_mean(loss: Tensor, mask: Tensor | None) -> Tensor:
 
 
 def _check_prob_target(p: Tensor, y: Tensor) -> None:
-    _check_tensor("p", p, tuple(range(1, 9)), floating=True)
+    check_tensor(p, "p", tuple(range(1, 9)), floating=True)
     if not isinstance(y, Tensor) or tuple(y.shape) != tuple(p.shape):
         raise ValueError(f"y must be a tensor of shape {tuple(p.shape)}, got {getattr(y, 'shape', type(y))}")
 
@@ -593,8 +576,8 @@ class DGCNNReader(nn.Module):
         max_len: int = 256,
     ):
         super().__init__()
-        _check_positive_int("vocab_size", vocab_size)
-        _check_positive_int("d", d)
+        check_int(vocab_size, "vocab_size")
+        check_int(d, "d")
         if d_pos < 0 or d_pos % 2:
             raise ValueError(f"d_pos must be a non-negative even integer, got {d_pos!r}")
         if n_features < 0:
@@ -617,8 +600,8 @@ class DGCNNReader(nn.Module):
     def forward(
         self, question: Tensor, q_mask: Tensor, passages: Tensor, p_mask: Tensor, features: Tensor | None = None
     ) -> tuple[Tensor, Tensor, Tensor]:
-        _check_tensor("question", question, 2, floating=False)
-        _check_tensor("passages", passages, 3, floating=False)
+        check_tensor(question, "question", 2, floating=False)
+        check_tensor(passages, "passages", 3, floating=False)
         _check_mask("q_mask", q_mask, tuple(question.shape))
         _check_mask("p_mask", p_mask, tuple(passages.shape))
         if passages.shape[0] != question.shape[0]:
@@ -626,12 +609,11 @@ class DGCNNReader(nn.Module):
         b, n, lp = passages.shape
         if lp > self.pos.shape[0]:
             raise ValueError(f"passages are {lp} long but max_len is {self.pos.shape[0]}")
-        if self.n_features:
-            if features is None or tuple(features.shape) != (b, n, lp, self.n_features):
-                raise ValueError(
-                    f"features must have shape {(b, n, lp, self.n_features)}, got "
-                    f"{None if features is None else tuple(features.shape)}"
-                )
+        if self.n_features and (features is None or tuple(features.shape) != (b, n, lp, self.n_features)):
+            raise ValueError(
+                f"features must have shape {(b, n, lp, self.n_features)}, got "
+                f"{None if features is None else tuple(features.shape)}"
+            )
         # question vector
         qm = q_mask
         hq = self.q_encoder(self.q_in(self.embed(question)) * qm.unsqueeze(-1), qm)
@@ -744,8 +726,8 @@ def match_features(question: Tensor, q_mask: Tensor, passages: Tensor, p_mask: T
         question, q_mask: ``(batch, lq)``; passages, p_mask: ``(batch, n_passages, lp)``;
         output: ``(batch, n_passages, lp, 4)``.
     """
-    _check_tensor("question", question, 2, floating=False)
-    _check_tensor("passages", passages, 3, floating=False)
+    check_tensor(question, "question", 2, floating=False)
+    check_tensor(passages, "passages", 3, floating=False)
     _check_mask("q_mask", q_mask, tuple(question.shape))
     _check_mask("p_mask", p_mask, tuple(passages.shape))
     if passages.shape[0] != question.shape[0]:
@@ -811,10 +793,10 @@ def span_scores(
     Shapes:
         p_start, p_end, mask: ``(..., seq)``; output: ``(..., seq, seq)`` indexed ``[i, j]``.
     """
-    _check_tensor("p_start", p_start, tuple(range(1, 9)), floating=True)
+    check_tensor(p_start, "p_start", tuple(range(1, 9)), floating=True)
     if not isinstance(p_end, Tensor) or p_end.shape != p_start.shape:
         raise ValueError(f"p_end must have the shape of p_start {tuple(p_start.shape)}")
-    _check_positive_int("max_len", max_len)
+    check_int(max_len, "max_len")
     if rule not in SPAN_SCORES:
         raise ValueError(f"rule must be one of {sorted(SPAN_SCORES)}, got {rule!r}")
     length = p_start.shape[-1]
@@ -862,7 +844,7 @@ def extract_candidates(
         tokens, p_start, p_end, mask: ``(n_passages, seq)``; output: one dict per passage mapping
         the answer's token tuple to its score.
     """
-    _check_tensor("tokens", tokens, 2, floating=False)
+    check_tensor(tokens, "tokens", 2, floating=False)
     s = span_scores(p_start, p_end, mask, max_len=max_len, rule=rule)
     ok = (p_start > threshold).unsqueeze(-1) & (p_end > threshold).unsqueeze(-2) & (s > 0)
     out: list[dict[tuple[int, ...], float]] = [{} for _ in range(tokens.shape[0])]
@@ -1077,18 +1059,15 @@ def make_multipassage_qa(
     Returns:
         A :class:`MultiPassageQA` with left-aligned masks, ``lq = 5`` and ``lp = passage_len[1]``.
     """
-    _check_positive_int("n_questions", n_questions)
-    if not isinstance(n_passages, int) or n_passages < 2:
-        raise ValueError(f"n_passages must be an integer >= 2, got {n_passages!r}")
+    check_int(n_questions, "n_questions")
+    check_int(n_passages, "n_passages", 2)
     lo, hi = passage_len
     if not (isinstance(lo, int) and isinstance(hi, int) and 12 <= lo <= hi):
         raise ValueError(f"passage_len must be integers 12 <= min <= max, got {passage_len!r}")
     for name, v, least in (("n_fillers", n_fillers, 1), ("n_entities", n_entities, 2),
                            ("n_relations", n_relations, 2), ("n_values", n_values, 6)):
-        if not isinstance(v, int) or v < least:
-            raise ValueError(f"{name} must be an integer >= {least}, got {v!r}")
-    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+        check_int(v, name, least)
+    check_int(seed, "seed", 0)
     rng = np.random.default_rng(seed)
     V = _vocab(n_fillers, n_entities, n_relations, n_values)
     fillers, entities, values = np.array(V["filler"]), np.array(V["entity"]), np.array(V["value"])
@@ -1196,8 +1175,8 @@ def fit_reader(
     """
     if loss not in LOSSES:
         raise ValueError(f"loss must be one of {sorted(LOSSES)}, got {loss!r}")
-    _check_positive_int("epochs", epochs)
-    _check_positive_int("batch_size", batch_size)
+    check_int(epochs, "epochs")
+    check_int(batch_size, "batch_size")
     if not 0 <= unk_rate < 1:
         raise ValueError(f"unk_rate must lie in [0, 1), got {unk_rate!r}")
     if len(data) == 0:

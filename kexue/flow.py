@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from kexue._checks import check_int, check_tensor
+
 __all__ = [
     "COUPLINGS",
     "PERMUTATIONS",
@@ -71,24 +73,6 @@ def _sum_except_batch(x: torch.Tensor) -> torch.Tensor:
     return x.reshape(x.shape[0], -1).sum(dim=1)
 
 
-def _check_tensor(x: object, name: str, dims: Sequence[int]) -> torch.Tensor:
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    if not x.dtype.is_floating_point:
-        raise TypeError(f"{name} must be a floating-point tensor, got {x.dtype}")
-    if x.dim() not in dims:
-        raise ValueError(f"{name} must have {' or '.join(map(str, dims))} dimensions, got shape {tuple(x.shape)}")
-    if x.shape[0] == 0:
-        raise ValueError(f"{name} must hold at least one example, got an empty batch")
-    return x
-
-
-def _check_int(value: object, name: str, minimum: int = 1) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return value
-
-
 # ----------------------------------------------------------------------------------------------
 # Pure functions
 # ----------------------------------------------------------------------------------------------
@@ -114,8 +98,8 @@ def squeeze2d(x: torch.Tensor, factor: int = 2) -> torch.Tensor:
     Raises:
         ValueError: If ``x`` is not 4-D or its height/width is not divisible by ``factor``.
     """
-    _check_tensor(x, "x", (4,))
-    _check_int(factor, "factor")
+    check_tensor(x, "x", (4,), floating=True, nonempty=True)
+    check_int(factor, "factor")
     if x.shape[2] % factor or x.shape[3] % factor:
         raise ValueError(f"x height and width must be divisible by factor={factor}, got {tuple(x.shape[2:])}")
     return F.pixel_unshuffle(x, factor)
@@ -137,8 +121,8 @@ def unsqueeze2d(x: torch.Tensor, factor: int = 2) -> torch.Tensor:
     Raises:
         ValueError: If ``x`` is not 4-D or its channels are not divisible by ``factor**2``.
     """
-    _check_tensor(x, "x", (4,))
-    _check_int(factor, "factor")
+    check_tensor(x, "x", (4,), floating=True, nonempty=True)
+    check_int(factor, "factor")
     if x.shape[1] % (factor * factor):
         raise ValueError(f"x channels must be divisible by factor**2={factor * factor}, got {x.shape[1]}")
     return F.pixel_shuffle(x, factor)
@@ -184,8 +168,8 @@ def checkerboard_mask(height: int, width: int, parity: int = 0, *, dtype: torch.
     Raises:
         ValueError: If a size is not positive or ``parity`` is not 0 or 1.
     """
-    _check_int(height, "height")
-    _check_int(width, "width")
+    check_int(height, "height")
+    check_int(width, "width")
     if parity not in (0, 1):
         raise ValueError(f"parity must be 0 or 1, got {parity!r}")
     i = torch.arange(height).view(-1, 1)
@@ -210,7 +194,7 @@ def channel_mask(channels: int, parity: int = 0, *, dtype: torch.dtype = torch.f
     Raises:
         ValueError: If ``channels < 2`` or ``parity`` is not 0 or 1.
     """
-    _check_int(channels, "channels", 2)
+    check_int(channels, "channels", 2)
     if parity not in (0, 1):
         raise ValueError(f"parity must be 0 or 1, got {parity!r}")
     m = (torch.arange(channels) < channels // 2).to(dtype)
@@ -353,7 +337,7 @@ def lu_init(channels: int, generator: torch.Generator | None = None) -> dict[str
     Shapes:
         P, L, U: ``(C, C)``; sign_s, log_s: ``(C,)``. All float64.
     """
-    _check_int(channels, "channels")
+    check_int(channels, "channels")
     a = torch.randn(channels, channels, generator=generator, dtype=torch.float64)
     q, _ = torch.linalg.qr(a)
     p, lower, upper = torch.linalg.lu(q)
@@ -381,7 +365,7 @@ def dequantize(
     Raises:
         ValueError: If ``levels < 2`` or ``v`` has values outside ``0 .. levels - 1`` or non-integers.
     """
-    _check_int(levels, "levels", 2)
+    check_int(levels, "levels", 2)
     if v.numel() and (v.min() < 0 or v.max() > levels - 1 or not torch.equal(v, v.round())):
         raise ValueError(f"v must hold integers in 0..{levels - 1} (levels={levels})")
     u = torch.rand(v.shape, generator=generator, dtype=dtype)
@@ -410,8 +394,8 @@ def bits_per_dim(log_px: torch.Tensor, dims: int, levels: int) -> torch.Tensor:
     Raises:
         ValueError: If ``dims < 1`` or ``levels < 2``.
     """
-    _check_int(dims, "dims")
-    _check_int(levels, "levels", 2)
+    check_int(dims, "dims")
+    check_int(levels, "levels", 2)
     return (-log_px + dims * math.log(levels)) / (dims * math.log(2.0))
 # --8<-- [end:bpd]
 
@@ -425,7 +409,7 @@ def uniform_bpd(levels: int) -> float:
     Returns:
         $\log_2 L$.
     """
-    _check_int(levels, "levels", 2)
+    check_int(levels, "levels", 2)
     return math.log2(levels)
 
 
@@ -451,7 +435,7 @@ def categorical_bpd(v_train: torch.Tensor, v_test: torch.Tensor, levels: int, al
     Raises:
         ValueError: If trailing shapes differ, ``alpha <= 0`` or values fall outside ``0..levels-1``.
     """
-    _check_int(levels, "levels", 2)
+    check_int(levels, "levels", 2)
     if not alpha > 0:
         raise ValueError(f"alpha must be > 0, got {alpha!r}")
     if v_train.shape[1:] != v_test.shape[1:]:
@@ -546,7 +530,7 @@ class Squeeze(nn.Module):
 
     def __init__(self, factor: int = 2) -> None:
         super().__init__()
-        self.factor = _check_int(factor, "factor")
+        self.factor = check_int(factor, "factor")
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return squeeze2d(x, self.factor), x.new_zeros(x.shape[0])
@@ -569,7 +553,7 @@ class Permutation(nn.Module):
 
     def __init__(self, channels: int, kind: str = "reverse", generator: torch.Generator | None = None) -> None:
         super().__init__()
-        _check_int(channels, "channels")
+        check_int(channels, "channels")
         if kind == "reverse":
             perm = torch.arange(channels - 1, -1, -1)
         elif kind == "shuffle":
@@ -619,12 +603,12 @@ class InvConv1x1(nn.Module):
 
     def __init__(self, channels: int, generator: torch.Generator | None = None) -> None:
         super().__init__()
-        _check_int(channels, "channels")
+        check_int(channels, "channels")
         q, _ = torch.linalg.qr(torch.randn(channels, channels, generator=generator, dtype=torch.float64))
         self.weight = nn.Parameter(q.float())
 
     def _check(self, x: torch.Tensor) -> None:
-        _check_tensor(x, "x", (2, 4))
+        check_tensor(x, "x", (2, 4), floating=True, nonempty=True)
         if x.shape[1] != self.weight.shape[0]:
             raise ValueError(f"x must have {self.weight.shape[0]} channels, got {x.shape[1]}")
 
@@ -680,7 +664,7 @@ class InvConv1x1LU(nn.Module):
         return self.P @ lower @ upper
 
     def _check(self, x: torch.Tensor) -> None:
-        _check_tensor(x, "x", (2, 4))
+        check_tensor(x, "x", (2, 4), floating=True, nonempty=True)
         if x.shape[1] != self.log_s.numel():
             raise ValueError(f"x must have {self.log_s.numel()} channels, got {x.shape[1]}")
 
@@ -721,7 +705,7 @@ class ActNorm(nn.Module):
 
     def __init__(self, channels: int, ddi: bool = True) -> None:
         super().__init__()
-        _check_int(channels, "channels")
+        check_int(channels, "channels")
         self.bias = nn.Parameter(torch.zeros(channels))
         self.log_s = nn.Parameter(torch.zeros(channels))
         self.register_buffer("initialized", torch.tensor(not ddi))
@@ -740,7 +724,7 @@ class ActNorm(nn.Module):
         self.initialized.fill_(True)
 
     def _check(self, x: torch.Tensor) -> None:
-        _check_tensor(x, "x", (2, 4))
+        check_tensor(x, "x", (2, 4), floating=True, nonempty=True)
         if x.shape[1] != self.bias.numel():
             raise ValueError(f"x must have {self.bias.numel()} channels, got {x.shape[1]}")
 
@@ -796,12 +780,12 @@ class MaskedCoupling(nn.Module):
         return log_s * (1 - b), t * (1 - b)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        _check_tensor(x, "x", (2, 4))
+        check_tensor(x, "x", (2, 4), floating=True, nonempty=True)
         log_s, t = self._params(x)
         return affine_forward(x, log_s, t)
 
     def inverse(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        _check_tensor(y, "y", (2, 4))
+        check_tensor(y, "y", (2, 4), floating=True, nonempty=True)
         log_s, t = self._params(y)  # b * y = b * x, so the net sees the same input
         return affine_inverse(y, log_s, t)
 # --8<-- [end:masked]
@@ -850,7 +834,7 @@ def mlp(in_features: int, out_features: int, hidden: int = 64, layers: int = 2) 
     Shapes:
         x: ``(batch, in_features)`` -> ``(batch, out_features)``.
     """
-    _check_int(layers, "layers")
+    check_int(layers, "layers")
     mods: list[nn.Module] = []
     width = in_features
     for _ in range(layers):
@@ -881,14 +865,14 @@ class ChannelCoupling(nn.Module):
 
     def __init__(self, channels: int, hidden: int = 64, coupling: str = "sigmoid") -> None:
         super().__init__()
-        _check_int(channels, "channels", 2)
+        check_int(channels, "channels", 2)
         self.k = _coupling_params(coupling)
         self.c1 = channels // 2
         self.coupling = coupling
         self.net = coupling_convnet(self.c1, self.k * (channels - self.c1), hidden)
 
     def _check(self, x: torch.Tensor) -> None:
-        _check_tensor(x, "x", (4,))
+        check_tensor(x, "x", (4,), floating=True, nonempty=True)
         if x.shape[1] != self.c1 + self.net[-1].out_channels // self.k:
             raise ValueError(f"x must have {self.c1 + self.net[-1].out_channels // self.k} channels, got {x.shape[1]}")
 
@@ -929,21 +913,21 @@ class SplitPrior(nn.Module):
 
     def __init__(self, channels: int) -> None:
         super().__init__()
-        _check_int(channels, "channels", 2)
+        check_int(channels, "channels", 2)
         self.c1 = channels // 2
         self.conv = nn.Conv2d(self.c1, 2 * (channels - self.c1), 3, padding=1)
         nn.init.zeros_(self.conv.weight)
         nn.init.zeros_(self.conv.bias)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        _check_tensor(x, "x", (4,))
+        check_tensor(x, "x", (4,), floating=True, nonempty=True)
         keep, out = x[:, : self.c1], x[:, self.c1 :]
         mu, log_sigma = self.conv(keep).chunk(2, dim=1)
         z_hat, ld = affine_forward(out, -log_sigma, -mu * torch.exp(-log_sigma))
         return torch.cat([keep, z_hat], dim=1), ld
 
     def inverse(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        _check_tensor(y, "y", (4,))
+        check_tensor(y, "y", (4,), floating=True, nonempty=True)
         keep, z_hat = y[:, : self.c1], y[:, self.c1 :]
         mu, log_sigma = self.conv(keep).chunk(2, dim=1)
         out, ld = affine_forward(z_hat, log_sigma, mu)  # z_out = mu + sigma * z_hat
@@ -1171,7 +1155,7 @@ class Flow(nn.Module):
         return int(math.prod(self.event_shape))
 
     def _check(self, x: torch.Tensor, name: str) -> None:
-        _check_tensor(x, name, (len(self.event_shape) + 1,))
+        check_tensor(x, name, (len(self.event_shape) + 1,), floating=True, nonempty=True)
         if tuple(x.shape[1:]) != self.event_shape:
             raise ValueError(f"{name} must have shape (batch, {self.event_shape}), got {tuple(x.shape)}")
 
@@ -1208,7 +1192,7 @@ class Flow(nn.Module):
         Returns:
             Samples of shape ``(n, *event_shape)``.
         """
-        _check_int(n, "n")
+        check_int(n, "n")
         if not temperature >= 0:
             raise ValueError(f"temperature must be >= 0, got {temperature!r}")
         if self.base != "normal" and temperature != 1.0:
@@ -1243,7 +1227,7 @@ def realnvp_2d(
     Returns:
         A :class:`Flow` with a standard normal base and ``event_shape == (2,)``.
     """
-    _check_int(n_couplings, "n_couplings")
+    check_int(n_couplings, "n_couplings")
     k = _coupling_params(coupling)
     layers: list[nn.Module] = []
     with torch.random.fork_rng(devices=[]):  # nn.Linear draws from the global generator; leave it as it was
@@ -1286,8 +1270,8 @@ def glow(
     Raises:
         ValueError: If the image size is not divisible by ``2**levels``.
     """
-    _check_int(levels, "levels")
-    _check_int(depth, "depth")
+    check_int(levels, "levels")
+    check_int(depth, "depth")
     if len(event_shape) != 3:
         raise ValueError(f"event_shape must be (C, H, W), got {tuple(event_shape)}")
     c, h, w = event_shape
@@ -1351,8 +1335,8 @@ def fit(
     Shapes:
         data: ``(n, *model.event_shape)``.
     """
-    _check_int(steps, "steps")
-    _check_int(batch_size, "batch_size")
+    check_int(steps, "steps")
+    check_int(batch_size, "batch_size")
     g = torch.Generator().manual_seed(seed)
     n = data.shape[0]
 

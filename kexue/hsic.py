@@ -20,6 +20,7 @@ Conventions (they differ between libraries by factors of 2, see the page):
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable
 from typing import NamedTuple
@@ -27,6 +28,8 @@ from typing import NamedTuple
 import numpy as np
 import torch
 from torch import nn
+
+from kexue._checks import check_int, check_real, check_tensor
 
 __all__ = [
     "sq_distances",
@@ -64,14 +67,9 @@ __all__ = [
 
 def _as_points(x: torch.Tensor, name: str) -> torch.Tensor:
     """Return ``x`` as a floating ``(n, d)`` tensor (a vector becomes one column)."""
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    if not x.dtype.is_floating_point:
-        raise TypeError(f"{name} must have a floating dtype, got {x.dtype}")
+    check_tensor(x, name, (1, 2), floating=True)
     if x.dim() == 1:
         x = x.unsqueeze(1)
-    if x.dim() != 2:
-        raise ValueError(f"{name} must have shape (n,) or (n, d), got {tuple(x.shape)}")
     if x.shape[0] < 1 or x.shape[1] < 1:
         raise ValueError(f"{name} must hold at least one point of dimension >= 1, got {tuple(x.shape)}")
     if not torch.isfinite(x).all():
@@ -82,11 +80,8 @@ def _as_points(x: torch.Tensor, name: str) -> torch.Tensor:
 def _check_grams(K: torch.Tensor, L: torch.Tensor, min_n: int, what: str) -> int:
     """Validate two square Gram matrices of the same size and floating dtype; return ``n``."""
     for name, M in (("K", K), ("L", L)):
-        if not isinstance(M, torch.Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(M).__name__}")
-        if not M.dtype.is_floating_point:
-            raise TypeError(f"{name} must have a floating dtype, got {M.dtype}")
-        if M.dim() != 2 or M.shape[0] != M.shape[1]:
+        check_tensor(M, name, 2, floating=True)
+        if M.shape[0] != M.shape[1]:
             raise ValueError(f"{name} must be a square (n, n) Gram matrix, got shape {tuple(M.shape)}")
     if K.shape != L.shape:
         raise ValueError(f"K and L must have the same shape (same n), got {tuple(K.shape)} and {tuple(L.shape)}")
@@ -96,12 +91,6 @@ def _check_grams(K: torch.Tensor, L: torch.Tensor, min_n: int, what: str) -> int
     if n < min_n:
         raise ValueError(f"K and L: the {what} needs n >= {min_n} samples, got n = {n}")
     return n
-
-
-def _check_positive(value: float, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0 < value < math.inf):
-        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
-    return float(value)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -199,7 +188,7 @@ def gaussian_kernel(x: torch.Tensor, sigma: float | str = "median", *, scale: fl
         if sigma != "median":
             raise ValueError(f"sigma must be a positive number or 'median', got {sigma!r}")
         sigma = _median_of_sq_distances(d2)
-    s = _check_positive(sigma, "sigma") * _check_positive(scale, "scale")
+    s = check_real(sigma, "sigma", above=0) * check_real(scale, "scale", above=0)
     if torch.is_grad_enabled() and x.requires_grad:
         return torch.exp(d2 / (-2.0 * s * s))
     return d2.mul_(-0.5 / (s * s)).exp_()  # in place: no second n x n buffer
@@ -505,7 +494,7 @@ def hsic_normalized_cca(K: torch.Tensor, L: torch.Tensor, *, eps: float = 1e-5) 
         K, L: ``(n, n)``.
     """
     n = _check_grams(K, L, 2, "normalised (CCA) HSIC")
-    eps = _check_positive(eps, "eps")
+    eps = check_real(eps, "eps", above=0)
     eye = torch.eye(n, dtype=K.dtype)
     out = []
     for M in (K, L):
@@ -616,8 +605,7 @@ def permutation_test(
         ValueError: If ``n_permutations < 1``.
     """
     n = _check_grams(K, L, 2, "permutation test")
-    if isinstance(n_permutations, bool) or not isinstance(n_permutations, int) or n_permutations < 1:
-        raise ValueError(f"n_permutations must be a positive integer, got {n_permutations!r}")
+    check_int(n_permutations, "n_permutations")
     K, L = K.detach().to(torch.float64), L.detach().to(torch.float64)
     Kc = K - K.mean(0, keepdim=True) - K.mean(1, keepdim=True) + K.mean()
     stat = _flat_dot(Kc, L).item() / n**2
@@ -723,10 +711,8 @@ def make_dependence(
     """
     if kind not in DEPENDENCES:
         raise ValueError(f"kind must be one of {sorted(DEPENDENCES)}, got {kind!r}")
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"n must be a positive integer, got {n!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    check_int(n, "n")
+    check_int(seed, "seed", 0)
     s = DEPENDENCES[kind] if noise is None else noise
     if not (s >= 0 and math.isfinite(s)):
         raise ValueError(f"noise must be a finite number >= 0, got {noise!r}")
@@ -786,7 +772,7 @@ class HSICBottleneckMLP(nn.Module):
             raise ValueError(f"activation must be 'tanh' or 'relu', got {activation!r}")
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
+            self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in itertools.pairwise(sizes))
             self.readout = nn.Linear(sizes[-1], n_classes)
         self.act: Callable[[torch.Tensor], torch.Tensor] = torch.tanh if activation == "tanh" else torch.relu
 
@@ -836,8 +822,7 @@ def bottleneck_loss(
     Shapes:
         z: ``(batch, h)``; Kx, Ky: ``(batch, batch)``.
     """
-    if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not (0 <= beta < math.inf):
-        raise ValueError(f"beta must be a finite number >= 0, got {beta!r}")
+    check_real(beta, "beta", at_least=0)
     if nhsic not in ("cka", "cca"):
         raise ValueError(f"nhsic must be 'cka' or 'cca', got {nhsic!r}")
     Kz = gaussian_kernel(z, sigma)
@@ -895,8 +880,7 @@ def fit_hsic_bottleneck(
     """
     if x.dim() != 2 or y.dim() != 1 or x.shape[0] != y.shape[0]:
         raise ValueError(f"x must be (n, d) and y (n,) with the same n, got {tuple(x.shape)} and {tuple(y.shape)}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 4:
-        raise ValueError(f"batch_size must be an integer >= 4, got {batch_size!r}")
+    check_int(batch_size, "batch_size", 4)
     g = torch.Generator().manual_seed(seed)
     opts = [torch.optim.Adam(layer.parameters(), lr=lr) for layer in model.layers]
     hist: dict[str, list[list[float]]] = {"nhsic_x": [], "nhsic_y": []}

@@ -23,7 +23,7 @@ holds:
 
 from __future__ import annotations
 
-import math
+import itertools
 from collections.abc import Callable, Sequence
 from typing import Literal, NamedTuple
 
@@ -31,6 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
+
+from kexue._checks import check_int, check_real, check_tensor
 
 __all__ = [
     "PowerIteration",
@@ -71,29 +73,7 @@ __all__ = [
 
 
 def _check_matrix(W: object, name: str = "W") -> Tensor:
-    if not isinstance(W, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(W).__name__}")
-    if not W.dtype.is_floating_point:
-        raise TypeError(f"{name} must have a floating dtype, got {W.dtype}")
-    if W.ndim != 2:
-        raise ValueError(f"{name} must be a 2-D matrix (out, in), got shape {tuple(W.shape)}")
-    if W.shape[0] == 0 or W.shape[1] == 0:
-        raise ValueError(f"{name} must be non-empty, got shape {tuple(W.shape)}")
-    return W
-
-
-def _check_int(value: object, name: str, minimum: int) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return value
-
-
-def _check_positive(value: object, name: str, allow_zero: bool = False) -> float:
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or math.isnan(value):
-        raise ValueError(f"{name} must be a real number, got {value!r}")
-    if value < 0 or (value == 0 and not allow_zero):
-        raise ValueError(f"{name} must be {'>= 0' if allow_zero else '> 0'}, got {value!r}")
-    return float(value)
+    return check_tensor(W, name, 2, floating=True, nonempty=True)
 
 
 def _check_vector(x: object, name: str, size: int, like: Tensor) -> Tensor:
@@ -191,7 +171,7 @@ def spectral_norm(
     Source: power iteration as in Su (2018, kexue.fm/archives/6051) and Miyato et al. (2018).
     """
     W = _check_matrix(W)
-    n_iter = _check_int(n_iter, "n_iter", 1)
+    n_iter = check_int(n_iter, "n_iter", 1)
     if u0 is None:
         u = torch.randn(W.shape[0], generator=generator, dtype=W.dtype, device=W.device)
     elif isinstance(u0, str):
@@ -236,7 +216,7 @@ def _check_step_inputs(W: Tensor, u: Tensor, v: Tensor, n_iter: int) -> None:
     _check_matrix(W)
     _check_vector(u, "u", W.shape[0], W)
     _check_vector(v, "v", W.shape[1], W)
-    _check_int(n_iter, "n_iter", 0)
+    check_int(n_iter, "n_iter", 0)
 
 
 # --8<-- [start:step]
@@ -384,8 +364,8 @@ class SpectralNorm(nn.Module):
             raise ValueError("weight must be a non-empty floating tensor")
         if not isinstance(dim, int) or not -weight.ndim <= dim < weight.ndim:
             raise ValueError(f"dim must be an integer in [-{weight.ndim}, {weight.ndim - 1}], got {dim!r}")
-        self.n_power_iterations = _check_int(n_power_iterations, "n_power_iterations", 1)
-        _check_int(warmup, "warmup", 0)
+        self.n_power_iterations = check_int(n_power_iterations, "n_power_iterations", 1)
+        check_int(warmup, "warmup", 0)
         self.dim = dim % weight.ndim
         self.eps = eps
         if weight.ndim > 1:
@@ -438,8 +418,8 @@ def spectral_normalization(
         ValueError: If the module has no parameter called ``name``.
     """
     weight = getattr(module, name, None)
-    if not isinstance(weight, Tensor):
-        raise ValueError(f"name: module {type(module).__name__} has no parameter or buffer {name!r}")
+    if not isinstance(weight, Tensor):  # a wrong name is a wrong value of `name`, hence ValueError
+        raise ValueError(f"name: module {type(module).__name__} has no parameter or buffer {name!r}")  # noqa: TRY004
     if dim is None:
         transposed = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
         dim = 1 if isinstance(module, transposed) else 0
@@ -470,7 +450,7 @@ def spectral_penalty(sigmas: Sequence[Tensor], lam: float) -> Tensor:
     Raises:
         ValueError: If ``lam`` is negative or a ``sigmas`` entry is not a 0-d tensor.
     """
-    lam = _check_positive(lam, "lam", allow_zero=True)
+    lam = check_real(lam, "lam", at_least=0)
     total: Tensor | None = None
     for i, s in enumerate(sigmas):
         if not isinstance(s, Tensor) or s.ndim != 0:
@@ -609,7 +589,7 @@ def conv_operator_norm(
         ValueError: For bad shapes, sizes, padding modes or ``n_iter``.
     """
     weight, (H, Wd) = _check_conv(weight, input_size)
-    n_iter = _check_int(n_iter, "n_iter", 1)
+    n_iter = check_int(n_iter, "n_iter", 1)
     if padding_mode not in ("zeros", "circular"):
         raise ValueError(f"padding_mode must be 'zeros' or 'circular', got {padding_mode!r}")
     w = weight.detach()
@@ -746,7 +726,7 @@ def gradient_penalty(
     """
     if kind not in PENALTIES:
         raise ValueError(f"kind must be one of {sorted(PENALTIES)}, got {kind!r}")
-    lam = _check_positive(lam, "lam", allow_zero=True)
+    lam = check_real(lam, "lam", at_least=0)
     if not isinstance(real, Tensor) or not isinstance(fake, Tensor) or real.shape != fake.shape:
         raise ValueError("real and fake must be tensors of the same shape")
     if real.ndim < 2 or real.shape[0] == 0:
@@ -773,7 +753,7 @@ def clip_weights_(module: nn.Module, c: float) -> nn.Module:
     Raises:
         ValueError: If ``c <= 0``.
     """
-    c = _check_positive(c, "c")
+    c = check_real(c, "c", above=0)
     for p in module.parameters():
         p.clamp_(-c, c)
     return module
@@ -795,7 +775,7 @@ def clip_frobenius_(module: nn.Module, c: float) -> nn.Module:
     Raises:
         ValueError: If ``c <= 0``.
     """
-    c = _check_positive(c, "c")
+    c = check_real(c, "c", above=0)
     for p in module.parameters():
         if p.ndim >= 2:
             p.mul_((c / torch.linalg.vector_norm(p).clamp_min(1e-30)).clamp(max=1.0))
@@ -915,7 +895,7 @@ def sharpening_matrix(n: int, centre: float = 3.0, dtype: torch.dtype = torch.fl
     Raises:
         ValueError: If ``n < 3``.
     """
-    n = _check_int(n, "n", 3)
+    n = check_int(n, "n", 3)
     eye = torch.eye(n, dtype=dtype)
     shift = torch.roll(eye, 1, dims=1)
     return centre * eye - shift - shift.mT
@@ -974,8 +954,8 @@ def shifted_gaussian(
     Raises:
         ValueError: If ``n < 1`` or ``std <= 0``.
     """
-    n = _check_int(n, "n", 1)
-    std = _check_positive(std, "std")
+    n = check_int(n, "n", 1)
+    std = check_real(std, "std", above=0)
     g = torch.Generator().manual_seed(seed)
     return (torch.randn(n, 2, generator=g, dtype=torch.float64) * std + torch.tensor(mean)).to(dtype)
 
@@ -1043,7 +1023,7 @@ def mlp(sizes: Sequence[int], *, seed: int = 0, dtype: torch.dtype = torch.float
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         layers: list[nn.Module] = []
-        for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        for i, (a, b) in enumerate(itertools.pairwise(sizes)):
             layers.append(nn.Linear(a, b, dtype=dtype))
             if i < len(sizes) - 2:
                 layers.append(nn.ReLU())
@@ -1116,10 +1096,10 @@ def train_classifier(
         raise ValueError(f"method must be one of {CLASSIFIER_METHODS}, got {method!r}")
     if x_train.ndim != 2 or y_train.shape != (x_train.shape[0],) or x_train.shape[0] == 0:
         raise ValueError("x_train must be (n, d) and y_train (n,) with n >= 1")
-    _check_int(epochs, "epochs", 1)
-    _check_int(batch_size, "batch_size", 1)
-    _check_positive(lr, "lr")
-    _check_positive(lam, "lam", allow_zero=True)
+    check_int(epochs, "epochs", 1)
+    check_int(batch_size, "batch_size", 1)
+    check_real(lr, "lr", above=0)
+    check_real(lam, "lam", at_least=0)
     n_classes = int(y_train.max()) + 1
     model = mlp([x_train.shape[1], *hidden, n_classes], seed=seed, dtype=x_train.dtype)
     gen = torch.Generator().manual_seed(seed)
@@ -1127,7 +1107,7 @@ def train_classifier(
     if method == "spectral-norm":
         for layer in layers:
             spectral_normalization(layer, generator=gen)
-        if _check_positive(sn_scale, "sn_scale") != 1.0:
+        if check_real(sn_scale, "sn_scale", above=0) != 1.0:
             model.append(_Scale(sn_scale))
     vectors = []  # persistent (u, v) for the spectral regulariser
     if method == "spectral-reg":
@@ -1208,9 +1188,9 @@ def train_critic(
         raise ValueError(f"method must be one of {CRITIC_METHODS}, got {method!r}")
     if real.ndim != 2 or fake.ndim != 2 or real.shape[1] != fake.shape[1] or min(len(real), len(fake)) == 0:
         raise ValueError("real and fake must be non-empty (n, d) tensors with the same d")
-    _check_int(steps, "steps", 1)
-    _check_int(batch_size, "batch_size", 1)
-    _check_positive(lr, "lr")
+    check_int(steps, "steps", 1)
+    check_int(batch_size, "batch_size", 1)
+    check_real(lr, "lr", above=0)
     critic = mlp([real.shape[1], *hidden, 1], seed=seed, dtype=real.dtype)
     gen = torch.Generator().manual_seed(seed)
     if method == "spectral-norm":

@@ -28,6 +28,7 @@ calibration error, and the small MLP training loop used by the article page.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -36,6 +37,8 @@ from typing import Protocol
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from kexue._checks import check_generator, check_int, check_real
 
 __all__ = [
     "MixedBatch",
@@ -107,15 +110,8 @@ def _check_batch(x: torch.Tensor, y: torch.Tensor) -> None:
         raise ValueError(f"x and y must have the same batch size, got x: {x.shape[0]} and y: {y.shape[0]}")
 
 
-def _check_generator(generator: torch.Generator) -> None:
-    if not isinstance(generator, torch.Generator):
-        raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
-
-
 def _check_alpha(alpha: float) -> None:
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not (alpha > 0) or math.isinf(alpha):
-        raise ValueError(f"alpha must be a finite number > 0 (use the 'none' mixer to switch mixing off), "
-                         f"got {alpha!r}")
+    check_real(alpha, "alpha", above=0, hint=" (use the 'none' mixer to switch mixing off)")
 
 
 # ----------------------------------------------------------------------------- sampling
@@ -150,9 +146,8 @@ def sample_lambda(
         TypeError: If ``generator`` is not a ``torch.Generator`` or ``dtype`` is not floating.
     """
     _check_alpha(alpha)
-    _check_generator(generator)
-    if isinstance(size, bool) or not isinstance(size, int) or size < 0:
-        raise ValueError(f"size must be a non-negative integer, got {size!r}")
+    check_generator(generator)
+    check_int(size, "size", 0)
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         raise TypeError(f"dtype must be a floating torch.dtype, got {dtype!r}")
     u = torch.rand(size, generator=generator, dtype=torch.float64)
@@ -218,7 +213,7 @@ def no_mixing(x: torch.Tensor, y: torch.Tensor, *, generator: torch.Generator) -
         x: ``(B, ...)``; y: ``(B,)`` int64.
     """
     _check_batch(x, y)
-    _check_generator(generator)
+    check_generator(generator)
     index = torch.arange(x.shape[0], device=x.device)
     return MixedBatch(x, y, y, torch.ones(x.shape[0], dtype=x.dtype, device=x.device), index)
 
@@ -250,7 +245,7 @@ def sample_pairing(x: torch.Tensor, y: torch.Tensor, *, generator: torch.Generat
         TypeError: If ``x`` is not floating, ``y`` not int64 or ``generator`` not a generator.
     """
     _check_batch(x, y)
-    _check_generator(generator)
+    check_generator(generator)
     index = _partner(x.shape[0], generator)
     x_mixed = mix_inputs(x, index, 0.5)
     lam = torch.ones(x.shape[0], dtype=x.dtype, device=x.device)
@@ -322,7 +317,7 @@ def mixup(
         TypeError: If ``x`` is not floating, ``y`` not int64 or ``generator`` not a generator.
     """
     _check_batch(x, y)
-    _check_generator(generator)
+    check_generator(generator)
     _check_alpha(alpha)
     n = x.shape[0]
     index = _partner(n, generator)
@@ -389,10 +384,8 @@ def sample_pairing_active(epoch: int, *, start: int, end: int, on: int, off: int
         ValueError: If an argument is negative or ``end < start`` or ``on < 1``.
     """
     for name, value in (("epoch", epoch), ("start", start), ("end", end), ("off", off)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
-    if isinstance(on, bool) or not isinstance(on, int) or on < 1:
-        raise ValueError(f"on must be an integer >= 1, got {on!r}")
+        check_int(value, name, 0)
+    check_int(on, "on")
     if end < start:
         raise ValueError(f"end must be >= start, got start={start}, end={end}")
     if not start <= epoch < end:
@@ -421,8 +414,7 @@ def soft_targets(y_a: torch.Tensor, y_b: torch.Tensor, lam: torch.Tensor, num_cl
     Raises:
         ValueError: If ``num_classes`` is not positive or the shapes disagree.
     """
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
+    check_int(num_classes, "num_classes")
     if y_a.shape != y_b.shape or y_a.dim() != 1:
         raise ValueError(f"y_a and y_b must be 1-D of equal shape, got {tuple(y_a.shape)} and {tuple(y_b.shape)}")
     lam = torch.as_tensor(lam)
@@ -588,8 +580,7 @@ def expected_calibration_error(probs: torch.Tensor, labels: torch.Tensor, n_bins
     Raises:
         ValueError: If the shapes disagree, the set is empty or ``n_bins < 1``.
     """
-    if isinstance(n_bins, bool) or not isinstance(n_bins, int) or n_bins < 1:
-        raise ValueError(f"n_bins must be a positive integer, got {n_bins!r}")
+    check_int(n_bins, "n_bins")
     if probs.dim() != 2 or labels.shape != (probs.shape[0],) or probs.shape[0] == 0:
         raise ValueError(f"probs must be (n, K) with n >= 1 and labels (n,), got {tuple(probs.shape)} "
                          f"and {tuple(labels.shape)}")
@@ -627,7 +618,7 @@ def make_mlp(d_in: int, n_classes: int, hidden: Sequence[int] = (128, 128), *, s
         raise ValueError(f"d_in, hidden and n_classes must be positive integers, got {widths}")
     init_gen = torch.Generator().manual_seed(seed)
     layers: list[nn.Module] = [nn.Flatten()]
-    for i, (a, b) in enumerate(zip(widths[:-1], widths[1:])):
+    for i, (a, b) in enumerate(itertools.pairwise(widths)):
         lin = nn.Linear(a, b)
         bound = 1 / math.sqrt(a)  # PyTorch's default init, drawn from our generator
         with torch.no_grad():

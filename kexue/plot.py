@@ -27,6 +27,8 @@ matplotlib.use("Agg")  # never open a window; must precede pyplot import
 import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 
+from kexue._checks import check_int
+
 __all__ = ["INK", "PALETTE", "figure", "figure_html", "style"]
 
 #: Mid-tone, colour-blind-aware palette (Okabe-Ito hues, brightened for dark mode).
@@ -116,8 +118,7 @@ def figure(
         ValueError: If ``nrows`` or ``ncols`` is not a positive integer.
     """
     for name, value in (("nrows", nrows), ("ncols", ncols)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        check_int(value, name)
     if figsize is None:
         figsize = (6.4 if ncols == 1 else min(3.3 * ncols, 10.0), 3.6 if nrows == 1 else 3.0 * nrows)
     # Matplotlib reads most style settings when an artist is created (a legend, a text added

@@ -29,6 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from kexue._checks import check_int, check_real
+
 __all__ = [
     "INV_FREQ",
     "TinyRoPELM",
@@ -67,28 +69,8 @@ InvFreqFn = Callable[..., Tensor]
 
 
 def _check_d(d: int, minimum: int = 2) -> None:
-    if not isinstance(d, int) or isinstance(d, bool) or d < minimum or d % 2:
+    if check_int(d, "d", minimum) % 2:
         raise ValueError(f"d must be an even integer >= {minimum}, got {d!r}")
-
-
-def _check_base(base: float) -> None:
-    if not isinstance(base, (int, float)) or isinstance(base, bool) or not base > 1 or math.isinf(base):
-        raise ValueError(f"base must be a finite number > 1, got {base!r}")
-
-
-def _check_k(k: float) -> None:
-    if not isinstance(k, (int, float)) or isinstance(k, bool) or not k >= 1 or math.isinf(k):
-        raise ValueError(f"k must be a finite number >= 1, got {k!r}")
-
-
-def _check_positive_int(name: str, value: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-
-
-def _check_seed(seed: int) -> None:
-    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
 
 
 def _no_params(method: str, params: dict[str, Any]) -> None:
@@ -127,8 +109,8 @@ def default_inv_freq(d: int, base: float = 10000.0, k: float = 1.0, **params: An
         ValueError: If ``d``, ``base`` or ``k`` is out of range.
     """
     _check_d(d)
-    _check_base(base)
-    _check_k(k)
+    check_real(base, "base", above=1)
+    check_real(k, "k", at_least=1)
     _no_params("default", params)
     return base ** (-2.0 * (_digits(d) - 1) / d)
 # --8<-- [end:default]
@@ -184,8 +166,8 @@ def ntk_old_inv_freq(d: int, base: float = 10000.0, k: float = 1.0, **params: An
         ValueError: If ``d``, ``base`` or ``k`` is out of range.
     """
     _no_params("ntk-old", params)
-    _check_k(k)
-    _check_base(base)
+    check_real(k, "k", at_least=1)
+    check_real(base, "base", above=1)
     return default_inv_freq(d, base * k)
 
 
@@ -220,8 +202,8 @@ def ntk_inv_freq(d: int, base: float = 10000.0, k: float = 1.0, **params: Any) -
     """
     _no_params("ntk", params)
     _check_d(d, minimum=4)
-    _check_base(base)
-    _check_k(k)
+    check_real(base, "base", above=1)
+    check_real(k, "k", at_least=1)
     return default_inv_freq(d, base * k ** (d / (d - 2)))
 # --8<-- [end:ntk]
 
@@ -282,8 +264,7 @@ def mixed_inv_freq(d: int, base: float = 10000.0, k: float = 1.0, *, b: float = 
     Raises:
         ValueError: If ``d``, ``base``, ``k`` or ``b`` is out of range.
     """
-    if not isinstance(b, (int, float)) or isinstance(b, bool) or not 0.0 <= b <= 1.0:
-        raise ValueError(f"b must be a number in [0, 1], got {b!r}")
+    check_real(b, "b", at_least=0, at_most=1)
     theta = default_inv_freq(d, base, k)
     m = _digits(d)
     a = math.log(k) / (d / 2) ** b
@@ -318,10 +299,10 @@ def dynamic_inv_freq(
         ValueError: If any argument is out of range.
     """
     _check_d(d, minimum=4)
-    _check_base(base)
-    _check_k(k)
-    _check_positive_int("seq_len", seq_len)
-    _check_positive_int("train_len", train_len)
+    check_real(base, "base", above=1)
+    check_real(k, "k", at_least=1)
+    check_int(seq_len, "seq_len")
+    check_int(train_len, "train_len")
     s = max(seq_len, train_len)
     return default_inv_freq(d, base * (k * s / train_len - (k - 1)) ** (d / (d - 2)))
 
@@ -542,7 +523,7 @@ def apply_rope_tables(
         out = torch.empty_like(x, memory_format=torch.contiguous_format)
     elif out.shape != x.shape or out.dtype != x.dtype:
         raise ValueError(f"out must match x's shape {tuple(x.shape)} and dtype {x.dtype}")
-    elif out.data_ptr() == x.data_ptr() or torch._C._overlaps(out, x):  # noqa: SLF001
+    elif out.data_ptr() == x.data_ptr() or torch._C._overlaps(out, x):
         raise ValueError("out must not overlap x (rotate into a separate buffer)")
     if layout == "interleaved" and x.dtype in (torch.float32, torch.float64) and out.is_contiguous():
         # Pairs (2i, 2i+1) are complex numbers x_{2i} + i x_{2i+1}; the rotation is one complex
@@ -648,8 +629,7 @@ def logn_scale(n: Tensor | int, train_len: int) -> Tensor:
     Raises:
         ValueError: If ``n < 1`` somewhere or ``train_len < 2``.
     """
-    if not isinstance(train_len, int) or isinstance(train_len, bool) or train_len < 2:
-        raise ValueError(f"train_len must be an integer >= 2, got {train_len!r}")
+    check_int(train_len, "train_len", 2)
     n = torch.as_tensor(n, dtype=torch.float64)
     if n.numel() and bool((n < 1).any()):
         raise ValueError("n (number of visible keys) must be >= 1")
@@ -682,7 +662,7 @@ def beta_digits(n: Tensor, beta: float, num_digits: int) -> Tensor:
     """
     if not beta > 1:
         raise ValueError(f"beta must be > 1, got {beta!r}")
-    _check_positive_int("num_digits", num_digits)
+    check_int(num_digits, "num_digits")
     n = torch.as_tensor(n, dtype=torch.float64)
     if n.numel() and bool((n < 0).any()):
         raise ValueError("n must be non-negative")
@@ -709,7 +689,7 @@ def rope_phases(n: Tensor, beta: float, num_digits: int) -> Tensor:
     """
     if not beta > 1:
         raise ValueError(f"beta must be > 1, got {beta!r}")
-    _check_positive_int("num_digits", num_digits)
+    check_int(num_digits, "num_digits")
     n = torch.as_tensor(n, dtype=torch.float64)
     if n.numel() and bool((n < 0).any()):
         raise ValueError("n must be non-negative")
@@ -741,8 +721,8 @@ def unseen_angle(theta: Tensor, theta_new: Tensor, train_len: int, test_len: int
     Raises:
         ValueError: On mismatched shapes or non-positive lengths.
     """
-    _check_positive_int("train_len", train_len)
-    _check_positive_int("test_len", test_len)
+    check_int(train_len, "train_len")
+    check_int(test_len, "test_len")
     if theta.shape != theta_new.shape or theta.dim() != 1:
         raise ValueError(f"theta and theta_new must be 1-D of equal shape, got {tuple(theta.shape)}, "
                          f"{tuple(theta_new.shape)}")
@@ -811,7 +791,7 @@ def markov_table(vocab: int, *, concentration: float = 0.1, seed: int = 0) -> Te
         raise ValueError(f"vocab must be an integer >= 2, got {vocab!r}")
     if not concentration > 0:
         raise ValueError(f"concentration must be > 0, got {concentration!r}")
-    _check_seed(seed)
+    check_int(seed, "seed", 0)
     rng = np.random.default_rng(seed)
     rows = rng.dirichlet(np.full(vocab, float(concentration)), size=(vocab, vocab))
     return torch.as_tensor(rows, dtype=torch.float64)
@@ -837,9 +817,9 @@ def sample_markov(table: Tensor, n: int, length: int, *, seed: int = 0) -> Tenso
     """
     if table.dim() != 3 or len(set(table.shape)) != 1:
         raise ValueError(f"table must have shape (V, V, V), got {tuple(table.shape)}")
-    _check_positive_int("n", n)
-    _check_positive_int("length", length)
-    _check_seed(seed)
+    check_int(n, "n")
+    check_int(length, "length")
+    check_int(seed, "seed", 0)
     vocab = table.shape[0]
     g = torch.Generator().manual_seed(seed)
     out = torch.empty(n, length, dtype=torch.int64)
@@ -869,7 +849,7 @@ def repeat_segments(segments: Tensor, seg_len: Tensor, length: int) -> Tensor:
     Raises:
         ValueError: If a segment length is outside ``1 .. S``.
     """
-    _check_positive_int("length", length)
+    check_int(length, "length")
     if seg_len.shape != segments.shape[:1] or bool((seg_len < 1).any()) or bool((seg_len > segments.shape[1]).any()):
         raise ValueError(f"seg_len must have shape ({segments.shape[0]},) with values in 1..{segments.shape[1]}")
     idx = torch.arange(length)[None, :] % seg_len[:, None]
@@ -972,7 +952,7 @@ def train_tiny_lm(
     Training is deterministic given the model's initial weights and ``batches`` (no dropout, no
     sampling here); seed the model's construction and the batch generator.
     """
-    _check_positive_int("steps", steps)
+    check_int(steps, "steps")
     if not lr > 0:
         raise ValueError(f"lr must be > 0, got {lr!r}")
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)

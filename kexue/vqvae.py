@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from kexue._checks import check_int, check_tensor
+
 __all__ = [
     "CODEBOOK_INITS",
     "CodePrior",
@@ -59,16 +61,7 @@ __all__ = [
 
 
 def _check_codebook(codebook: Tensor, name: str = "codebook") -> None:
-    if not isinstance(codebook, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(codebook).__name__}")
-    if codebook.dim() != 2:
-        raise ValueError(f"{name} must have shape (num_codes, dim), got {tuple(codebook.shape)}")
-    if codebook.shape[0] == 0:
-        raise ValueError(f"{name} is empty: it needs at least one code, got shape {tuple(codebook.shape)}")
-    if codebook.shape[1] == 0:
-        raise ValueError(f"{name} has code dimension 0, got shape {tuple(codebook.shape)}")
-    if not codebook.is_floating_point():
-        raise TypeError(f"{name} must be floating point, got {codebook.dtype}")
+    check_tensor(codebook, name, 2, floating=True, nonempty=True)
 
 
 def _check_vectors(z: Tensor, codebook: Tensor, name: str = "z") -> None:
@@ -92,17 +85,11 @@ def _check_indices(indices: Tensor, num_codes: int) -> None:
         raise TypeError(f"indices must be a torch.Tensor, got {type(indices).__name__}")
     if indices.dtype not in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8):
         raise TypeError(f"indices must be an integer tensor, got {indices.dtype}")
-    if not isinstance(num_codes, int) or isinstance(num_codes, bool) or num_codes < 1:
-        raise ValueError(f"num_codes must be a positive integer, got {num_codes!r}")
+    check_int(num_codes, "num_codes")
     if indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= num_codes):
         raise ValueError(
             f"indices must lie in [0, {num_codes - 1}], got range [{int(indices.min())}, {int(indices.max())}]"
         )
-
-
-def _positive_int(value: int, name: str) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -510,9 +497,8 @@ def kmeans(
     """
     if not isinstance(x, Tensor) or x.dim() != 2 or x.shape[0] == 0 or not x.is_floating_point():
         raise ValueError(f"x must be a non-empty floating (N, D) tensor, got {getattr(x, 'shape', x)!r}")
-    _positive_int(num_codes, "num_codes")
-    if not isinstance(iters, int) or isinstance(iters, bool) or iters < 0:
-        raise ValueError(f"iters must be a non-negative integer, got {iters!r}")
+    check_int(num_codes, "num_codes")
+    check_int(iters, "iters", 0)
     x = x.detach()
     n = x.shape[0]
     first = int(torch.randint(n, (1,), generator=generator))
@@ -576,7 +562,7 @@ def codebook_init(name: str, z: Tensor, num_codes: int, *, generator: torch.Gene
     """
     if name not in CODEBOOK_INITS:
         raise ValueError(f"name must be one of {sorted(CODEBOOK_INITS)}, got {name!r}")
-    _positive_int(num_codes, "num_codes")
+    check_int(num_codes, "num_codes")
     return CODEBOOK_INITS[name](z.detach().reshape(-1, z.shape[-1]), num_codes, generator)
 
 
@@ -651,8 +637,8 @@ class VectorQuantizer(nn.Module):
         seed: int = 0,
     ) -> None:
         super().__init__()
-        _positive_int(num_codes, "num_codes")
-        _positive_int(dim, "dim")
+        check_int(num_codes, "num_codes")
+        check_int(dim, "dim")
         if update not in ("loss", "ema"):
             raise ValueError(f"update must be 'loss' or 'ema', got {update!r}")
         if dead_threshold < 0:
@@ -722,7 +708,7 @@ class VQVAE(nn.Module):
 
     def __init__(self, num_codes: int = 32, dim: int = 16, hidden: int = 32, *, seed: int = 0, **vq: object) -> None:
         super().__init__()
-        _positive_int(hidden, "hidden")
+        check_int(hidden, "hidden")
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             self.encoder = nn.Sequential(
@@ -782,8 +768,8 @@ def train_vqvae(
         Per-step history: ``recon`` (MSE), ``perplexity`` and ``used`` (distinct codes in the batch),
         ``restarts`` (codes restarted at that step).
     """
-    _positive_int(epochs, "epochs")
-    _positive_int(batch_size, "batch_size")
+    check_int(epochs, "epochs")
+    check_int(batch_size, "batch_size")
     g = torch.Generator().manual_seed(seed)
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
     hist: dict[str, list[float]] = {"recon": [], "perplexity": [], "used": [], "restarts": []}
@@ -855,7 +841,7 @@ class CodePrior(nn.Module):
         layers: int = 2, *, seed: int = 0,
     ) -> None:  # fmt: skip
         super().__init__()
-        _positive_int(num_codes, "num_codes")
+        check_int(num_codes, "num_codes")
         if d_model % heads:
             raise ValueError(f"heads ({heads}) must divide d_model ({d_model})")
         self.num_codes, self.grid = num_codes, tuple(grid)
@@ -913,8 +899,8 @@ def train_prior(
 ) -> list[float]:
     """Fit ``prior`` to code grids by cross-entropy with AdamW; returns the mean training loss (bits) per epoch."""
     _check_indices(codes, prior.num_codes)
-    _positive_int(epochs, "epochs")
-    _positive_int(batch_size, "batch_size")
+    check_int(epochs, "epochs")
+    check_int(batch_size, "batch_size")
     g = torch.Generator().manual_seed(seed)
     opt = torch.optim.AdamW(prior.parameters(), lr=lr, weight_decay=0.01)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
@@ -947,7 +933,7 @@ def sample_codes(
     Returns:
         int64 codes ``(n, h, w)``.
     """
-    _positive_int(n, "n")
+    check_int(n, "n")
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature!r}")
     prior.eval()

@@ -461,7 +461,7 @@ def test_short_training_gives_non_trivial_predictions():
     model = DGCNNReader(len(train.words), n_features=4)
     hist = fit_reader(model, train, ftr, epochs=3, batch_size=16, lr=5e-3, loss="focal")
     assert hist[-1] < hist[0]
-    ps, pe, pg = reader_probabilities(model, test, fte)
+    ps, pe, _ = reader_probabilities(model, test, fte)
     assert ps.max() > 0.3  # not the all-zero tagger
     preds = decode_answers(test, ps, pe)
     score = sogou_score(preds, [[a] for a in test.answers])
