@@ -73,3 +73,45 @@ def test_expand_snippets_errors_name_the_problem(tmp_path: Path):
     (tmp_path / "m.py").write_text("x = 1\n", encoding="utf-8")
     with pytest.raises(ValueError, match="'missing'"):
         expand_snippets('--8<-- "m.py:missing"\n', tmp_path)
+
+
+def _fences_hook():
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "docs" / "_hooks" / "fences.py"
+    spec = importlib.util.spec_from_file_location("kexue_fences_hook", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_fence_cache_key_changes_with_the_files_fences_read(tmp_path: Path, monkeypatch):
+    """A warm build must not show stale benchmark numbers: results.json is part of every cache key."""
+    hook = _fences_hook()
+    assert "benchmarks/results.json" in hook._READ_BY_FENCES
+    data = tmp_path / "results.json"
+    monkeypatch.setattr(hook, "_READ_BY_FENCES", (str(data),))
+    absent = hook._salt()
+    data.write_text('{"ratio": 2.2}', encoding="utf-8")
+    first = hook._salt()
+    data.write_text('{"ratio": 5.6}', encoding="utf-8")
+    assert len({absent, first, hook._salt()}) == 3
+    data.write_text('{"ratio": 2.2}', encoding="utf-8")
+    assert hook._salt() == first
+
+
+def test_fence_clock_sums_time_per_page_and_passes_results_through():
+    hook = _fences_hook()
+    calls = []
+
+    def run(code, returncode=None, session=None, id=None, **extra):
+        calls.append((code, session, id))
+        return f"out:{code}"
+
+    clock = hook.FenceClock(run)
+    assert clock("a", session="s", id="articles/x.md:10") == "out:a"
+    assert clock("b", session="s", id="articles/x.md:20") == "out:b"
+    assert clock("c", session=None, id="about.md:5") == "out:c"
+    assert calls == [("a", "s", "articles/x.md:10"), ("b", "s", "articles/x.md:20"), ("c", None, "about.md:5")]
+    assert clock.fences == {"articles/x.md": 2, "about.md": 1}
+    assert set(clock.seconds) == {"articles/x.md", "about.md"} and all(v >= 0 for v in clock.seconds.values())

@@ -9,8 +9,8 @@
   build. We clear them at the start of each build so serve behaves like a cold build.
 * Optional output cache (``KEXUE_FENCE_CACHE=<dir>``; ``make serve`` and ``make site`` set it,
   ``make test`` and CI do not). A fence's output is stored under a key hashing the package
-  source of ``kexue``, the versions of the libraries that compute or draw, the fence's session
-  and **every fence of that session up to and including it**. On a hit the fence is not run;
+  source of ``kexue``, ``benchmarks/results.json``, the versions of the libraries that compute or
+  draw, the fence's session and **every fence of that session up to and including it**. On a hit the fence is not run;
   its code is remembered, and if a later fence of the same session misses, the skipped fences
   are replayed first (output discarded) so the miss runs in exactly the namespace a cold build
   would give it. Pages are therefore identical cold and warm (tested byte for byte).
@@ -41,6 +41,8 @@ TIMES_ENV = "KEXUE_FENCE_TIMES"
 ROOT = Path(__file__).resolve().parents[2]
 # Libraries whose version can change what a fence prints or draws.
 _VERSIONED = ("torch", "numpy", "scipy", "matplotlib", "scikit-learn", "markdown-exec")
+# Files outside kexue/ that fences read (the Performance and DGCNN pages show benchmark results).
+_READ_BY_FENCES = ("benchmarks/results.json",)
 
 
 def _salt() -> str:
@@ -55,6 +57,10 @@ def _salt() -> str:
     for path in sorted((ROOT / "kexue").rglob("*.py")):
         h.update(path.relative_to(ROOT).as_posix().encode())
         h.update(path.read_bytes())
+    for name in _READ_BY_FENCES:
+        path = ROOT / name
+        h.update(name.encode())
+        h.update(path.read_bytes() if path.is_file() else b"absent")
     return h.hexdigest()
 
 
