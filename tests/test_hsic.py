@@ -388,6 +388,97 @@ def test_parity_with_hyppo_hsic_statistic(dependent):
     assert biased == pytest.approx(math.sqrt(H.normalized_hsic(K, L, "biased").item()), rel=1e-9)
 
 
+@peer
+def test_parity_of_the_tiled_path_with_hyppo():
+    from hyppo.independence import Hsic
+
+    x, y = _sample(90, p=2, dependent=True)
+    s = H.median_bandwidth(x)
+    theirs = Hsic(bias=False, gamma=1.0 / (2 * s * s)).statistic(x.numpy(), y.numpy())
+    ours = H.hsic_gaussian(x, y, s, s, estimator="unbiased", normalized=True, block_rows=7)
+    assert ours.item() == pytest.approx(theirs, rel=1e-9, abs=1e-12)
+
+
+# ---------------------------------------------------------------------------------------------- tiled HSIC
+
+
+@pytest.mark.parametrize("estimator", sorted(H.ESTIMATORS))
+@pytest.mark.parametrize("normalized", [False, True])
+@pytest.mark.parametrize(("n", "block_rows"), [(4, None), (5, 1), (37, 3), (37, 37), (37, 100), (300, None)])
+def test_tiled_hsic_equals_the_gram_matrix_path(estimator, normalized, n, block_rows):
+    x, y = _sample(n, p=3, seed=n, dependent=True)
+    sx, sy = H.median_bandwidth(x), 0.7 * H.median_bandwidth(y)
+    K, L = H.gaussian_kernel(x, sx), H.gaussian_kernel(y, sy)
+    expected = (H.normalized_hsic if normalized else H.hsic)(K, L, estimator).item()
+    got = H.hsic_gaussian(x, y, sx, sy, estimator=estimator, normalized=normalized, block_rows=block_rows)
+    assert got.dtype == F64 and got.dim() == 0
+    assert got.item() == pytest.approx(expected, rel=1e-10, abs=1e-13)
+
+
+def test_tiled_hsic_median_default_and_symmetry():
+    x, y = _sample(60, seed=3, dependent=True)
+    default = H.hsic_gaussian(x, y, normalized=True)
+    explicit = H.hsic_gaussian(x, y, H.median_bandwidth(x), H.median_bandwidth(y), normalized=True)
+    assert default.item() == explicit.item()
+    swapped = H.hsic_gaussian(y, x, normalized=True)
+    assert swapped.item() == pytest.approx(default.item(), rel=1e-12)
+    self_cka = H.hsic_gaussian(x, x, normalized=True)
+    assert self_cka.item() == pytest.approx(1.0, rel=1e-12)
+
+
+def test_tiled_hsic_float32_input_is_computed_in_float64():
+    x, y = _sample(400, seed=5, dependent=True)
+    s = H.median_bandwidth(x)
+    exact = H.hsic(H.gaussian_kernel(x, s), H.gaussian_kernel(y, s), "unbiased").item()
+    got = H.hsic_gaussian(x.float(), y.float(), s, s, estimator="unbiased")
+    assert got.dtype == torch.float32
+    # only the float32 rounding of the points and of the result remain
+    assert got.item() == pytest.approx(exact, rel=1e-5)
+
+
+def test_tiled_hsic_falls_back_to_the_differentiable_path_for_gradients():
+    x, y = _sample(30, seed=2, dependent=True)
+    x = x.clone().requires_grad_(True)
+    value = H.hsic_gaussian(x, y, 1.0, 1.0, estimator="unbiased", normalized=True)
+    value.backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+    with torch.no_grad():
+        assert value.item() == pytest.approx(H.hsic_gaussian(x, y, 1.0, 1.0, estimator="unbiased", normalized=True).item(), rel=1e-10)
+
+
+@pytest.mark.parametrize("estimator", sorted(H.ESTIMATORS))
+def test_constant_data_gives_zero_not_rounding_noise(estimator):
+    # the exact self-term is 0; without a tolerance, CKA of constant data came out as 1.0, -1.0 or 1e-8
+    for n in (5, 7, 100, 1001):
+        const = torch.full((n, 2), 3.7, dtype=F64)
+        y = _sample(n, seed=n)[1]
+        assert H.hsic_gaussian(const, y, estimator=estimator, normalized=True).item() == 0.0
+        assert H.hsic_gaussian(const, const, estimator=estimator, normalized=True).item() == 0.0
+        Kc = H.gaussian_kernel(const)
+        assert H.normalized_hsic(Kc, H.gaussian_kernel(y), estimator).item() == 0.0
+        assert H.normalized_hsic(Kc.float(), Kc.float(), estimator).item() == 0.0
+    one = torch.ones(1, 2, dtype=F64)
+    assert H.hsic_gaussian(one, one).item() == 0.0 and H.hsic_gaussian(one, one, normalized=True).item() == 0.0
+
+
+def test_tiled_hsic_bad_inputs():
+    x, y = _sample(10)
+    cases = [
+        ((x, y[:9]), {}, ValueError, "same number of points"),
+        ((x, y), {"estimator": "nope"}, ValueError, "estimator"),
+        ((x[:3], y[:3]), {"estimator": "unbiased"}, ValueError, "n >= 4"),
+        ((x, y, 0.0), {}, ValueError, "sigma_x"),
+        ((x, y, 1.0, -1.0), {}, ValueError, "sigma_y"),
+        ((x, y), {"block_rows": 0}, ValueError, "block_rows"),
+        ((x.long(), y), {}, TypeError, "x must be a floating"),
+        ((x, y.reshape(2, 5, 1)), {}, ValueError, "y must have 1 or 2 dimensions"),
+        ((x, torch.full((10, 1), math.nan, dtype=F64)), {}, ValueError, "y contains NaN"),
+    ]
+    for args, kwargs, error, match in cases:
+        with pytest.raises(error, match=match):
+            H.hsic_gaussian(*args, **kwargs)
+
+
 # ---------------------------------------------------------------------------------------------- data, bottleneck
 
 
