@@ -81,8 +81,7 @@ __all__ = [
 
 
 def _check_mask(name: str, mask: object, shape: tuple[int, ...]) -> Tensor:
-    if not isinstance(mask, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(mask).__name__}")
+    check_tensor(mask, name)
     if mask.dtype != torch.bool:
         raise TypeError(f"{name} must be a bool tensor, got {mask.dtype}")
     if tuple(mask.shape) != tuple(shape):

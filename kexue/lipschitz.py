@@ -77,8 +77,7 @@ def _check_matrix(W: object, name: str = "W") -> Tensor:
 
 
 def _check_vector(x: object, name: str, size: int, like: Tensor) -> Tensor:
-    if not isinstance(x, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    check_tensor(x, name)
     if x.shape != (size,):
         raise ValueError(f"{name} must have shape ({size},), got {tuple(x.shape)}")
     if x.dtype != like.dtype:
