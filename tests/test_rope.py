@@ -276,7 +276,7 @@ def test_tradeoff_metrics():
     assert R.local_resolution(theta, theta).item() == pytest.approx(1.0)
     assert R.unseen_angle(theta, R.inv_freq(32, 1725.0, "pi", 8.0), 512, 4096).item() == pytest.approx(0.0, abs=1e-12)
     rho = R.local_resolution(theta, theta / 8).item()
-    assert 1 / 8 < rho < 1 / 7
+    assert rho > 1 / 8 and rho < 1 / 7
     # closed form of the unseen angle for a single slow digit
     t = torch.tensor([1e-4], dtype=torch.float64)
     assert R.unseen_angle(t, t, 100, 800).item() == pytest.approx(700e-4)
