@@ -8,10 +8,13 @@
 * Executed fences must be Python with ``exec="on"`` and name a session, so every page's
   state is explicit.
 * Docstrings are rendered on API pages but never executed: no ``exec`` fences there.
+* Every article page ends with one table printed by ``kexue.experiments.claims.claims_table``:
+  no page-local verdict helpers, no hand-printed claims tables, no hand-made outcomes.
 """
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from pathlib import Path
 
@@ -66,3 +69,35 @@ def test_session_names_are_page_unique():
 def test_docstrings_hold_no_executed_fences(module: Path):
     executed = [f.line for f in scan_fences(module.read_text(encoding="utf-8")) if "exec" in f.attrs]
     assert not executed, f"{_rel(module)}: exec fences at lines {executed} would run only on the API page"
+
+
+ARTICLES = [p for p in PAGES if p.parent.name == "articles" and p.name != "index.md"]
+_OWN_VERDICT = re.compile(r"^\s*def\s+\w*verdict\w*\s*\(", re.MULTILINE)
+_HAND_TABLE = re.compile(r"""["'](?:\s*\|)?\s*\**Claim\**\s*\|""")
+
+
+@pytest.mark.parametrize("page", ARTICLES, ids=_rel)
+def test_claims_tables_come_from_the_claims_engine(page: Path):
+    """Verdicts come from the shared rules; no page defines its own or prints the table by hand."""
+    text = page.read_text(encoding="utf-8")
+    problems: list[str] = []
+    executed = [f for f in scan_fences(text) if f.executed]
+    for fence in executed:
+        where = f"{_rel(page)}:{fence.line}"
+        if _OWN_VERDICT.search(fence.source):
+            problems.append(f"{where}: defines its own verdict function; use the rules of kexue.experiments.claims")
+        if _HAND_TABLE.search(fence.source):
+            problems.append(f"{where}: prints a claims table by hand; use claims_table(...)")
+        if re.search(r"\bOutcome\s*\(", fence.source):
+            problems.append(f"{where}: builds an Outcome by hand; verdicts come from the rules")
+    heading = re.search(r"^## Claims vs reproduction\s*$", text, re.MULTILINE)
+    if heading is None:
+        problems.append(f"{_rel(page)}: no '## Claims vs reproduction' section")
+    else:
+        after = [f for f in executed if f.line > text[: heading.start()].count("\n") + 1]
+        calls = sum(f.source.count("claims_table(") for f in after)
+        if calls != 1:
+            problems.append(f"{_rel(page)}: the claims section must print exactly one claims_table(...), found {calls}")
+        elif f'page="{page.stem}"' not in "".join(f.source for f in after):
+            problems.append(f'{_rel(page)}: claims_table(..., page="{page.stem}") must name this page')
+    assert not problems, "\n".join(problems)

@@ -67,11 +67,12 @@ print(figure_html(fig, caption="A V shape drawn from the total."))
 ## Claims vs reproduction
 
 ```python exec="on" session="demo"
-print("| Claim | Article | Ours | Verdict |")
-print("|---|---|---|---|")
-print(f"| the sum is 45 | 45 | {total} | reproduced: same number |")
-print("| something else | 1 | 2 | partly, close enough |")
-print("| untested | 3 | n/a | not tested here |")
+from kexue.experiments.claims import Claim, all_of, claims_table, close_to, exact, not_tested
+print(claims_table([
+    Claim("the sum is 45", "45", f"{total}", exact(abs(total - 45), 0, name="difference")),
+    Claim("two parts", "1 and 2", "1 and 3", all_of(close_to(1, 1, 0.1, name="a"), close_to(3, 2, 0.1, name="b"))),
+    Claim("untested", "3", "n/a", not_tested("not measured here")),
+], page="demo"))
 ```
 '''
 
@@ -103,12 +104,32 @@ def _run(nb_path: Path, cwd: Path, timeout: int = 300) -> nbformat.NotebookNode:
     return nb
 
 
-def test_verdict_words():
-    assert reader.verdict_of("Reproduced (at 8×8)") == "reproduced"
-    assert reader.verdict_of("**not reproduced**: too small") == "not reproduced"
-    assert reader.verdict_of("partly — the trend holds") == "partly"
-    assert reader.verdict_of("Not tested") == "not tested"
-    assert reader.verdict_of("yes") is None
+def test_claims_tally_reads_the_json_not_the_table(caplog):
+    page = (
+        "<table><tr><td>partly</td></tr></table>"
+        '<script type="application/json" class="kx-claims">'
+        '{"page": "demo", "claims": [{"verdict": "reproduced"}, {"verdict": "inconclusive"}, {"verdict": "reproduced"}]}'
+        "</script>"
+    )
+    tally = reader.claims_tally(page, "articles/demo.md")
+    assert tally == {"reproduced": 2, "partly": 0, "not reproduced": 0, "inconclusive": 1, "not tested": 0}
+    assert not caplog.records
+
+
+@pytest.mark.parametrize(
+    ("page", "message"),
+    [
+        ("<table></table>", "expected one kx-claims data block"),
+        ('<script type="application/json" class="kx-claims">{oops</script>', "not valid JSON"),
+        ('<script type="application/json" class="kx-claims">{"page": "demo", "claims": [{"verdict": "mostly"}]}</script>',
+         "'mostly' is not one of"),
+        ('<script type="application/json" class="kx-claims">{"page": "other", "claims": [{"verdict": "partly"}]}</script>',
+         "names page 'other'"),
+    ],
+)
+def test_claims_tally_warns_on_missing_or_bad_data(caplog, page, message):
+    reader.claims_tally(page, "articles/demo.md")
+    assert message in caplog.text
 
 
 def test_notebook_cells_follow_the_page():
@@ -160,13 +181,18 @@ def test_article_without_claims_table_fails_the_build(tmp_path: Path):
     broken = DEMO.split("## Claims vs reproduction")[0]
     build = mkdocs_build(_demo_site(tmp_path, broken), tmp_path / "site")
     assert build.returncode != 0
-    assert "articles/demo.md: no '## Claims vs reproduction' table" in build.log
+    assert "articles/demo.md: expected one kx-claims data block" in build.log
 
 
-def test_article_with_unknown_verdict_fails_the_build(tmp_path: Path):
-    build = mkdocs_build(_demo_site(tmp_path, DEMO.replace("partly, close enough", "mostly")), tmp_path / "site")
+def test_article_with_a_hand_made_verdict_fails_the_build(tmp_path: Path):
+    forged = DEMO.split("## Claims vs reproduction")[0] + (
+        "## Claims vs reproduction\n\n"
+        '<script type="application/json" class="kx-claims">'
+        '{"page": "demo", "claims": [{"verdict": "mostly"}]}</script>\n'
+    )
+    build = mkdocs_build(_demo_site(tmp_path, forged), tmp_path / "site")
     assert build.returncode != 0
-    assert "does not start with one of" in build.log
+    assert "claims verdict 'mostly' is not one of" in build.log
 
 
 # ------------------------------------------------------------------ the real site

@@ -13,8 +13,11 @@ For each article page (a page under ``articles/`` whose front matter names its `
   page's first executed figure as thumbnail, both titles, the summary and the tally of the
   verdicts of its *Claims vs reproduction* table.
 
-An article page without a claims table, or with a verdict outside the four allowed words,
-logs a warning, which fails the strict build.
+The tally is read from the machine-readable copy of the claims table that
+``kexue.experiments.claims.claims_table`` prints into the page
+(``<script type="application/json" class="kx-claims">``), never from the rendered table.
+An article page without it, or with a verdict outside the five allowed words, logs a
+warning, which fails the strict build.
 """
 
 from __future__ import annotations
@@ -33,11 +36,12 @@ from mkdocs.structure.files import File
 from mkdocs.utils.meta import get_data
 
 from kexue._docs import expand_snippets, scan_fences
+from kexue.experiments.claims import VERDICTS
 
 log = logging.getLogger("mkdocs.hooks.reader")
 
 ROOT = Path(__file__).resolve().parents[2]
-VERDICTS = ("reproduced", "partly", "not reproduced", "not tested")
+_CLAIMS_DATA = re.compile(r'<script type="application/json" class="kx-claims">(.*?)</script>', re.DOTALL)
 GALLERY_MARK = '<div class="kx-gallery"></div>'
 CLAIMS_MARK = '<div class="kx-claims"></div>'
 REQUIRED_META = ("title", "zh_title", "article", "article_date", "summary", "module")
@@ -275,7 +279,7 @@ def on_page_markdown(markdown: str, page, config, files) -> str:
 
 
 class _Figures(HTMLParser):
-    """Find the first kexue figure (its SVG or <img> and caption) and the claims-table verdicts."""
+    """Find the first kexue figure of a page: its SVG or <img>, and its caption."""
 
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
@@ -287,13 +291,6 @@ class _Figures(HTMLParser):
         self.alt = ""
         self.caption: list[str] = []
         self.in_caption = False
-        self.after_claims = False
-        self.table_done = False
-        self.in_table = False
-        self.row: list[str] = []
-        self.cell: list[str] | None = None
-        self.header: list[str] = []
-        self.rows: list[list[str]] = []
 
     def handle_starttag(self, tag, attrs):
         a = dict(attrs)
@@ -309,15 +306,6 @@ class _Figures(HTMLParser):
                 self.img, self.alt = a.get("src") or "", a.get("alt") or ""
             elif tag == "figcaption":
                 self.in_caption = True
-        if tag in {"h2"} and (a.get("id") or "") == "claims-vs-reproduction":
-            self.after_claims = True
-        if self.after_claims and not self.table_done:
-            if tag == "table":
-                self.in_table = True
-            elif self.in_table and tag == "tr":
-                self.row = []
-            elif self.in_table and tag in {"td", "th"}:
-                self.cell = []
 
     def handle_endtag(self, tag):
         if self.depth:
@@ -329,23 +317,10 @@ class _Figures(HTMLParser):
                 self.depth -= 1
                 if self.depth == 0:
                     self.done = True
-        if self.in_table:
-            if tag in {"td", "th"} and self.cell is not None:
-                self.row.append(" ".join("".join(self.cell).split()))
-                self.cell = None
-            elif tag == "tr":
-                if not self.header:
-                    self.header = self.row
-                else:
-                    self.rows.append(self.row)
-            elif tag == "table":
-                self.in_table, self.table_done = False, True
 
     def handle_data(self, data):
         if self.in_caption:
             self.caption.append(data)
-        if self.cell is not None:
-            self.cell.append(data)
 
     def _offset(self) -> int:
         line, col = self.getpos()
@@ -359,13 +334,33 @@ class _Figures(HTMLParser):
         self.close()
 
 
-def verdict_of(cell: str) -> str | None:
-    """The verdict word a claims-table cell starts with, or ``None``."""
-    text = cell.strip().lower().lstrip("*_ ")
-    for word in sorted(VERDICTS, key=len, reverse=True):
-        if text.startswith(word):
-            return word
-    return None
+def claims_tally(html_text: str, where: str) -> dict[str, int]:
+    """Count the verdicts of the page's ``kx-claims`` data; warn (strict: fail) when it is missing or wrong."""
+    tally = dict.fromkeys(VERDICTS, 0)
+    blocks = _CLAIMS_DATA.findall(html_text)
+    if len(blocks) != 1:
+        log.warning(
+            f"{where}: expected one kx-claims data block (printed by kexue.experiments.claims.claims_table), "
+            f"found {len(blocks)}"
+        )
+        return tally
+    try:
+        data = json.loads(blocks[0])
+        claims = data["claims"]
+    except (ValueError, KeyError, TypeError) as error:
+        log.warning(f"{where}: kx-claims data is not valid JSON with a 'claims' list: {error}")
+        return tally
+    if data.get("page") != _slug(where):
+        log.warning(f"{where}: kx-claims data names page {data.get('page')!r}, expected {_slug(where)!r}")
+    for row in claims:
+        word = row.get("verdict") if isinstance(row, dict) else None
+        if word not in tally:
+            log.warning(f"{where}: claims verdict {word!r} is not one of {VERDICTS}")
+        else:
+            tally[word] += 1
+    if not claims:
+        log.warning(f"{where}: the claims table has no rows")
+    return tally
 
 
 def on_page_content(html_text: str, page, config, files) -> str:
@@ -384,18 +379,7 @@ def on_page_content(html_text: str, page, config, files) -> str:
     where = page.file.src_uri
     if not thumb:
         log.warning(f"{where}: no figure printed by the page's code, so no gallery thumbnail")
-    header = [h.lower() for h in found.header]
-    tally = dict.fromkeys(VERDICTS, 0)
-    if "verdict" not in header or not found.rows:
-        log.warning(f"{where}: no '## Claims vs reproduction' table with a Verdict column")
-    else:
-        col = header.index("verdict")
-        for row in found.rows:
-            word = verdict_of(row[col]) if col < len(row) else None
-            if word is None:
-                log.warning(f"{where}: claims-table verdict {row[col:col + 1]} does not start with one of {VERDICTS}")
-            else:
-                tally[word] += 1
+    tally = claims_tally(html_text, where)
     caption = " ".join("".join(found.caption).split())
     _state.cards[page.file.src_uri] = Card(
         url=page.url,

@@ -1,0 +1,651 @@
+r"""Claims vs reproduction: verdicts from stated rules applied to measured numbers.
+
+Every article page ends with a table that sets each claim of the article against what the page
+measured. This module is the only way a page makes that table, so that every verdict on the site
+means the same thing:
+
+* A verdict is one of five words, [`VERDICTS`][kexue.experiments.claims.VERDICTS]:
+  ``reproduced``, ``partly``, ``not reproduced``, ``inconclusive`` (the measured difference is
+  inside the seed noise) and ``not tested``.
+* A verdict comes from a **rule**, a small function that takes the measured numbers and returns
+  an [`Outcome`][kexue.experiments.claims.Outcome]: the verdict, a reason that names the numbers
+  it used, those numbers (``evidence``) and how many seeds they rest on. The reason is written by
+  the rule from the same numbers, so it cannot contradict the verdict.
+* Training-based numbers enter as [`Seeds`][kexue.experiments.claims.Seeds], one value per seed;
+  rules compare means with their standard errors and refuse fewer than three seeds.
+* [`claims_table`][kexue.experiments.claims.claims_table] prints the Markdown table, the rules it
+  used in words, and a machine-readable copy of the rows
+  (``<script type="application/json" class="kx-claims">``) that the articles index and the home
+  gallery read.
+
+Examples:
+    ```python
+    from kexue.experiments.claims import Claim, Seeds, beats, claims_table, exact
+
+    ours, theirs = Seeds([0.91, 0.93, 0.92]), Seeds([0.88, 0.87, 0.90])
+    rows = [
+        Claim("A is more accurate than B", "95% vs 91%", f"{ours} vs {theirs}",
+              beats(ours, theirs, names=("A", "B"))),
+        Claim("The identity holds", "derivation", "float64", exact(3e-16, 1e-12, name="max error")),
+    ]
+    print(claims_table(rows, page="demo"))
+    ```
+"""
+
+from __future__ import annotations
+
+import html
+import itertools
+import json
+import math
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import Tensor
+
+__all__ = [
+    "VERDICTS",
+    "Seeds",
+    "over_seeds",
+    "Outcome",
+    "exact",
+    "at_least",
+    "at_most",
+    "close_to",
+    "beats",
+    "ranks",
+    "all_of",
+    "not_tested",
+    "Claim",
+    "claims_table",
+    "claims_json",
+]
+
+VERDICTS: tuple[str, ...] = ("reproduced", "partly", "not reproduced", "inconclusive", "not tested")
+"""The five verdict words, and the only ones a claims table accepts."""
+
+MIN_SEEDS = 3
+"""Rules refuse `Seeds` with fewer values than this: a verdict that depends on training
+rests on at least three seeds."""
+
+
+# ----------------------------------------------------------------------------- numbers over seeds
+
+
+def _num(x: float, digits: int = 3) -> str:
+    """``x`` with about ``digits`` significant digits, in fixed notation where that reads well."""
+    if x == 0 or not math.isfinite(x):
+        return f"{x:g}"
+    mag = math.floor(math.log10(abs(x)))
+    if -3 <= mag < 6:
+        return f"{x:.{max(0, digits - 1 - mag)}f}"
+    return f"{x:.{max(0, digits - 1)}e}"
+
+
+def _finite(value: object, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    return float(value)
+
+
+@dataclass(frozen=True)
+class Seeds:
+    """One measured quantity, once per seed: mean, standard deviation and standard error.
+
+    Build it from the per-seed values (a list, a tuple or a 1-D tensor), or with
+    [`over_seeds`][kexue.experiments.claims.over_seeds]. ``format(s, ".2f")`` and f-strings
+    print ``mean ± sd``.
+
+    Attributes:
+        values: The per-seed values, in seed order.
+
+    Raises:
+        ValueError: If there are no values or one is not finite.
+    """
+
+    values: tuple[float, ...]
+
+    def __init__(self, values: Iterable[float] | Tensor) -> None:
+        if isinstance(values, Tensor):
+            if values.dim() != 1:
+                raise ValueError(f"values must be a 1-D tensor (one value per seed), got shape {tuple(values.shape)}")
+            values = values.detach().double().tolist()
+        vals = tuple(_finite(v if not isinstance(v, Tensor) else v.item(), "values[i]") for v in values)
+        if not vals:
+            raise ValueError("values must hold at least one measurement, got none")
+        object.__setattr__(self, "values", vals)
+
+    @property
+    def n(self) -> int:
+        """Number of seeds."""
+        return len(self.values)
+
+    @property
+    def mean(self) -> float:
+        """Mean over seeds."""
+        return math.fsum(self.values) / self.n
+
+    @property
+    def std(self) -> float:
+        """Sample standard deviation over seeds (``n - 1`` in the denominator; 0 for one seed)."""
+        if self.n < 2:
+            return 0.0
+        m = self.mean
+        return math.sqrt(math.fsum((v - m) ** 2 for v in self.values) / (self.n - 1))
+
+    @property
+    def sem(self) -> float:
+        """Standard error of the mean, ``std / sqrt(n)``."""
+        return self.std / math.sqrt(self.n)
+
+    def scaled(self, factor: float) -> Seeds:
+        """The same measurement in other units, e.g. ``acc.scaled(100)`` for percent."""
+        return Seeds(v * factor for v in self.values)
+
+    def __format__(self, spec: str) -> str:
+        if not spec:
+            return f"{_num(self.mean)} ± {_num(self.std)}"
+        return f"{format(self.mean, spec)} ± {format(self.std, spec)}"
+
+    def __str__(self) -> str:
+        return format(self, "")
+
+
+def over_seeds(
+    measure: Callable[[int], float | Mapping[str, float]], seeds: Sequence[int]
+) -> Seeds | dict[str, Seeds]:
+    """Run ``measure(seed)`` for each seed and collect the results.
+
+    When several seeds can be trained as one batched model, do that instead and build
+    [`Seeds`][kexue.experiments.claims.Seeds] from the per-seed values: three seeds then cost
+    about one training run.
+
+    Args:
+        measure: A function of the seed returning a number, or a mapping of named numbers.
+        seeds: The seeds, e.g. ``(0, 1, 2)``.
+
+    Returns:
+        A ``Seeds`` for a number, or a dict of ``Seeds`` (same keys) for a mapping.
+
+    Raises:
+        ValueError: If ``seeds`` is empty or the mappings have different keys.
+    """
+    seeds = list(seeds)
+    if not seeds:
+        raise ValueError("seeds must name at least one seed, got none")
+    results = [measure(s) for s in seeds]
+    if isinstance(results[0], Mapping):
+        keys = list(results[0])
+        if any(not isinstance(r, Mapping) or list(r) != keys for r in results):
+            raise ValueError(f"measure must return the same keys for every seed; first seed gave {keys}")
+        return {k: Seeds(r[k] for r in results) for k in keys}
+    return Seeds(results)
+
+
+# ----------------------------------------------------------------------------- outcomes and rules
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a rule concluded from the numbers.
+
+    Attributes:
+        verdict: One of [`VERDICTS`][kexue.experiments.claims.VERDICTS].
+        reason: The rule's conclusion in words, naming the numbers it used.
+        evidence: The numbers it used, by name.
+        seeds: How many seeds the numbers rest on; 0 for deterministic computations.
+        rules: The descriptions of the rules that decided, printed once under the table.
+    """
+
+    verdict: str
+    reason: str
+    evidence: Mapping[str, float] = field(default_factory=dict)
+    seeds: int = 0
+    rules: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.verdict not in VERDICTS:
+            raise ValueError(f"verdict must be one of {VERDICTS}, got {self.verdict!r}")
+        if not isinstance(self.reason, str) or not self.reason.strip():
+            raise ValueError("reason must be a non-empty string")
+        for k, v in self.evidence.items():
+            _finite(v, f"evidence[{k!r}]")
+
+
+Number = float | int | Seeds
+
+
+def _spread(x: Number, name: str) -> tuple[float, float, int]:
+    """(mean, standard error, seeds) of a number or of ``Seeds``; a plain number has no error."""
+    if isinstance(x, Seeds):
+        if x.n < MIN_SEEDS:
+            raise ValueError(
+                f"{name} rests on {x.n} seed(s); a verdict from training needs at least {MIN_SEEDS}"
+            )
+        return x.mean, x.sem, x.n
+    return _finite(x, name), 0.0, 0
+
+
+def _mean_sd(mean: float, sd: float, digits: int) -> str:
+    """``mean ± sd`` with the sd at the mean's decimals (or one significant digit if that shows 0)."""
+    text = _num(mean, digits)
+    decimals = len(text.split(".", 1)[1]) if "." in text and "e" not in text else None
+    sd_text = f"{sd:.{decimals}f}" if decimals is not None else _num(sd, 2)
+    if sd > 0 and float(sd_text) == 0:
+        sd_text = _num(sd, 1)
+    return f"{text} ± {sd_text}"
+
+
+def _describe(x: Number, name: str, digits: int) -> str:
+    if isinstance(x, Seeds):
+        return f"{name} {_mean_sd(x.mean, x.std, digits)}"
+    return f"{name} {_num(float(x), digits)}"
+
+
+def _evidence(x: Number, name: str) -> dict[str, float]:
+    if isinstance(x, Seeds):
+        ev = {f"{name} (mean)": x.mean, f"{name} (sd)": x.std}
+        ev.update({f"{name} (seed {i})": v for i, v in enumerate(x.values)})
+        return ev
+    return {name: float(x)}
+
+
+def _seeds_note(n: int) -> str:
+    return f" (mean ± sd over {n} seeds)" if n else ""
+
+
+def exact(error: float, tol: float, *, name: str = "error") -> Outcome:
+    """An identity checked numerically: reproduced when the error is at most the tolerance.
+
+    Args:
+        error: The measured discrepancy (non-negative), e.g. a max absolute difference in float64.
+        tol: The tolerance, e.g. ``1e-12``.
+        name: What ``error`` is, for the reason.
+
+    Returns:
+        ``reproduced`` if ``error <= tol``, else ``not reproduced``.
+    """
+    error, tol = _finite(error, "error"), _finite(tol, "tol")
+    if error < 0 or tol < 0:
+        raise ValueError(f"error and tol must be >= 0, got {error!r} and {tol!r}")
+    ok = error <= tol
+    return Outcome(
+        "reproduced" if ok else "not reproduced",
+        f"{name} {error:.1e} {'≤' if ok else '>'} tolerance {tol:.0e}",
+        {name: error, "tolerance": tol},
+        0,
+        ("exact: an identity holds when the computed discrepancy is within the stated tolerance.",),
+    )
+
+
+def _bound(value: Number, bound: float, *, name: str, z: float, digits: int, upper: bool) -> Outcome:
+    mean, se, n = _spread(value, name)
+    bound = _finite(bound, "bound")
+    z = _finite(z, "z")
+    lo, hi = mean - z * se, mean + z * se
+    sign = "≤" if upper else "≥"
+    if n == 0:
+        ok = mean <= bound if upper else mean >= bound
+        verdict = "reproduced" if ok else "not reproduced"
+        reason = f"{name} {_num(mean, digits)} {sign if ok else ('>' if upper else '<')} {_num(bound, digits)}"
+    else:
+        if (hi <= bound) if upper else (lo >= bound):
+            verdict = "reproduced"
+        elif (lo > bound) if upper else (hi < bound):
+            verdict = "not reproduced"
+        else:
+            verdict = "inconclusive"
+        interval = f"mean ± {z:g} s.e. = [{_num(lo, digits)}, {_num(hi, digits)}]"
+        where = {"reproduced": "entirely", "not reproduced": "entirely not", "inconclusive": "not entirely"}[verdict]
+        reason = (
+            f"{_describe(value, name, digits)}{_seeds_note(n)}; {interval} is {where} {sign} {_num(bound, digits)}"
+        )
+    rule = (
+        f"{'at most' if upper else 'at least'} (z = {z:g}): a measured value meets a bound when it does; "
+        f"over seeds, when mean ± {z:g} standard errors lies on the right side of the bound, "
+        "not reproduced when it lies entirely on the wrong side, inconclusive otherwise."
+    )
+    return Outcome(verdict, reason, {**_evidence(value, name), "bound": bound}, n, (rule,))
+
+
+def at_least(value: Number, bound: float, *, name: str, z: float = 2.0, digits: int = 3) -> Outcome:
+    """The claim "``value`` is at least ``bound``".
+
+    A plain number is compared directly. For [`Seeds`][kexue.experiments.claims.Seeds] the
+    interval mean ± ``z`` standard errors decides: entirely above the bound is ``reproduced``,
+    entirely below is ``not reproduced``, straddling it is ``inconclusive``.
+
+    Args:
+        value: The measurement (a number, or ``Seeds`` with at least three values).
+        bound: The bound the claim states.
+        name: What ``value`` is, for the reason and the evidence.
+        z: Width of the interval in standard errors.
+        digits: Significant digits in the reason.
+    """
+    return _bound(value, bound, name=name, z=z, digits=digits, upper=False)
+
+
+def at_most(value: Number, bound: float, *, name: str, z: float = 2.0, digits: int = 3) -> Outcome:
+    """The claim "``value`` is at most ``bound``" (the mirror of [`at_least`][kexue.experiments.claims.at_least])."""
+    return _bound(value, bound, name=name, z=z, digits=digits, upper=True)
+
+
+def close_to(
+    value: Number, target: float, tol: float, *, name: str, z: float = 2.0, digits: int = 3
+) -> Outcome:
+    """The claim "``value`` is ``target`` within ``tol``", e.g. the article's number.
+
+    A plain number is within or not. For ``Seeds``: the interval mean ± ``z`` s.e. inside
+    ``[target - tol, target + tol]`` is ``reproduced``, disjoint from it is ``not reproduced``,
+    overlapping its edge is ``inconclusive``.
+    """
+    mean, se, n = _spread(value, name)
+    target, tol = _finite(target, "target"), _finite(tol, "tol")
+    if tol < 0:
+        raise ValueError(f"tol must be >= 0, got {tol!r}")
+    lo, hi = mean - z * se, mean + z * se
+    if lo >= target - tol and hi <= target + tol:
+        verdict = "reproduced"
+    elif hi < target - tol or lo > target + tol:
+        verdict = "not reproduced"
+    else:
+        verdict = "inconclusive"
+    band = f"[{_num(target - tol, digits)}, {_num(target + tol, digits)}]"
+    if n == 0:
+        reason = f"{name} {_num(mean, digits)} is {'inside' if verdict == 'reproduced' else 'outside'} {band}"
+    else:
+        where = {"reproduced": "inside", "not reproduced": "outside", "inconclusive": "across the edge of"}[verdict]
+        reason = (
+            f"{_describe(value, name, digits)}{_seeds_note(n)}; mean ± {z:g} s.e. "
+            f"[{_num(lo, digits)}, {_num(hi, digits)}] lies {where} {band}"
+        )
+    rule = (
+        f"close to (z = {z:g}): a value reproduces a number when it lies within the stated tolerance of it; "
+        f"over seeds, when all of mean ± {z:g} standard errors does; not reproduced when none of it does."
+    )
+    return Outcome(verdict, reason, {**_evidence(value, name), "target": target, "tolerance": tol}, n, (rule,))
+
+
+def beats(
+    a: Number,
+    b: Number,
+    *,
+    names: tuple[str, str] = ("A", "B"),
+    higher: bool = True,
+    margin: float = 0.0,
+    z: float = 2.0,
+    paired: bool = False,
+    digits: int = 3,
+) -> Outcome:
+    r"""The claim "``a`` beats ``b``" (by more than ``margin``), decided against the seed noise.
+
+    With $d = \pm(\bar a - \bar b)$ the difference in the claimed direction and $s$ its standard
+    error ($\sqrt{s_a^2 + s_b^2}$, or the standard error of the per-seed differences when
+    ``paired``): $d - \text{margin} > z s$ is ``reproduced``, $d - \text{margin} < -z s$ is
+    ``not reproduced``, anything in between is ``inconclusive``. Two plain numbers have $s = 0$.
+
+    Args:
+        a: The side the claim says is better (number or ``Seeds``).
+        b: The other side.
+        names: Names of ``a`` and ``b`` for the reason and the evidence.
+        higher: True when larger is better (accuracy), False when smaller is (loss, bits/dim).
+        margin: How much better the claim says ``a`` is (0 for "better"); a negative margin
+            states "``a`` is no worse than ``b`` by more than ``-margin``" (non-inferiority).
+        z: Standard errors a difference must exceed to count.
+        paired: Seeds of ``a`` and ``b`` share data and initialisation: use per-seed differences.
+        digits: Significant digits in the reason.
+    """
+    name_a, name_b = names
+    mean_a, se_a, n_a = _spread(a, name_a)
+    mean_b, se_b, n_b = _spread(b, name_b)
+    margin, z = _finite(margin, "margin"), _finite(z, "z")
+    sign = 1.0 if higher else -1.0
+    d = sign * (mean_a - mean_b)
+    if paired:
+        if not (isinstance(a, Seeds) and isinstance(b, Seeds) and a.n == b.n):
+            raise ValueError("paired=True needs Seeds with the same number of values on both sides")
+        se = Seeds(x - y for x, y in zip(a.values, b.values, strict=True)).sem
+    else:
+        se = math.hypot(se_a, se_b)
+    n = max(n_a, n_b)
+    if n == 0:
+        verdict = "reproduced" if d > margin else "not reproduced"
+    elif d - margin > z * se:
+        verdict = "reproduced"
+    elif d - margin < -z * se:
+        verdict = "not reproduced"
+    else:
+        verdict = "inconclusive"
+    better = "higher" if higher else "lower"
+    head = f"{_describe(a, name_a, digits)} vs {_describe(b, name_b, digits)}{_seeds_note(n)}"
+    diff = f"{name_a} is {_num(abs(d), digits)} {better if d >= 0 else ('lower' if higher else 'higher')}"
+    if margin > 0:
+        over = f" (claimed margin {_num(margin, digits)})"
+    elif margin < 0:
+        over = f" (allowed shortfall {_num(-margin, digits)})"
+    else:
+        over = ""
+    if n == 0:
+        reason = f"{head}: {diff}{over}"
+    else:
+        kind = "paired " if paired else ""
+        reason = f"{head}: {diff}{over}, {z:g} {kind}s.e. of the difference = {_num(z * se, digits)}"
+        reason += {
+            "reproduced": " — outside the noise",
+            "not reproduced": " — outside the noise, against the claim",
+            "inconclusive": " — inside the noise",
+        }[verdict]
+    rule = (
+        f"beats (z = {z:g}): A beats B when the mean difference over seeds, in the claimed direction and "
+        f"beyond any claimed margin, exceeds {z:g} standard errors of the difference; a difference beyond "
+        f"{z:g} standard errors the other way is not reproduced; anything in between is inconclusive. "
+        "Numbers without seeds are compared directly."
+    )
+    evidence = {**_evidence(a, name_a), **_evidence(b, name_b), "difference": d, "standard error": se}
+    if margin:
+        evidence["margin"] = margin
+    return Outcome(verdict, reason, evidence, n, (rule,))
+
+
+def all_of(*outcomes: Outcome, join: str = "; ") -> Outcome:
+    """Combine the parts of a compound claim.
+
+    ``reproduced`` when every part is; ``partly`` when some part is and some is not; when no
+    part is reproduced, ``not reproduced`` if some part is, and ``inconclusive`` otherwise.
+    ``not tested`` parts are not allowed (split the claim instead).
+    """
+    if not outcomes:
+        raise ValueError("all_of needs at least one outcome")
+    for o in outcomes:
+        if not isinstance(o, Outcome):
+            raise TypeError(f"all_of takes Outcomes, got {type(o).__name__}")
+        if o.verdict == "not tested":
+            raise ValueError("a part of a compound claim is 'not tested': list it as a claim of its own")
+    words = [o.verdict for o in outcomes]
+    if all(w == "reproduced" for w in words):
+        verdict = "reproduced"
+    elif any(w in {"reproduced", "partly"} for w in words):
+        verdict = "partly"
+    elif "not reproduced" in words:
+        verdict = "not reproduced"
+    else:
+        verdict = "inconclusive"
+    evidence: dict[str, float] = {}
+    for i, o in enumerate(outcomes):
+        for k, v in o.evidence.items():
+            evidence[k if k not in evidence else f"{k} [{i}]"] = v
+    reason = join.join(f"{o.reason} [{o.verdict}]" for o in outcomes) if len(outcomes) > 1 else outcomes[0].reason
+    rule = (
+        "all of: a compound claim is reproduced when every part is, partly when only some are, "
+        "not reproduced when none is and some part goes against it, inconclusive otherwise."
+    )
+    rules = tuple(dict.fromkeys((rule, *(r for o in outcomes for r in o.rules))))
+    return Outcome(verdict, reason, evidence, max(o.seeds for o in outcomes), rules)
+
+
+def ranks(
+    values: Mapping[str, Number],
+    order: Sequence[str],
+    *,
+    higher: bool = True,
+    z: float = 2.0,
+    paired: bool = False,
+    digits: int = 3,
+) -> Outcome:
+    """The claim "``order[0]`` beats ``order[1]`` beats …": each neighbour pair by
+    [`beats`][kexue.experiments.claims.beats], combined with [`all_of`][kexue.experiments.claims.all_of]."""
+    if len(order) < 2:
+        raise ValueError(f"order must name at least two entries, got {list(order)}")
+    missing = [k for k in order if k not in values]
+    if missing:
+        raise ValueError(f"order names {missing}, which are not among values {list(values)}")
+    parts = [
+        beats(values[x], values[y], names=(x, y), higher=higher, z=z, paired=paired, digits=digits)
+        for x, y in itertools.pairwise(order)
+    ]
+    return all_of(*parts)
+
+
+def not_tested(why: str) -> Outcome:
+    """A claim we did not measure, with the reason (say what would be needed)."""
+    if not isinstance(why, str) or not why.strip():
+        raise ValueError("why must say why the claim was not tested")
+    return Outcome("not tested", why.strip(), {}, 0, ())
+
+
+# ----------------------------------------------------------------------------- the table
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One row of a claims table.
+
+    Attributes:
+        claim: What the article claims, in our words.
+        article: What the article reports (a number, or e.g. "argued, no number").
+        ours: What we measured, in short.
+        outcome: The rule's [`Outcome`][kexue.experiments.claims.Outcome].
+        note: Context added to the reason: a string that holds whatever the outcome, or a
+            mapping from verdict to string, of which only the entry for the actual verdict is
+            shown (so that an explanation can follow the outcome).
+    """
+
+    claim: str
+    article: str
+    ours: str
+    outcome: Outcome
+    note: str | Mapping[str, str] = ""
+
+    def __post_init__(self) -> None:
+        for name in ("claim", "article", "ours"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name).strip():
+                raise ValueError(f"{name} must be a non-empty string (claim: {self.claim!r})")
+        if not isinstance(self.outcome, Outcome):
+            raise TypeError(f"outcome must be an Outcome from a rule, got {type(self.outcome).__name__}")
+        if isinstance(self.note, Mapping):
+            unknown = set(self.note) - set(VERDICTS)
+            if unknown:
+                raise ValueError(f"note keys must be verdicts {VERDICTS}, got {sorted(unknown)}")
+
+    @property
+    def verdict(self) -> str:
+        """The outcome's verdict."""
+        return self.outcome.verdict
+
+    @property
+    def reason(self) -> str:
+        """The rule's reason, followed by the note that applies."""
+        note = self.note.get(self.verdict, "") if isinstance(self.note, Mapping) else self.note
+        return f"{self.outcome.reason}. {note.strip()}" if note and note.strip() else self.outcome.reason
+
+    @property
+    def seeds(self) -> int:
+        """Seeds behind the numbers (0: deterministic)."""
+        return self.outcome.seeds
+
+    @property
+    def evidence(self) -> Mapping[str, float]:
+        """The numbers the verdict rests on."""
+        return self.outcome.evidence
+
+    def as_dict(self) -> dict[str, Any]:
+        """The row as JSON-ready data."""
+        return {
+            "claim": self.claim,
+            "article": self.article,
+            "ours": self.ours,
+            "verdict": self.verdict,
+            "reason": self.reason,
+            "seeds": self.seeds,
+            "evidence": dict(self.evidence),
+        }
+
+
+_SLUG = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
+
+
+def _check_rows(claims: Sequence[Claim], page: str) -> list[Claim]:
+    if not isinstance(page, str) or not _SLUG.fullmatch(page):
+        raise ValueError(f"page must be the page's slug (lower-case words joined by '-'), got {page!r}")
+    rows = list(claims)
+    if not rows:
+        raise ValueError("claims must hold at least one Claim")
+    for i, row in enumerate(rows):
+        if not isinstance(row, Claim):
+            raise TypeError(f"claims[{i}] must be a Claim, got {type(row).__name__}")
+    return rows
+
+
+def claims_json(claims: Sequence[Claim], *, page: str) -> str:
+    """The rows as ``{"page": …, "claims": [...]}`` JSON (the ``kx-claims`` payload)."""
+    rows = _check_rows(claims, page)
+    payload = {"page": page, "claims": [r.as_dict() for r in rows]}
+    return json.dumps(payload, ensure_ascii=False, allow_nan=False, sort_keys=False)
+
+
+def _cell(text: str) -> str:
+    return " ".join(str(text).split()).replace("|", "\\|")
+
+
+def claims_table(claims: Sequence[Claim], *, page: str) -> str:
+    """Markdown for a page's *claims vs reproduction* table, its rules, and its JSON copy.
+
+    Print the result from a fence whose output is Markdown (no ``result`` option). The table's
+    first column is the verdict; below the table each rule used is stated once; the last block is
+    ``<script type="application/json" class="kx-claims">`` with the rows as data.
+
+    Args:
+        claims: The rows, in the order to show.
+        page: The page's slug (its file name without ``.md``).
+
+    Returns:
+        The Markdown text.
+
+    Raises:
+        ValueError: If ``page`` is not a slug or there are no rows.
+        TypeError: If a row is not a [`Claim`][kexue.experiments.claims.Claim].
+    """
+    rows = _check_rows(claims, page)
+    lines = [
+        "| Verdict | Claim | Article | Ours | Why |",
+        "|---|---|---|---|---|",
+    ]
+    for r in rows:
+        verdict = f'<span class="kx-verdict" data-verdict="{r.verdict}">{r.verdict}</span>'
+        lines.append(
+            f"| {verdict} | {_cell(r.claim)} | {_cell(r.article)} | {_cell(r.ours)} | {_cell(r.reason)} |"
+        )
+    rules = list(dict.fromkeys(rule for r in rows for rule in r.outcome.rules))
+    lines.append("")
+    if rules:
+        lines.append('<div class="kx-rules" markdown>')
+        lines.append("")
+        lines.append("**How the verdicts were decided.** " + " ".join(html.escape(x, quote=False) for x in rules))
+        lines.append("")
+        lines.append("</div>")
+        lines.append("")
+    data = claims_json(rows, page=page).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+    lines.append(f'<script type="application/json" class="kx-claims">{data}</script>')
+    return "\n".join(lines) + "\n"
