@@ -19,17 +19,19 @@ means the same thing:
   gallery read.
 
 Examples:
-    ```python
-    from kexue.experiments.claims import Claim, Seeds, beats, claims_table, exact
-
-    ours, theirs = Seeds([0.91, 0.93, 0.92]), Seeds([0.88, 0.87, 0.90])
-    rows = [
-        Claim("A is more accurate than B", "95% vs 91%", f"{ours} vs {theirs}",
-              beats(ours, theirs, names=("A", "B"))),
-        Claim("The identity holds", "derivation", "float64", exact(3e-16, 1e-12, name="max error")),
-    ]
-    print(claims_table(rows, page="demo"))
-    ```
+    >>> from kexue.experiments.claims import Claim, Seeds, beats, claims_table, exact
+    >>> ours, theirs = Seeds([0.91, 0.93, 0.92]), Seeds([0.88, 0.87, 0.90])
+    >>> outcome = beats(ours, theirs, names=("A", "B"))
+    >>> outcome.verdict
+    'reproduced'
+    >>> outcome.reason
+    'A 0.920 ± 0.010 vs B 0.883 ± 0.015 (mean ± sd over 3 seeds): A is 0.0367 higher, 2 s.e. of the difference = 0.0211 — outside the noise'
+    >>> rows = [Claim("A is more accurate than B", "95% vs 91%", f"{ours:.2f} vs {theirs:.2f}", outcome),
+    ...         Claim("The identity holds", "derivation", "float64", exact(3e-16, 1e-12, name="max error"))]
+    >>> print(claims_table(rows, page="demo"))  # doctest: +ELLIPSIS
+    | Verdict | Claim | Article | Ours | Why |
+    |---|---|---|---|---|
+    | <span class="kx-verdict" data-verdict="reproduced">reproduced</span> | A is more accurate than B | ...
 """
 
 from __future__ import annotations
