@@ -5,16 +5,37 @@ which code fences exist, at which line, with which markdown-exec options, and it
 expands ``pymdownx.snippets`` include lines (``--8<-- "path"``) the same way the
 build does before a fence runs. Keeping one scanner means pytest and
 ``mkdocs build`` can never disagree about which fences run and in which session.
+
+It also holds the one thing that *runs* fences, :class:`FenceExecutor`: the build hook
+(``docs/_hooks/fences.py``) hands it to markdown-exec through markdown-exec's public
+``base_format``, and the pytest runner (``kexue/_pytest_docs.py``) calls it directly, so a
+fence runs with exactly the same namespace, ``print`` capture and random state in both, and
+the pytest run can record outputs that the strict build then reuses instead of running the
+page code a second time.
 """
 
 from __future__ import annotations
 
+import ast
+import hashlib
+import io
+import json
+import os
+import platform
+import random
 import re
 import shlex
+import sys
+import tempfile
+import time
+import traceback
+import types
 from dataclasses import dataclass, field
+from importlib import metadata
 from pathlib import Path
+from typing import Any
 
-__all__ = ["Fence", "exec_enabled", "expand_snippets", "scan_fences"]
+__all__ = ["Fence", "FenceError", "FenceExecutor", "exec_enabled", "expand_snippets", "scan_fences"]
 
 _OPEN = re.compile(r"^(?P<indent>[ \t]*)(?P<marker>`{3,}|~{3,})(?P<info>.*)$")
 _SNIPPET = re.compile(r"^(?P<indent>[ \t]*)(?P<semi>;?)--8<--\s+(?P<q>['\"])(?P<spec>.+?)(?P=q)\s*$")
@@ -177,3 +198,202 @@ def expand_snippets(source: str, base: Path) -> str:
             text += "\n"
         out.append("".join(m["indent"] + t for t in text.splitlines(keepends=True)))
     return "".join(out)
+
+
+# ----------------------------------------------------------------------------- running fences
+
+# Libraries whose version can change what a fence prints or draws.
+_VERSIONED = ("torch", "numpy", "scipy", "matplotlib", "scikit-learn", "markdown-exec")
+# A string literal in a fence that names a file of the repository (outside kexue/, which is
+# always part of the key): the file's content joins the key of that fence and of the later
+# fences of its session.
+_PATH_LITERAL = re.compile(r"""["']((?:[\w.-]+/)*[\w.-]+\.(?:json|csv|txt|toml|yaml|yml|npz|npy|pt))["']""")
+
+
+class FenceError(Exception):
+    """A fence raised. ``traceback`` is the formatted traceback (page file and line numbers),
+    ``printed`` what the fence printed before it failed."""
+
+    def __init__(self, traceback_text: str, printed: str) -> None:
+        super().__init__(traceback_text)
+        self.traceback = traceback_text
+        self.printed = printed
+
+
+def _buffer_print(buffer: io.StringIO):
+    def _print(*values: Any, sep: str | None = " ", end: str | None = "\n", **_: Any) -> None:
+        buffer.write((" " if sep is None else sep).join(str(v) for v in values))
+        buffer.write("\n" if end is None else end)
+
+    return _print
+
+
+def _reset_random_state() -> None:
+    """Seed the global generators a page might use without seeding them itself.
+
+    A page starts from the same random state whether it runs in a fresh ``mkdocs build`` or in
+    the middle of a pytest session, so their outputs agree byte for byte.
+    """
+    random.seed(0)
+    if "numpy" in sys.modules:
+        sys.modules["numpy"].random.seed(0)
+    if "torch" in sys.modules:
+        sys.modules["torch"].manual_seed(0)
+
+
+@dataclass
+class _Session:
+    namespace: dict[str, Any]
+    history: list[str] = field(default_factory=list)
+    skipped: list[tuple[str, str, int]] = field(default_factory=list)  # (code, page, line) not run yet
+    started: bool = False
+
+
+class FenceExecutor:
+    """Runs executed fences: one namespace per (page, session), ``print`` captured, optional cache.
+
+    * A session's namespace is a fresh module (registered in ``sys.modules``, which
+      dataclasses and pickle need); a fence without a session gets a private one. Before a
+      session's first fence runs, the global random generators are seeded with 0.
+    * ``print`` writes to a buffer; the fence's output is what it printed.
+    * Tracebacks name the page and its line numbers (the code is compiled with the page's
+      path as file name, padded to the fence's line).
+    * Cache (``cache_dir``): a fence's output is stored under a key hashing the Python and
+      library versions, the source of the ``kexue`` package, the files the session's code names
+      as string literals (e.g. ``"benchmarks/results.json"``), the page, the session, and
+      **every fence of the session up to and including this one**. With ``read=True`` a hit is
+      not run; its code is remembered, and when a later fence of the session misses, the skipped
+      fences are replayed first (output discarded), so the miss runs in exactly the namespace a
+      cold run gives it. With ``read=False`` (the pytest run) every fence runs and its output is
+      recorded for a later build.
+    * Time per page is summed in ``seconds`` and ``fences`` (measurements, never assertions).
+
+    Args:
+        root: The repository root (``kexue/`` and the files fences read live under it).
+        cache_dir: Directory of the output cache, or None for no cache.
+        read: Serve hits from the cache (the build) or only record (pytest).
+    """
+
+    def __init__(self, root: Path, cache_dir: Path | None = None, *, read: bool = True) -> None:
+        self.root = Path(root)
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else None
+        self.read = read
+        self.sessions: dict[tuple[str, str], _Session] = {}
+        self.hits = 0
+        self.misses = 0
+        self.seconds: dict[str, float] = {}
+        self.fences: dict[str, int] = {}
+        self._salt: str | None = None
+        self._file_hashes: dict[str, str] = {}
+
+    # -- keys
+
+    def salt(self) -> str:
+        """Hash of the Python and library versions and the ``kexue`` source (computed once)."""
+        if self._salt is None:
+            h = hashlib.sha256(platform.python_version().encode())
+            for name in _VERSIONED:
+                try:
+                    h.update(f"{name}=={metadata.version(name)}".encode())
+                except metadata.PackageNotFoundError:
+                    h.update(f"{name} absent".encode())
+            for path in sorted((self.root / "kexue").rglob("*.py")):
+                h.update(path.relative_to(self.root).as_posix().encode())
+                h.update(path.read_bytes())
+            self._salt = h.hexdigest()
+        return self._salt
+
+    def _file_hash(self, name: str) -> str | None:
+        if name not in self._file_hashes:
+            path = self.root / name
+            if not path.is_file() or path.resolve().is_relative_to((self.root / "kexue").resolve()):
+                return None
+            self._file_hashes[name] = hashlib.sha256(path.read_bytes()).hexdigest()
+        return self._file_hashes[name]
+
+    def key(self, page: str, session: str | None, history: list[str]) -> str:
+        """The cache key of the last fence of ``history`` (see the class docstring)."""
+        read = sorted({m for code in history for m in _PATH_LITERAL.findall(code) if self._file_hash(m)})
+        files = [(name, self._file_hash(name)) for name in read]
+        payload = json.dumps([self.salt(), files, page, session, [c.rstrip("\n") for c in history]])
+        return hashlib.sha256(payload.encode()).hexdigest()
+
+    def _path(self, key: str) -> Path:
+        assert self.cache_dir is not None
+        return self.cache_dir / key[:2] / f"{key}.out"
+
+    def _store(self, key: str, output: str) -> None:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=path.parent, delete=False) as tmp:
+            tmp.write(output)
+        os.replace(tmp.name, path)
+
+    # -- running
+
+    def _session(self, page: str, session: str | None) -> _Session:
+        if session is None:
+            module = types.ModuleType("kexue_fence_private")
+            return _Session(module.__dict__)
+        key = (page, session)
+        if key not in self.sessions:
+            slug = re.sub(r"\W+", "_", f"{page}_{session}")
+            module = types.ModuleType(f"kexue_fence_{slug}")
+            sys.modules[module.__name__] = module
+            self.sessions[key] = _Session(module.__dict__)
+        return self.sessions[key]
+
+    def _exec(self, code: str, state: _Session, filename: str, line: int) -> str:
+        if not state.started:
+            state.started = True
+            _reset_random_state()
+        padded = "\n" * max(0, line) + code
+        buffer = io.StringIO()
+        state.namespace["print"] = _buffer_print(buffer)
+        try:
+            compiled = compile(padded, filename, "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT, dont_inherit=True)
+            exec(compiled, state.namespace)  # noqa: S102 - running the documentation is the point
+        except Exception as error:
+            tb = traceback.TracebackException.from_exception(error)
+            raise FenceError("".join(tb.format()), buffer.getvalue()) from error
+        return buffer.getvalue()
+
+    def run(self, code: str, *, page: str, line: int, session: str | None, filename: str | None = None) -> str:
+        """Run one fence (or serve it from the cache) and return what it printed.
+
+        Args:
+            code: The fence's code, as the page has it.
+            page: The page's path relative to the docs directory, e.g. ``articles/hsic.md``.
+            line: Line number of the fence's opening line in the page file.
+            session: The markdown-exec session name, or None for a private namespace.
+            filename: File name shown in tracebacks (default: ``docs/<page>``).
+
+        Raises:
+            FenceError: If the fence raised.
+        """
+        state = self._session(page, session)
+        filename = filename or f"docs/{page}"
+        start = time.perf_counter()
+        try:
+            if self.cache_dir is None:
+                return self._exec(code, state, filename, line)
+            state.history.append(code)
+            key = self.key(page, session, state.history)
+            if self.read and self._path(key).is_file():
+                self.hits += 1
+                state.skipped.append((code, filename, line))
+                return self._path(key).read_text(encoding="utf-8")
+            self.misses += 1
+            for earlier, earlier_file, earlier_line in state.skipped:
+                self._exec(earlier, state, earlier_file, earlier_line)
+            state.skipped.clear()
+            output = self._exec(code, state, filename, line)
+            self._store(key, output)
+            return output
+        finally:
+            self.seconds[page] = self.seconds.get(page, 0.0) + time.perf_counter() - start
+            self.fences[page] = self.fences.get(page, 0) + 1
+
+    def times(self) -> dict[str, dict[str, float]]:
+        """``{page: {"seconds": s, "fences": n}}`` of everything run so far."""
+        return {p: {"seconds": round(s, 3), "fences": self.fences[p]} for p, s in self.seconds.items()}

@@ -1,19 +1,23 @@
 """pytest plugin: run the site's executed fences with the same semantics as ``mkdocs build``.
 
 pytest-markdown-docs collects every Python fence of every Markdown file and, left
-alone, runs each in a fresh namespace. markdown-exec (the build) instead runs only
-``exec="on"`` fences, shares one namespace per ``session``, and captures ``print``.
-This plugin registers a default runner that closes the gap:
+alone, runs each in a fresh namespace. The build instead runs only ``exec="on"`` fences,
+shares one namespace per ``session`` and captures ``print``. This plugin registers a default
+runner that closes the gap by running every fence through the build's own executor,
+:class:`kexue._docs.FenceExecutor`:
 
 * a fence without a true ``exec`` option is skipped (it is display-only on the site);
-* fences with the same ``session`` on one page share a namespace and run in page
-  order; if pytest selects a later fence alone (``-k``), the earlier fences of its
-  session run first, so every fence sees what it would see in the build;
-* a session name used on two pages is an error (markdown-exec would leak names
-  between them);
-* ``print`` inside a fence writes to a buffer, as markdown-exec does; on failure the
-  captured text is attached to the error;
-* ``--8<--`` snippet lines are expanded from the project root before running.
+* fences with the same ``session`` on one page share a namespace and run in page order; if
+  pytest selects a later fence alone (``-k``), the earlier fences of its session run first,
+  so every fence sees what it would see in the build;
+* a session name used on two pages is an error (markdown-exec would leak names between them
+  on the site);
+* ``print`` inside a fence writes to a buffer, as in the build; on failure the captured text
+  is attached to the error;
+* ``--8<--`` snippet lines are expanded from the project root before running;
+* when ``$KEXUE_FENCE_RECORD`` names a directory, every fence's output is recorded there under
+  the build cache's key, so the strict build of the same test session reads it instead of
+  running the page code again (``tests/conftest.py`` sets this up).
 
 Activated by ``pytest_plugins = ["kexue._pytest_docs"]`` in the root ``conftest.py``
 (or ``-p kexue._pytest_docs``).
@@ -21,44 +25,42 @@ Activated by ``pytest_plugins = ["kexue._pytest_docs"]`` in the root ``conftest.
 
 from __future__ import annotations
 
-import ast
-import io
-import re
-import sys
-import types
-from dataclasses import dataclass, field
+import os
 from pathlib import Path
 from typing import Any
 
 import pytest
-from pytest_markdown_docs._runners import DefaultRunner, register_runner
 
-from kexue._docs import Fence, expand_snippets, scan_fences
+# The one private import of the plugin: pytest-markdown-docs documents custom runners only in its
+# source. Checked against the pinned 0.9.2; if a later version moves it, this line fails loudly.
+from pytest_markdown_docs._runners import DefaultRunner, register_runner  # kexue: pinned private API
 
-__all__ = ["SiteFenceRunner"]
+from kexue._docs import Fence, FenceError, FenceExecutor, expand_snippets, scan_fences
+
+__all__ = ["RECORD_ENV", "SiteFenceRunner", "executor"]
+
+RECORD_ENV = "KEXUE_FENCE_RECORD"
 
 
-@dataclass
-class _Session:
-    namespace: dict[str, Any]
-    done: set[int] = field(default_factory=set)
+class _State:
+    executor: FenceExecutor | None = None
 
 
-def _buffer_print(buffer: io.StringIO):
-    def _print(*values: Any, sep: str | None = " ", end: str | None = "\n", **_: Any) -> None:
-        buffer.write((" " if sep is None else sep).join(str(v) for v in values))
-        buffer.write("\n" if end is None else end)
-
-    return _print
+def executor(root: Path | None = None) -> FenceExecutor:
+    """The executor of this pytest process (created on first use, recording if ``$KEXUE_FENCE_RECORD`` is set)."""
+    if _State.executor is None:
+        record = os.environ.get(RECORD_ENV, "").strip()
+        _State.executor = FenceExecutor(root or Path.cwd(), Path(record) if record else None, read=False)
+    return _State.executor
 
 
 @register_runner(default=True)
 class SiteFenceRunner(DefaultRunner):
-    """Default runner giving pytest-markdown-docs markdown-exec's semantics (see module docstring)."""
+    """Default runner giving pytest-markdown-docs the build's semantics (see module docstring)."""
 
     def __init__(self) -> None:
         self._fences: dict[Path, list[Fence]] = {}
-        self._sessions: dict[tuple[Path, str | None], _Session] = {}
+        self._done: dict[tuple[Path, str], set[int]] = {}
         self._session_pages: dict[str, Path] = {}
 
     def _page_fences(self, path: Path) -> list[Fence]:
@@ -66,37 +68,24 @@ class SiteFenceRunner(DefaultRunner):
             self._fences[path] = scan_fences(path.read_text(encoding="utf-8"))
         return self._fences[path]
 
-    def _session(self, path: Path, name: str | None) -> _Session:
-        key = (path, name)
-        if key not in self._sessions:
-            if name is not None:
-                other = self._session_pages.setdefault(name, path)
-                if other != path:
-                    raise RuntimeError(
-                        f"session {name!r} is used on two pages ({other} and {path}); "
-                        "markdown-exec shares sessions across pages, so names must be page-unique"
-                    )
-            slug = re.sub(r"\W+", "_", f"{path.stem}_{name or 'private'}")
-            module = types.ModuleType(f"kexue_fence_{slug}")
-            sys.modules[module.__name__] = module  # dataclasses and pickle look modules up here
-            self._sessions[key] = _Session(module.__dict__)
-        return self._sessions[key]
+    @staticmethod
+    def _docs_relative(path: Path) -> str:
+        parts = path.parts
+        if "docs" in parts:
+            i = len(parts) - 1 - parts[::-1].index("docs")
+            return Path(*parts[i + 1 :]).as_posix()
+        return path.name
 
-    def _run_fence(self, filename: str, fence: Fence, namespace: dict[str, Any]) -> None:
-        root = Path.cwd()
-        source = expand_snippets(fence.source, root)
-        # Pad so that tracebacks show line numbers of the Markdown file.
-        padded = "\n" * fence.line + source
-        code = compile(padded, filename, "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT, dont_inherit=True)
-        buffer = io.StringIO()
-        namespace["print"] = _buffer_print(buffer)
+    def _run_fence(self, path: Path, fence: Fence, args: dict[str, Any] | None = None) -> None:
+        run = executor()
+        source = expand_snippets(fence.source, Path.cwd())
         try:
-            exec(code, namespace)  # noqa: S102 - running the documentation is the point
-        except BaseException as error:
-            printed = buffer.getvalue()
-            if printed:
-                error.add_note(f"the fence printed (last 2000 characters):\n{printed[-2000:]}")
-            raise
+            run.run(source, page=self._docs_relative(path), line=fence.line, session=fence.session, filename=str(path))
+        except FenceError as error:
+            cause = error.__cause__ or error
+            if error.printed:
+                cause.add_note(f"the fence printed (last 2000 characters):\n{error.printed[-2000:]}")
+            raise cause from None
 
     def runtest(self, test, args, **_: Any) -> None:
         path = Path(test.source_path).resolve()
@@ -106,18 +95,19 @@ class SiteFenceRunner(DefaultRunner):
             raise RuntimeError(f"{path}:{test.start_line}: pytest found a fence the site scanner did not")
         if not fence.executed:
             pytest.skip('display-only fence (no exec="on"): not executed on the site either')
-        if fence.session is None:
-            namespace = types.ModuleType("kexue_fence_private").__dict__
-            namespace.update(args)
-            self._run_fence(str(test.source_path), fence, namespace)
-            return
-        session = self._session(path, fence.session)
-        for earlier in fences:
-            if earlier.line >= fence.line:
-                break
-            if earlier.executed and earlier.session == fence.session and earlier.line not in session.done:
-                session.done.add(earlier.line)
-                self._run_fence(str(test.source_path), earlier, session.namespace)
-        session.namespace.update(args)
-        session.done.add(fence.line)
-        self._run_fence(str(test.source_path), fence, session.namespace)
+        if fence.session is not None:
+            other = self._session_pages.setdefault(fence.session, path)
+            if other != path:
+                raise RuntimeError(
+                    f"session {fence.session!r} is used on two pages ({other} and {path}); "
+                    "markdown-exec shares sessions across pages, so names must be page-unique"
+                )
+            done = self._done.setdefault((path, fence.session), set())
+            for earlier in fences:
+                if earlier.line >= fence.line:
+                    break
+                if earlier.executed and earlier.session == fence.session and earlier.line not in done:
+                    done.add(earlier.line)
+                    self._run_fence(path, earlier)
+            done.add(fence.line)
+        self._run_fence(path, fence)

@@ -9,6 +9,7 @@ README: a broken example cannot pass ``mkdocs build --strict`` or pytest.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -71,6 +72,7 @@ def test_broken_fence_fails_build_and_pytest_with_page_and_line(tmp_path: Path, 
     assert build.returncode != 0
     assert f"'index.md:{line}'" in build.log, build.log[-3000:]
     assert "deliberately broken fence" in build.log
+    assert re.search(rf'File "docs/index.md", line {line + 1}\b', build.log), build.log[-3000:]
 
     proc = _pytest_page(tmp_path, root)
     assert proc.returncode == 1, proc.stdout[-3000:]

@@ -1,4 +1,4 @@
-"""The fence scanner and snippet expansion shared by the build hook and the pytest runner."""
+"""The fence scanner, snippet expansion and fence executor shared by the build hook and the pytest runner."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from kexue._docs import exec_enabled, expand_snippets, scan_fences
+from kexue._docs import FenceError, FenceExecutor, exec_enabled, expand_snippets, scan_fences
 
 PAGE = '''# Title
 
@@ -75,43 +75,69 @@ def test_expand_snippets_errors_name_the_problem(tmp_path: Path):
         expand_snippets('--8<-- "m.py:missing"\n', tmp_path)
 
 
-def _fences_hook():
-    import importlib.util
+def test_executor_shares_a_namespace_per_session_and_captures_print(tmp_path: Path):
+    run = FenceExecutor(tmp_path)
+    assert run.run("x = 2\nprint('a', 'b', sep='-')", page="p.md", line=3, session="s") == "a-b\n"
+    assert run.run("print(x * 21)", page="p.md", line=9, session="s") == "42\n"
+    with pytest.raises(FenceError) as info:
+        run.run("print(x)", page="p.md", line=12, session=None)  # private namespace: x is unknown
+    assert "NameError" in info.value.traceback
+    assert run.fences == {"p.md": 3}
 
-    path = Path(__file__).resolve().parents[1] / "docs" / "_hooks" / "fences.py"
-    spec = importlib.util.spec_from_file_location("kexue_fences_hook", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+
+def test_executor_errors_name_the_page_and_its_line(tmp_path: Path):
+    run = FenceExecutor(tmp_path)
+    with pytest.raises(FenceError) as info:
+        run.run("print('half')\n1 / 0", page="articles/x.md", line=40, session="s")
+    assert 'File "docs/articles/x.md", line 42' in info.value.traceback
+    assert info.value.printed == "half\n"
 
 
-def test_fence_cache_key_changes_with_the_files_fences_read(tmp_path: Path, monkeypatch):
-    """A warm build must not show stale benchmark numbers: results.json is part of every cache key."""
-    hook = _fences_hook()
-    assert "benchmarks/results.json" in hook._READ_BY_FENCES
-    data = tmp_path / "results.json"
-    monkeypatch.setattr(hook, "_READ_BY_FENCES", (str(data),))
-    absent = hook._salt()
+def test_executor_seeds_the_global_generators_before_a_page(tmp_path: Path):
+    import torch
+
+    run = FenceExecutor(tmp_path)
+    torch.rand(5)  # whatever ran before in this process
+    first = run.run("import torch\nprint(torch.rand(2).tolist())", page="a.md", line=1, session="a")
+    torch.rand(7)
+    second = run.run("import torch\nprint(torch.rand(2).tolist())", page="b.md", line=1, session="b")
+    assert first == second
+
+
+def test_executor_cache_hits_replay_and_record_mode(tmp_path: Path):
+    cache = tmp_path / "cache"
+    recorder = FenceExecutor(tmp_path, cache, read=False)
+    fences = ["n = 1\nprint(n)", "n += 1\nprint(n)", "print(n * 10)"]
+    outs = [recorder.run(c, page="p.md", line=i, session="s") for i, c in enumerate(fences)]
+    assert outs == ["1\n", "2\n", "20\n"] and recorder.misses == 3 and recorder.hits == 0
+    reader = FenceExecutor(tmp_path, cache, read=True)
+    assert [reader.run(c, page="p.md", line=i, session="s") for i, c in enumerate(fences)] == outs
+    assert (reader.hits, reader.misses) == (3, 0)
+    # A changed last fence misses: the two skipped fences are replayed first, in order.
+    again = FenceExecutor(tmp_path, cache, read=True)
+    again.run(fences[0], page="p.md", line=0, session="s")
+    again.run(fences[1], page="p.md", line=1, session="s")
+    assert again.run("print(n * 100)", page="p.md", line=2, session="s") == "200\n"
+    assert (again.hits, again.misses) == (2, 1)
+    # Record mode never serves from the cache: every fence runs.
+    assert FenceExecutor(tmp_path, cache, read=False).run("print('ran')", page="q.md", line=0, session=None) == "ran\n"
+
+
+def test_cache_key_follows_the_files_a_session_names(tmp_path: Path):
+    """A warm build must not show stale benchmark numbers, and fences that read no file keep their key."""
+    (tmp_path / "kexue").mkdir()
+    (tmp_path / "kexue" / "m.py").write_text("x = 1\n", encoding="utf-8")
+    data = tmp_path / "benchmarks" / "results.json"
+    data.parent.mkdir()
+    reads = ['import json\nr = json.loads(open("benchmarks/results.json").read())']
+    plain = ["print(1)"]
     data.write_text('{"ratio": 2.2}', encoding="utf-8")
-    first = hook._salt()
+    first = FenceExecutor(tmp_path)
+    k_reads, k_plain = first.key("p.md", "s", reads), first.key("q.md", "t", plain)
     data.write_text('{"ratio": 5.6}', encoding="utf-8")
-    assert len({absent, first, hook._salt()}) == 3
-    data.write_text('{"ratio": 2.2}', encoding="utf-8")
-    assert hook._salt() == first
-
-
-def test_fence_clock_sums_time_per_page_and_passes_results_through():
-    hook = _fences_hook()
-    calls = []
-
-    def run(code, returncode=None, session=None, id=None, **extra):
-        calls.append((code, session, id))
-        return f"out:{code}"
-
-    clock = hook.FenceClock(run)
-    assert clock("a", session="s", id="articles/x.md:10") == "out:a"
-    assert clock("b", session="s", id="articles/x.md:20") == "out:b"
-    assert clock("c", session=None, id="about.md:5") == "out:c"
-    assert calls == [("a", "s", "articles/x.md:10"), ("b", "s", "articles/x.md:20"), ("c", None, "about.md:5")]
-    assert clock.fences == {"articles/x.md": 2, "about.md": 1}
-    assert set(clock.seconds) == {"articles/x.md", "about.md"} and all(v >= 0 for v in clock.seconds.values())
+    second = FenceExecutor(tmp_path)
+    assert second.key("p.md", "s", reads) != k_reads
+    assert second.key("q.md", "t", plain) == k_plain
+    assert second.key("p.md", "s", [*reads, "print(r)"]) != second.key("p.md", "s", ["print(r)"])
+    (tmp_path / "kexue" / "m.py").write_text("x = 2\n", encoding="utf-8")
+    assert FenceExecutor(tmp_path).key("q.md", "t", plain) != k_plain  # the library source is in every key

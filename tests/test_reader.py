@@ -22,6 +22,7 @@ import pytest
 import yaml
 from nbclient import NotebookClient
 
+from kexue._docs import scan_fences
 from tests.conftest import ROOT, mini_site, mkdocs_build
 
 sys.path.insert(0, str(ROOT / "docs" / "_hooks"))
@@ -224,11 +225,17 @@ def test_article_has_thumbnail_cite_and_source(built_site, page: Path):
 
 
 @pytest.mark.parametrize("page", ARTICLES, ids=lambda p: p.stem)
-def test_article_notebook_runs_top_to_bottom(built_site, page: Path, tmp_path: Path):
-    nb = _run(built_site.site / "articles" / page.stem / f"{page.stem}.ipynb", tmp_path, timeout=600)
-    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
-    assert not errors
-    assert sum(c.cell_type == "code" for c in nb.cells) >= 3
+def test_article_notebook_holds_the_page_code_in_order(built_site, page: Path):
+    """Each notebook's code cells are the page's executed fences, in order (checked statically:
+    the page code itself ran under pytest, and the demo notebook proves the cells run in a kernel)."""
+    nb = nbformat.read(built_site.site / "articles" / page.stem / f"{page.stem}.ipynb", as_version=4)
+    nbformat.validate(nb)
+    cells = ["".join(c.source) for c in nb.cells if c.cell_type == "code"]
+    code = [c.removeprefix("%%capture _page_output\n") for c in cells if "display(" not in c.split("\n", 1)[-1]
+            or not c.startswith("from IPython.display")]
+    fences = [f for f in scan_fences(page.read_text(encoding="utf-8")) if f.executed]
+    expected = [re.sub(r"[ \t]*#\s*markdown-exec:\s*hide\s*$", "", f.source, flags=re.MULTILINE).rstrip() for f in fences]
+    assert code == expected
 
 
 class _Links(HTMLParser):

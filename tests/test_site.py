@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.conftest import ROOT, mkdocs_build
+from kexue._docs import scan_fences
+from kexue._pytest_docs import RECORD_ENV, executor
 
 pytestmark = pytest.mark.site
 
@@ -70,19 +74,53 @@ def test_executed_fence_output_is_in_the_page(built_site):
     assert '<figure class="kexue-figure"><svg' in about
 
 
-def test_warm_build_from_the_fence_cache_is_byte_identical(built_site, tmp_path: Path):
-    cache = built_site.site.parent / "fence-cache"
-    assert re.search(r"fence cache .*: 0 hits, [1-9]\d* misses", built_site.log), "the cold build did not fill the cache"
-    warm = mkdocs_build(ROOT / "mkdocs.yml", tmp_path / "site", fence_cache=cache)
-    assert warm.returncode == 0, warm.log[-3000:]
-    m = re.search(r"fence cache .*: (\d+) hits, 0 misses", warm.log)
-    assert m and int(m[1]) > 0, warm.log[-2000:]
-    cold_files = {p.relative_to(built_site.site) for p in built_site.site.rglob("*") if p.is_file()}
-    warm_files = {p.relative_to(warm.site) for p in warm.site.rglob("*") if p.is_file()}
-    assert cold_files == warm_files
-    differ = [str(f) for f in sorted(cold_files) if (built_site.site / f).read_bytes() != (warm.site / f).read_bytes()]
-    assert not differ, f"warm build differs from the cold one in: {differ[:10]}"
-    print(f"\ncold build {built_site.seconds:.1f} s, warm build {warm.seconds:.1f} s")
+def _executed_pages(root: Path) -> set[str]:
+    docs = root / "docs"
+    return {
+        p.relative_to(docs).as_posix()
+        for p in docs.rglob("*.md")
+        if "_hooks" not in p.parts and any(f.executed for f in scan_fences(p.read_text(encoding="utf-8")))
+    }
+
+
+def test_strict_build_reuses_the_outputs_pytest_recorded(built_site, root: Path):
+    """Page code runs once per test session: the build serves every fence pytest already ran."""
+    ran = set(executor(root).times())
+    m = re.search(r"fence cache .*: (\d+) hits, (\d+) misses", built_site.log)
+    assert m, built_site.log[-2000:]
+    hits, misses = int(m[1]), int(m[2])
+    if not _executed_pages(root) <= ran:
+        pytest.skip(f"this session ran the fences of {len(ran)} pages only; the build ran the rest ({misses} misses)")
+    assert misses == 0 and hits == sum(executor(root).fences.values()), built_site.log[-2000:]
+
+
+def test_recorded_outputs_equal_a_cold_run_in_a_fresh_process(built_site, root: Path, tmp_path: Path):
+    """What the build shows (recorded under pytest, after the unit tests ran in the same process)
+    is byte for byte what a fresh process computes: checked on About, Performance and the
+    cheapest article page."""
+    times = executor(root).times()
+    articles = sorted((p for p in times if p.startswith("articles/")), key=lambda p: times[p]["seconds"])
+    pages = ["about.md", "performance.md", *articles[:1]]
+    cache = Path(os.environ.get(RECORD_ENV) or built_site.site.parent / "fence-cache")
+    fresh = tmp_path / "fresh"
+    script = (
+        "import sys; from pathlib import Path\n"
+        "from kexue._docs import FenceExecutor, scan_fences\n"
+        "root = Path(sys.argv[1]); run = FenceExecutor(root, Path(sys.argv[2]), read=False)\n"
+        "for page in sys.argv[3:]:\n"
+        "    for f in scan_fences((root / 'docs' / page).read_text(encoding='utf-8')):\n"
+        "        if f.executed:\n"
+        "            run.run(f.source, page=page, line=f.line, session=f.session)\n"
+    )
+    env = {**os.environ, "MPLBACKEND": "Agg"}
+    proc = subprocess.run([sys.executable, "-c", script, str(root), str(fresh), *pages], cwd=root, env=env,
+                          capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    outputs = sorted(fresh.rglob("*.out"))
+    assert len(outputs) >= 5
+    differ = [p.name for p in outputs if not (cache / p.parent.name / p.name).is_file()
+              or (cache / p.parent.name / p.name).read_bytes() != p.read_bytes()]
+    assert not differ, f"{len(differ)} of {len(outputs)} fence outputs of {pages} differ from a fresh process"
 
 
 def test_fence_times_are_recorded_for_every_article(built_site, root: Path):

@@ -32,6 +32,7 @@ from datetime import date
 from html.parser import HTMLParser
 from pathlib import Path
 
+import nbformat
 from mkdocs.structure.files import File
 from mkdocs.utils.meta import get_data
 
@@ -84,21 +85,16 @@ def _is_article(src_uri: str, meta: dict) -> bool:
 # ---------------------------------------------------------------- notebook
 
 
-def _cell_source(text: str) -> list[str]:
-    lines = text.strip("\n").split("\n")
-    return [line + "\n" for line in lines[:-1]] + [lines[-1]]
+def _markdown_cell(text: str) -> nbformat.NotebookNode:
+    return nbformat.v4.new_markdown_cell(text.strip("\n"))
 
 
-def _markdown_cell(text: str) -> dict:
-    return {"cell_type": "markdown", "metadata": {}, "source": _cell_source(text)}
+def _code_cell(text: str) -> nbformat.NotebookNode:
+    return nbformat.v4.new_code_cell(text.strip("\n"))
 
 
-def _code_cell(text: str) -> dict:
-    return {"cell_type": "code", "execution_count": None, "metadata": {}, "outputs": [], "source": _cell_source(text)}
-
-
-def notebook_from_markdown(markdown: str, meta: dict, page_url: str) -> dict:
-    """Turn an article page's Markdown into an nbformat-4 notebook (as a dict).
+def notebook_from_markdown(markdown: str, meta: dict, page_url: str) -> nbformat.NotebookNode:
+    """Turn an article page's Markdown into an nbformat-4 notebook (validated).
 
     Executed fences become code cells in page order; their hidden-line markers are removed
     but the lines are kept, because later cells may need what they define. A fence whose
@@ -107,7 +103,7 @@ def notebook_from_markdown(markdown: str, meta: dict, page_url: str) -> dict:
     become Markdown code blocks (snippet includes expanded), prose becomes Markdown cells.
     """
     lines = markdown.split("\n")
-    cells: list[dict] = [
+    cells: list[nbformat.NotebookNode] = [
         _markdown_cell(
             f"# {meta.get('title', '')}\n\n"
             f"Notebook generated from the kexue page [{meta.get('title', '')}]({page_url}), which explains "
@@ -151,20 +147,21 @@ def notebook_from_markdown(markdown: str, meta: dict, page_url: str) -> dict:
         i = end + 1
     if "\n".join(prose).strip():
         cells.append(_markdown_cell("\n".join(prose)))
-    return {
-        "cells": cells,
-        "metadata": {
+    nb = nbformat.v4.new_notebook(
+        cells=cells,
+        metadata={
             "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
             "language_info": {"name": "python"},
         },
-        "nbformat": 4,
-        "nbformat_minor": 5,
-    }
+    )
+    return nb
 
 
-def _with_cell_ids(nb: dict, slug: str) -> dict:
-    for n, cell in enumerate(nb["cells"]):
+def _with_cell_ids(nb: nbformat.NotebookNode, slug: str) -> nbformat.NotebookNode:
+    """Give cells stable ids (nbformat's are random), so two builds write identical notebooks."""
+    for n, cell in enumerate(nb.cells):
         cell["id"] = f"{slug}-{n}"
+    nbformat.validate(nb)
     return nb
 
 
@@ -189,7 +186,7 @@ def on_files(files, config):
         page_url = config.site_url.rstrip("/") + "/" + file.url if config.site_url else file.url
         nb = _with_cell_ids(notebook_from_markdown(body, meta, page_url), slug)
         files.append(
-            File.generated(config, f"articles/{slug}/{slug}.ipynb", content=json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
+            File.generated(config, f"articles/{slug}/{slug}.ipynb", content=nbformat.writes(nb) + "\n")
         )
         files.append(File.generated(config, f"articles/{slug}/{slug}.md.txt", content=raw))
     return files
