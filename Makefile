@@ -21,12 +21,13 @@ export PYTHONDONTWRITEBYTECODE := 1
 # 1.2-1.8x slower on an idle 2-core machine (capsule 24.7 s -> 30.4 s, DGCNN 17.3 s -> 29.4 s);
 # it only helped when several builds shared the cores. Export it yourself in that situation.
 
-.PHONY: help serve test site bench clean lock browser-deps
+.PHONY: help serve test site site-offline bench clean lock browser-deps
 
 help:
 	@echo "make serve   set up, then serve the site at http://$(ADDR) with live reload"
 	@echo "make test    set up (with test extra), then unit tests, executed docs, strict build, browser test"
 	@echo "make site    strict build of the site into site/"
+	@echo "make site-offline  a zip of the site that works from file:// (offline/kexue-offline.zip)"
 	@echo "make bench   time kexue against peer libraries; writes benchmarks/results.json (Performance page)"
 	@echo "make clean   remove .venv, node_modules, site/ and caches"
 	@echo "make lock    refresh constraints.txt from the current venv"
@@ -62,8 +63,19 @@ KEXUE_FENCE_CACHE ?= .cache/fences
 serve: $(DOCS_STAMP) $(NODE_STAMP)
 	KEXUE_FENCE_CACHE=$(KEXUE_FENCE_CACHE) $(BIN)/mkdocs serve --dev-addr $(ADDR) --livereload
 
+# OFFLINE_ZIP=offline/kexue-offline.zip ships that zip with the site and links it from the home page.
+OFFLINE_ZIP ?=
+
 site: $(DOCS_STAMP) $(NODE_STAMP)
-	KEXUE_FENCE_CACHE=$(KEXUE_FENCE_CACHE) $(BIN)/mkdocs build --strict --site-dir site
+	KEXUE_FENCE_CACHE=$(KEXUE_FENCE_CACHE) KEXUE_OFFLINE_ZIP=$(OFFLINE_ZIP) $(BIN)/mkdocs build --strict --site-dir site
+
+# Material's offline plugin: .html links and an inlined search index, so the unpacked zip works
+# from file:// with search and navigation (the search worker's polyfill is served locally).
+site-offline: $(DOCS_STAMP) $(NODE_STAMP)
+	rm -rf offline
+	KEXUE_FENCE_CACHE=$(KEXUE_FENCE_CACHE) KEXUE_OFFLINE=true $(BIN)/mkdocs build --strict --site-dir offline/kexue
+	cd offline && ../$(BIN)/python -m zipfile -c kexue-offline.zip kexue
+	@echo "offline/kexue-offline.zip: unpack it and open kexue/index.html"
 
 test: $(TEST_STAMP) $(NODE_STAMP) browser-deps
 	env -u KEXUE_FENCE_CACHE $(BIN)/python -m pytest
@@ -77,5 +89,5 @@ lock: | $(BIN)/python
 	@echo "constraints.txt refreshed ($$(wc -l < constraints.txt) pins)"
 
 clean:
-	rm -rf $(VENV) node_modules site .pytest_cache .hypothesis .cache artifacts
+	rm -rf $(VENV) node_modules site offline dist .pytest_cache .hypothesis .cache artifacts
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

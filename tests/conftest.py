@@ -9,6 +9,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
@@ -18,6 +19,9 @@ from kexue._pytest_docs import RECORD_ENV, executor
 ROOT = Path(__file__).resolve().parents[1]
 # The cold build's fence times, kept for the terminal summary (also saved to artifacts/fence-times.json).
 FENCE_TIMES = pytest.StashKey[dict]()
+# The real site is built for a hosted address with a sub-path, as on a GitHub project page; the
+# browser test serves the files at exactly this address (see tests/browser/smoke.mjs).
+HOSTED_URL = "https://example.org/kexue/"
 
 
 @dataclass(frozen=True)
@@ -28,6 +32,12 @@ class Build:
     returncode: int
     log: str
     seconds: float
+    site_url: str = "http://127.0.0.1:8000/"
+
+    @property
+    def base_path(self) -> str:
+        """The path part of the site's address, e.g. ``/kexue/`` (root-absolute links start with it)."""
+        return urlsplit(self.site_url).path or "/"
 
 
 def mkdocs_build(
@@ -36,16 +46,24 @@ def mkdocs_build(
     cwd: Path = ROOT,
     fence_cache: Path | None = None,
     fence_times: Path | None = None,
+    site_url: str | None = None,
+    extra_env: dict[str, str] | None = None,
 ) -> Build:
     """Run a strict build of ``config`` into ``site_dir`` and capture its log.
 
     Builds are cold unless ``fence_cache`` names a fence-output cache directory
     (see docs/_hooks/fences.py); a cache set in the caller's environment is ignored.
-    ``fence_times`` names a JSON file for the wall time of each page's fences.
+    ``fence_times`` names a JSON file for the wall time of each page's fences. ``site_url``
+    sets ``SITE_URL`` (default: the local address of ``make serve``); ``extra_env`` adds variables
+    (e.g. ``KEXUE_OFFLINE``).
     """
     env = {**os.environ, "NO_MKDOCS_2_WARNING": "1", "MPLBACKEND": "Agg"}
-    env.pop("KEXUE_FENCE_CACHE", None)
-    env.pop("KEXUE_FENCE_TIMES", None)
+    for name in ("KEXUE_FENCE_CACHE", "KEXUE_FENCE_TIMES", "SITE_URL", "REPO_URL", "EDIT_URI", "KEXUE_OFFLINE",
+                 "KEXUE_OFFLINE_ZIP"):
+        env.pop(name, None)
+    env.update(extra_env or {})
+    if site_url is not None:
+        env["SITE_URL"] = site_url
     if fence_cache is not None:
         env["KEXUE_FENCE_CACHE"] = str(fence_cache)
     if fence_times is not None:
@@ -59,7 +77,8 @@ def mkdocs_build(
         text=True,
         check=False,
     )
-    return Build(site_dir, proc.returncode, proc.stdout + proc.stderr, time.perf_counter() - start)
+    return Build(site_dir, proc.returncode, proc.stdout + proc.stderr, time.perf_counter() - start,
+                 site_url or "http://127.0.0.1:8000/")
 
 
 def mini_site(tmp: Path, pages: dict[str, str]) -> Path:
@@ -105,7 +124,8 @@ def built_site(tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Co
     times.parent.mkdir(exist_ok=True)
     times.unlink(missing_ok=True)
     build_times = tmp / "build-fence-times.json"
-    build = mkdocs_build(ROOT / "mkdocs.yml", tmp / "site", fence_cache=cache, fence_times=build_times)
+    build = mkdocs_build(ROOT / "mkdocs.yml", tmp / "site", fence_cache=cache, fence_times=build_times,
+                         site_url=HOSTED_URL)
     table = json.loads(build_times.read_text(encoding="utf-8")) if build_times.is_file() else {}
     table.update(executor(ROOT).times())  # pages pytest ran: their time there (the build served them cached)
     table["(whole build)"] = {"seconds": round(build.seconds, 1), "fences": sum(v["fences"] for v in table.values())}

@@ -1,20 +1,19 @@
 """Open the built site in headless Chromium: math typeset, figures drawn, console clean, nothing external.
 
 Uses Debian's ``chromium`` (installed by ``make test`` through scripts/ensure-chromium.sh)
-driven by ``playwright-core`` from npm. Every request to a host other than 127.0.0.1 is
-intercepted, aborted and recorded, so the "zero external requests" claim is observed.
+driven by ``playwright-core`` from npm. The site is built for a hosted address with a sub-path
+(``HOSTED_URL`` in ``tests/conftest.py``) and the browser loads it from exactly that address,
+the files served from the build directory by request interception; every request to any other
+host is aborted and recorded, so the "zero external requests" claim is observed.
 Screenshots of each page in the light and dark palette go to ``artifacts/screenshots/``.
 """
 
 from __future__ import annotations
 
-import functools
-import http.server
 import json
 import os
 import shutil
 import subprocess
-import threading
 from pathlib import Path
 
 import pytest
@@ -67,23 +66,13 @@ def _search_cases(root: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def served(built_site):
+    """The site's public address (served by the browser script from the built files) and its pages."""
     assert built_site.returncode == 0, "the site did not build; see test_site.py"
-    handler = functools.partial(_QuietHandler, directory=str(built_site.site))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", _pages(built_site.site)
-    server.shutdown()
-    server.server_close()
-
-
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args) -> None:  # keep pytest output readable
-        pass
+    return built_site.site_url.rstrip("/"), _pages(built_site.site)
 
 
 @pytest.fixture(scope="module")
-def report(served, root: Path) -> dict:
+def report(served, built_site, root: Path) -> dict:
     exe = _chromium()
     if exe is None:
         pytest.skip("no Chromium found and none could be installed (see scripts/ensure-chromium.sh)")
@@ -92,7 +81,7 @@ def report(served, root: Path) -> dict:
     shots.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "KEXUE_SEARCH": json.dumps(list(_search_cases(root)), ensure_ascii=False)}
     proc = subprocess.run(
-        ["node", str(root / "tests" / "browser" / "smoke.mjs"), exe, base, str(shots), *pages],
+        ["node", str(root / "tests" / "browser" / "smoke.mjs"), exe, base, str(built_site.site), str(shots), *pages],
         cwd=root,
         env=env,
         capture_output=True,
@@ -113,8 +102,15 @@ def test_every_page_loads_without_console_errors(report):
         assert page["pageErrors"] == [], where
 
 
-def test_zero_requests_outside_127_0_0_1(report):
+def test_zero_requests_outside_the_site(report):
     assert report["external"] == []
+
+
+def test_instant_navigation_works_at_the_hosted_address(report):
+    """Served at its site_url (with a sub-path), a click on a tab swaps the page without a reload."""
+    nav = report["navigation"]
+    assert nav["from"] == "/" and nav["to"] == "/articles/", nav
+    assert nav["titleChanged"] and nav["keptState"], nav
 
 
 def test_math_is_typeset_everywhere(report):

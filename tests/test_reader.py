@@ -275,15 +275,16 @@ def test_every_internal_link_and_anchor_resolves(built_site):
             parts = urlsplit(ref)
             if parts.scheme or ref.startswith(("//", "data:")):
                 continue
+            where = f"{path.relative_to(site)} -> {ref}"
             if parts.path.startswith("/"):
-                target = site / unquote(parts.path).lstrip("/")
+                assert parts.path.startswith(built_site.base_path), f"{where}: outside the site's path"
+                target = site / unquote(parts.path).removeprefix(built_site.base_path)
             elif parts.path:
                 target = (base_dir / unquote(parts.path)).resolve()
             else:
                 target = path
             if target.is_dir():
                 target = target / "index.html"
-            where = f"{path.relative_to(site)} -> {ref}"
             if not target.exists():
                 broken.append(where)
                 continue
@@ -299,8 +300,23 @@ def test_404_page_and_sitemap_stay_on_the_site(built_site):
     assert "Page not found" in page
     fetched = re.findall(r'<(?:script|img|link)\b[^>]*(?:src|href)="([^"]+)"', page)
     assert fetched and not [u for u in fetched if re.match(r"(https?:)?//", u)]
-    hosts = {urlsplit(u).hostname for u in re.findall(r"<loc>([^<]+)</loc>", (built_site.site / "sitemap.xml").read_text())}
-    assert hosts <= {"127.0.0.1"}
+    # Served at any depth, the 404 page can only use root-absolute links, so they carry the site's path.
+    assert all(u.startswith(built_site.base_path) for u in fetched if not u.startswith("data:")), fetched
+    locs = re.findall(r"<loc>([^<]+)</loc>", (built_site.site / "sitemap.xml").read_text())
+    assert locs and all(u.startswith(built_site.site_url) for u in locs), locs[:5]
+
+
+def test_every_generated_address_follows_site_url(built_site):
+    """Built for a hosted address, the site names no local address anywhere: canonical links,
+    sitemap, search index, Cite entries and notebooks all use SITE_URL."""
+    assert built_site.site_url.startswith("https://")
+    local = [p.relative_to(built_site.site).as_posix() for p in built_site.site.rglob("*")
+             if p.is_file() and p.suffix in {".html", ".xml", ".json", ".ipynb", ".txt", ".js"}
+             and re.search(r"127\.0\.0\.1|localhost", p.read_text(encoding="utf-8", errors="replace"))]
+    assert not local, local[:10]
+    page = (built_site.site / "articles" / "hsic" / "index.html").read_text(encoding="utf-8")
+    assert f'<link rel="canonical" href="{built_site.site_url}articles/hsic/">' in page
+    assert f"url          = {{{built_site.site_url}articles/hsic/}}" in _text(page)
 
 
 def test_article_list_sums_up_every_claims_table(built_site):

@@ -1,0 +1,86 @@
+"""MkDocs hook: what the built site ships besides its pages.
+
+* Material's ``offline`` plugin (``KEXUE_OFFLINE=true``, used by ``make site-offline``) makes the
+  site browsable from ``file://``: ``.html`` links instead of directory URLs and the search
+  index inlined as a script. For search it also adds a polyfill that runs the search worker in
+  an iframe, loaded from unpkg.com. We serve that polyfill from the pinned ``iframe-worker`` npm
+  package instead, so the offline copy, too, makes zero requests outside itself.
+* ``KEXUE_OFFLINE_ZIP=<path>`` (the Pages workflow passes the zip ``make site-offline`` made)
+  adds the zip to the site as ``kexue-offline.zip`` and fills the home page's
+  ``<div class="kx-offline"></div>`` with a download link; without it the marker is removed.
+* Material's JavaScript source maps (``*.js.map``, about 2 MB, for debugging Material itself) are
+  left out of the site, together with the ``sourceMappingURL`` comments that point at them.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from mkdocs.structure.files import File
+
+_PROJECT = Path(__file__).resolve().parents[2]
+SHIM = "assets/javascripts/iframe-worker-shim.js"
+ZIP = "kexue-offline.zip"
+MARK = '<div class="kx-offline"></div>'
+
+
+def _zip() -> Path | None:
+    where = os.environ.get("KEXUE_OFFLINE_ZIP", "").strip()
+    if not where:
+        return None
+    path = Path(where)
+    if not path.is_absolute():
+        path = _PROJECT / path
+    if not path.is_file():
+        raise FileNotFoundError(f"KEXUE_OFFLINE_ZIP names {path}, which does not exist; run `make site-offline` first")
+    return path
+
+
+def on_config(config):
+    """Replace the offline plugin's unpkg polyfill by the local copy."""
+    polyfills = [str(p) for p in config.extra.get("polyfills", [])]
+    if any("iframe-worker" in p for p in polyfills):
+        config.extra["polyfills"] = [p for p in polyfills if "iframe-worker" not in p] + [SHIM]
+    return config
+
+
+def on_files(files, config):
+    """Add the polyfill (offline build) and the offline zip (hosted build) to the site."""
+    if SHIM in config.extra.get("polyfills", []):
+        shim = _PROJECT / "node_modules" / "iframe-worker" / "shim" / "index.js"
+        if not shim.is_file():
+            raise FileNotFoundError(f"{shim} is missing; run `npm ci` (the Makefile does this for you)")
+        files.append(File.generated(config, SHIM, abs_src_path=str(shim)))
+    archive = _zip()
+    if archive is not None:
+        files.append(File.generated(config, ZIP, abs_src_path=str(archive)))
+    return files
+
+
+def on_post_page(output: str, page, config) -> str:
+    """Fill or drop the home page's offline-copy marker."""
+    if MARK not in output:
+        return output
+    link = ""
+    if _zip() is not None:
+        size = _zip().stat().st_size / 1e6
+        link = (
+            f'<p class="kx-offline"><a href="{ZIP}" download>Download the whole site for offline reading</a> '
+            f"({size:.0f} MB zip: unpack it and open <code>kexue/index.html</code>; search and navigation "
+            "work without a network).</p>"
+        )
+    return output.replace(MARK, link, 1)
+
+
+def on_post_build(config) -> None:
+    """Drop Material's source maps and the comments that reference them."""
+    scripts = Path(config.site_dir) / "assets" / "javascripts"
+    for source_map in scripts.rglob("*.js.map"):
+        source_map.unlink()
+    for script in scripts.rglob("*.js"):
+        text = script.read_text(encoding="utf-8")
+        stripped = re.sub(r"\n?//# sourceMappingURL=\S+\.map\s*$", "\n", text)
+        if stripped != text:
+            script.write_text(stripped, encoding="utf-8")
