@@ -17,6 +17,7 @@ page code a second time.
 from __future__ import annotations
 
 import ast
+import contextlib
 import hashlib
 import io
 import json
@@ -228,17 +229,28 @@ def _buffer_print(buffer: io.StringIO):
     return _print
 
 
-def _reset_random_state() -> None:
-    """Seed the global generators a page might use without seeding them itself.
+PAGE_THREADS = 2
+"""Threads torch uses while a page's code runs on the site (the budgets assume two cores)."""
 
-    A page starts from the same random state whether it runs in a fresh ``mkdocs build`` or in
-    the middle of a pytest session, so their outputs agree byte for byte.
+FIGURES_ENV = "KEXUE_FIGURES"
+"""Set to ``html`` while a fence runs: ``kexue.plot.show`` then prints the figure as HTML for
+the page, where a reader's own session would display it."""
+
+
+def _reset_page_state() -> None:
+    """Seed the global generators and set torch's thread count before a page's first fence.
+
+    A page starts from the same state whether it runs in a fresh ``mkdocs build`` or in the
+    middle of a pytest session, so their outputs agree byte for byte; and the pages need no
+    ``torch.set_num_threads`` line of their own (which a reader's copy would inherit).
     """
     random.seed(0)
     if "numpy" in sys.modules:
         sys.modules["numpy"].random.seed(0)
-    if "torch" in sys.modules:
-        sys.modules["torch"].manual_seed(0)
+    import torch  # every page uses it; importing here keeps the order of imports irrelevant
+
+    torch.manual_seed(0)
+    torch.set_num_threads(PAGE_THREADS)
 
 
 @dataclass
@@ -253,8 +265,7 @@ class FenceExecutor:
     """Runs executed fences: one namespace per (page, session), ``print`` captured, optional cache.
 
     * A session's namespace is a fresh module (registered in ``sys.modules``, which
-      dataclasses and pickle need); a fence without a session gets a private one. Before a
-      session's first fence runs, the global random generators are seeded with 0.
+      dataclasses and pickle need); a fence without a session gets a private one.
     * ``print`` writes to a buffer; the fence's output is what it printed.
     * Tracebacks name the page and its line numbers (the code is compiled with the page's
       path as file name, padded to the fence's line).
@@ -266,7 +277,11 @@ class FenceExecutor:
       fences are replayed first (output discarded), so the miss runs in exactly the namespace a
       cold run gives it. With ``read=False`` (the pytest run) every fence runs and its output is
       recorded for a later build.
-    * Time per page is summed in ``seconds`` and ``fences`` (measurements, never assertions).
+    * Time per page is summed in ``seconds`` and ``fences`` (measurements, never assertions), and
+      each fence's output is kept in ``outputs`` (the notebooks of the pages carry them).
+    * While a fence runs, ``sys.stdout`` goes to its buffer too and ``$KEXUE_FIGURES`` is
+      ``html``, so ``kexue.plot.show`` prints figures for the page; before a page's first fence
+      the global random generators are seeded and torch is set to :data:`PAGE_THREADS` threads.
 
     Args:
         root: The repository root (``kexue/`` and the files fences read live under it).
@@ -283,6 +298,7 @@ class FenceExecutor:
         self.misses = 0
         self.seconds: dict[str, float] = {}
         self.fences: dict[str, int] = {}
+        self.outputs: dict[tuple[str, int], str] = {}  # (page, line) -> what the fence printed
         self._salt: str | None = None
         self._file_hashes: dict[str, str] = {}
 
@@ -346,16 +362,24 @@ class FenceExecutor:
     def _exec(self, code: str, state: _Session, filename: str, line: int) -> str:
         if not state.started:
             state.started = True
-            _reset_random_state()
+            _reset_page_state()
         padded = "\n" * max(0, line) + code
         buffer = io.StringIO()
         state.namespace["print"] = _buffer_print(buffer)
+        previous = os.environ.get(FIGURES_ENV)
+        os.environ[FIGURES_ENV] = "html"
         try:
             compiled = compile(padded, filename, "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT, dont_inherit=True)
-            exec(compiled, state.namespace)  # noqa: S102 - running the documentation is the point
+            with contextlib.redirect_stdout(buffer):  # library helpers (kexue.plot.show) print too
+                exec(compiled, state.namespace)  # noqa: S102 - running the documentation is the point
         except Exception as error:
             tb = traceback.TracebackException.from_exception(error)
             raise FenceError("".join(tb.format()), buffer.getvalue()) from error
+        finally:
+            if previous is None:
+                os.environ.pop(FIGURES_ENV, None)
+            else:
+                os.environ[FIGURES_ENV] = previous
         return buffer.getvalue()
 
     def run(self, code: str, *, page: str, line: int, session: str | None, filename: str | None = None) -> str:
@@ -376,19 +400,22 @@ class FenceExecutor:
         start = time.perf_counter()
         try:
             if self.cache_dir is None:
-                return self._exec(code, state, filename, line)
-            state.history.append(code)
-            key = self.key(page, session, state.history)
-            if self.read and self._path(key).is_file():
-                self.hits += 1
-                state.skipped.append((code, filename, line))
-                return self._path(key).read_text(encoding="utf-8")
-            self.misses += 1
-            for earlier, earlier_file, earlier_line in state.skipped:
-                self._exec(earlier, state, earlier_file, earlier_line)
-            state.skipped.clear()
-            output = self._exec(code, state, filename, line)
-            self._store(key, output)
+                output = self._exec(code, state, filename, line)
+            else:
+                state.history.append(code)
+                key = self.key(page, session, state.history)
+                if self.read and self._path(key).is_file():
+                    self.hits += 1
+                    state.skipped.append((code, filename, line))
+                    output = self._path(key).read_text(encoding="utf-8")
+                else:
+                    self.misses += 1
+                    for earlier, earlier_file, earlier_line in state.skipped:
+                        self._exec(earlier, state, earlier_file, earlier_line)
+                    state.skipped.clear()
+                    output = self._exec(code, state, filename, line)
+                    self._store(key, output)
+            self.outputs[page, line] = output
             return output
         finally:
             self.seconds[page] = self.seconds.get(page, 0.0) + time.perf_counter() - start

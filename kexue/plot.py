@@ -1,4 +1,4 @@
-"""One figure style for every page, and figure -> HTML for executed fences.
+"""One figure style for every page, and one way to show a figure wherever the code runs.
 
 The site has a light and a dark palette, so figures are drawn on a transparent
 background with mid-tone colours and mid-grey text that reads on both. Line plots
@@ -6,12 +6,16 @@ become inline SVG (crisp, small); dense images (digit grids, heatmaps) become a
 base64 PNG ``<img>`` so readers can zoom them. Output is deterministic: the SVG
 hash salt and the metadata dates are fixed, so two builds give identical bytes.
 
-Typical use inside a page fence::
+Typical use, as on every page:
 
-    from kexue.plot import figure, figure_html
+    from kexue.plot import figure, show
     fig, ax = figure()
     ax.plot(x, y)
-    print(figure_html(fig, caption="What to look at."))
+    show(fig, caption="What to look at.")
+
+[`show`][kexue.plot.show] prints the figure as HTML while the site is built, displays it inline
+in Jupyter, and opens a window in a plain Python session (with an interactive matplotlib
+backend), so a block copied from a page shows its figure instead of printing HTML.
 """
 
 from __future__ import annotations
@@ -19,17 +23,17 @@ from __future__ import annotations
 import base64
 import html
 import io
+import os
+import sys
 from typing import Any, Literal
 
 import matplotlib
-
-matplotlib.use("Agg")  # never open a window; must precede pyplot import
 import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 
 from kexue._checks import check_int
 
-__all__ = ["INK", "PALETTE", "figure", "figure_html", "style"]
+__all__ = ["INK", "PALETTE", "figure", "figure_html", "show", "style"]
 
 #: Mid-tone, colour-blind-aware palette (Okabe-Ito hues, brightened for dark mode).
 PALETTE: tuple[str, ...] = (
@@ -181,3 +185,54 @@ def figure_html(
         plt.close(fig)
     cap = f"<figcaption>{html.escape(caption)}</figcaption>" if caption else ""
     return f'<figure class="kexue-figure">{body}{cap}</figure>'
+
+
+_NON_INTERACTIVE = {"agg", "cairo", "pdf", "pgf", "ps", "svg", "template"}
+
+
+def show(
+    fig: Figure,
+    *,
+    caption: str | None = None,
+    fmt: Literal["svg", "png"] = "svg",
+    alt: str | None = None,
+    dpi: int = 110,
+) -> None:
+    """Show a figure where the code runs: on the site, in Jupyter, or in a window.
+
+    * While the site is built (and when pytest runs the pages), ``$KEXUE_FIGURES`` is ``html``:
+      the figure is printed as [`figure_html`][kexue.plot.figure_html] for the page.
+    * In a Jupyter kernel it is displayed inline (SVG or PNG, as on the site) with its caption.
+    * Elsewhere the caption is printed and ``matplotlib.pyplot.show()`` opens a window, if the
+      matplotlib backend can draw one (otherwise a note says how to save the figure).
+
+    Args:
+        fig: The matplotlib figure (closed afterwards on the site and in Jupyter).
+        caption: What to look at (plain text).
+        fmt: ``"svg"`` for line plots, ``"png"`` for dense images.
+        alt: Alternative text of a PNG; defaults to the caption.
+        dpi: Resolution of PNG output.
+
+    Raises:
+        TypeError: If ``fig`` is not a matplotlib ``Figure``.
+        ValueError: If ``fmt`` is not ``"svg"`` or ``"png"`` or ``dpi`` is not positive.
+    """
+    if os.environ.get("KEXUE_FIGURES") == "html":
+        print(figure_html(fig, fmt=fmt, caption=caption, alt=alt, dpi=dpi))
+        return
+    html_text = figure_html(fig, fmt=fmt, caption=caption, alt=alt, dpi=dpi, close=False)  # validates
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    if shell is not None and type(shell).__name__ == "ZMQInteractiveShell":
+        from IPython.display import HTML, display
+
+        display(HTML(html_text))
+        plt.close(fig)
+        return
+    if caption:
+        print(caption)
+    backend = str(matplotlib.get_backend()).lower().removeprefix("module://")
+    if backend in _NON_INTERACTIVE:
+        print(f"(matplotlib's {backend!r} backend opens no window; save the figure with fig.savefig('figure.svg'))")
+    else:
+        plt.show()

@@ -74,8 +74,13 @@ def on_config(config):
 
 
 def on_pre_build(config) -> None:
-    """Start every build with fresh session namespaces and the cache switched on or off."""
+    """Start every build with fresh session namespaces and the cache switched on or off.
+
+    The executor is also put on ``config.kexue_executor``: the reader hook writes each fence's
+    output into the page's notebook after the build.
+    """
     _Build.executor = FenceExecutor(ROOT, _cache_dir(config), read=True)
+    config.kexue_executor = _Build.executor
 
 
 def on_post_build(config) -> None:

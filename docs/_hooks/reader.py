@@ -26,7 +26,9 @@ import base64
 import html
 import json
 import logging
+import posixpath
 import re
+import tomllib
 from dataclasses import dataclass
 from datetime import date
 from html.parser import HTMLParser
@@ -69,6 +71,8 @@ class _State:
     def __init__(self) -> None:
         self.cards: dict[str, Card] = {}
         self.order: list[str] = []
+        self.files = None
+        self.articles: dict[str, tuple[str, str]] = {}  # src_uri -> (raw Markdown, page address)
 
 
 _state = _State()
@@ -93,29 +97,105 @@ def _code_cell(text: str) -> nbformat.NotebookNode:
     return nbformat.v4.new_code_cell(text.strip("\n"))
 
 
-def notebook_from_markdown(markdown: str, meta: dict, page_url: str) -> nbformat.NotebookNode:
-    """Turn an article page's Markdown into an nbformat-4 notebook (validated).
+_LINK = re.compile(r"(?<!!)\[(?P<text>[^\]]*)\]\((?P<target>[^)\s]+)(?P<title>\s+\"[^\"]*\")?\)")
+_FIGURE = re.compile(r'<figure class="kexue-figure">(?P<body>.*?)(?:<figcaption>(?P<cap>.*?)</figcaption>)?</figure>', re.DOTALL)
 
-    Executed fences become code cells in page order; their hidden-line markers are removed
-    but the lines are kept, because later cells may need what they define. A fence whose
-    output the site renders as HTML (``html="on"``) or Markdown (no ``result``) runs under
-    ``%%capture`` and the next cell displays the captured text the same way. Other fences
-    become Markdown code blocks (snippet includes expanded), prose becomes Markdown cells.
+
+def absolute_links(text: str, resolve) -> str:
+    """Rewrite the Markdown links of ``text`` with ``resolve(target) -> str`` (absolute addresses)."""
+    return _LINK.sub(lambda m: f"[{m['text']}]({resolve(m['target'])}{m['title'] or ''})", text)
+
+
+def _outputs(printed: str, kind: str) -> list[nbformat.NotebookNode]:
+    """What a fence printed on the page, as notebook outputs of the same kind.
+
+    ``kind`` is ``text`` (shown as a code block on the page), ``markdown`` or ``html``. Figures in
+    HTML output become images (SVG or PNG) with their caption, so GitHub and nbviewer show them.
     """
+    if not printed.strip():
+        return []
+    if kind == "text":
+        return [nbformat.v4.new_output("stream", name="stdout", text=printed)]
+    if kind == "markdown":
+        return [nbformat.v4.new_output("display_data", data={"text/markdown": printed, "text/plain": printed})]
+    out: list[nbformat.NotebookNode] = []
+    rest, last = [], 0
+    for m in _FIGURE.finditer(printed):
+        rest.append(printed[last : m.start()])
+        last = m.end()
+        caption = html.unescape(m["cap"] or "")
+        body = m["body"]
+        png = re.search(r'src="data:image/png;base64,([^"]+)"', body)
+        data = {"image/png": png[1]} if png else {"image/svg+xml": body}
+        data["text/plain"] = caption or "figure"
+        out.append(nbformat.v4.new_output("display_data", data=data))
+        if caption:
+            out.append(nbformat.v4.new_output("display_data", data={"text/markdown": f"*{caption}*",
+                                                                     "text/plain": caption}))
+    rest.append(printed[last:])
+    other = "".join(rest).strip()
+    if other:
+        out.append(nbformat.v4.new_output("display_data", data={"text/html": other, "text/plain": other}))
+    return out
+
+
+def install_cell(wheel_url: str) -> str:
+    """The notebook's first code cell: install kexue from the site's wheel unless it is importable."""
+    return (
+        "# Install kexue unless this environment already has it: the wheel this site ships.\n"
+        "import importlib.util\nimport subprocess\nimport sys\n\n"
+        'if importlib.util.find_spec("kexue") is None:\n'
+        f'    subprocess.check_call([sys.executable, "-m", "pip", "install", "--quiet", "{wheel_url}"])'
+    )
+
+
+def notebook_from_markdown(
+    markdown: str,
+    meta: dict,
+    page_url: str,
+    *,
+    outputs: dict[int, str] | None = None,
+    resolve=None,
+    wheel_url: str | None = None,
+) -> nbformat.NotebookNode:
+    """Turn an article page's Markdown into an nbformat-4 notebook that stands on its own.
+
+    * The first cell names the hosted page and the original article; when ``wheel_url`` is
+      given, the first code cell installs kexue from it (skipped when kexue is importable).
+    * Executed fences become code cells in page order, their code as the page shows and runs it
+      (hidden-line markers removed, the lines kept: later cells may need what they define). Each
+      carries what the fence printed in the build (``outputs``: body line of the fence -> text),
+      as a stream, Markdown or HTML output, figures as images.
+    * Other fences become Markdown code blocks (snippet includes expanded); prose becomes
+      Markdown cells whose links are made absolute with ``resolve`` (site pages and anchors).
+    """
+    outputs = outputs or {}
+    resolve = resolve or (lambda target: target)
     lines = markdown.split("\n")
     cells: list[nbformat.NotebookNode] = [
         _markdown_cell(
             f"# {meta.get('title', '')}\n\n"
-            f"Notebook generated from the kexue page [{meta.get('title', '')}]({page_url}), which explains "
-            f"[《{meta.get('zh_title', '')}》]({meta.get('article', '')}) by Su Jianlin. "
-            "Its code cells are the page's executed blocks, in order; run them top to bottom "
-            "with `kexue` installed (`pip install -e .` in a clone of the repository)."
+            f"The runnable version of the kexue page [{meta.get('title', '')}]({page_url}), which explains "
+            f"[《{meta.get('zh_title', '')}》]({meta.get('article', '')}) by Su Jianlin. The code cells are "
+            "the page's executed blocks, in order, with the outputs they produced when the site was built; "
+            "run them top to bottom to reproduce them"
+            + (" (the first code cell installs `kexue` if needed)." if wheel_url else ".")
         )
     ]
+    if wheel_url:
+        cells.append(_code_cell(install_cell(wheel_url)))
     prose: list[str] = []
     i = 0
     fences = {f.line - 1: f for f in scan_fences(markdown)}
     title_dropped = False
+
+    def flush() -> None:
+        text = "\n".join(prose)
+        if text.strip():
+            cells.append(_markdown_cell(absolute_links(text, resolve)))
+        prose.clear()
+
+    count = 0
     while i < len(lines):
         fence = fences.get(i)
         if fence is None:
@@ -127,26 +207,20 @@ def notebook_from_markdown(markdown: str, meta: dict, page_url: str) -> nbformat
             continue
         end = i + 1 + fence.source.count("\n")  # the closing fence line
         if fence.executed:
-            if "\n".join(prose).strip():
-                cells.append(_markdown_cell("\n".join(prose)))
-            prose = []
+            flush()
             code = re.sub(r"[ \t]*#\s*markdown-exec:\s*hide\s*$", "", fence.source, flags=re.MULTILINE).rstrip()
             html_out = fence.attrs.get("html", "").lower() in {"on", "true", "1", "yes"}
-            rich = html_out or not fence.attrs.get("result")
-            if rich:
-                cells.append(_code_cell("%%capture _page_output\n" + code))
-                shown = "HTML" if html_out else "Markdown"
-                cells.append(
-                    _code_cell(f"from IPython.display import {shown}, display\n\ndisplay({shown}(_page_output.stdout))")
-                )
-            else:
-                cells.append(_code_cell(code))
+            kind = "html" if html_out else ("text" if fence.attrs.get("result") else "markdown")
+            cell = _code_cell(code)
+            count += 1
+            cell.execution_count = count
+            cell.outputs = _outputs(outputs.get(fence.line, ""), kind)
+            cells.append(cell)
         else:
             body = expand_snippets(fence.source, ROOT).rstrip("\n")
             prose.extend([f"```{fence.lang}", body, "```"])
         i = end + 1
-    if "\n".join(prose).strip():
-        cells.append(_markdown_cell("\n".join(prose)))
+    flush()
     nb = nbformat.v4.new_notebook(
         cells=cells,
         metadata={
@@ -174,22 +248,66 @@ def on_pre_build(config) -> None:
 
 
 def on_files(files, config):
-    """Add the notebook and the Markdown source of each article page to the site."""
+    """Add the Markdown source of each article page to the site (its notebook follows after the build)."""
+    _state.files = files
     for file in list(files.documentation_pages()):
         if not file.src_uri.startswith("articles/") or file.src_uri == "articles/index.md":
             continue
         raw = Path(file.abs_src_path).read_text(encoding="utf-8")
-        body, meta = get_data(raw)
+        _, meta = get_data(raw)
         if "article" not in meta:
             continue
         slug = _slug(file.src_uri)
-        page_url = config.site_url.rstrip("/") + "/" + file.url if config.site_url else file.url
-        nb = _with_cell_ids(notebook_from_markdown(body, meta, page_url), slug)
-        files.append(
-            File.generated(config, f"articles/{slug}/{slug}.ipynb", content=nbformat.writes(nb) + "\n")
-        )
         files.append(File.generated(config, f"articles/{slug}/{slug}.md.txt", content=raw))
     return files
+
+
+def _site_address(config, url: str) -> str:
+    base = config.site_url or ""
+    return base.rstrip("/") + "/" + url if base else url
+
+
+def _resolver(config, files, src_uri: str, page_url: str):
+    """Map a link target written in page ``src_uri`` to an absolute address on the hosted site."""
+
+    def resolve(target: str) -> str:
+        if re.match(r"^[a-z][a-z0-9+.-]*:", target) or target.startswith("//"):
+            return target  # already absolute (https:, mailto:, ...)
+        path, _, anchor = target.partition("#")
+        if not path:
+            return f"{page_url}#{anchor}"
+        src = posixpath.normpath(posixpath.join(posixpath.dirname(src_uri), path))
+        file = files.get_file_from_path(src) if files is not None else None
+        url = _site_address(config, file.url if file is not None else src)
+        return f"{url}#{anchor}" if anchor else url
+
+    return resolve
+
+
+def wheel_name(version: str) -> str:
+    """The file name of the wheel the site ships under ``dist/``."""
+    return f"kexue-{version}-py3-none-any.whl"
+
+
+def _version() -> str:
+    return tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["version"]
+
+
+def on_post_build(config) -> None:
+    """Write each article's notebook, with the outputs its fences printed in this build."""
+    executor = getattr(config, "kexue_executor", None)
+    wheel_url = _site_address(config, "dist/" + wheel_name(_version()))
+    for src_uri, (raw, page_url) in _state.articles.items():
+        body, meta = get_data(raw)
+        offset = raw[: len(raw) - len(body)].count("\n") if raw.endswith(body) else 0
+        printed = executor.outputs if executor is not None else {}
+        outputs = {line - offset: text for (page, line), text in printed.items() if page == src_uri}
+        slug = _slug(src_uri)
+        nb = notebook_from_markdown(body, meta, page_url, outputs=outputs, wheel_url=wheel_url,
+                                    resolve=_resolver(config, _state.files, src_uri, page_url))
+        target = Path(config.site_dir) / "articles" / slug / f"{slug}.ipynb"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(nbformat.writes(_with_cell_ids(nb, slug)) + "\n", encoding="utf-8")
 
 
 def on_nav(nav, config, files):
@@ -236,6 +354,7 @@ def on_page_markdown(markdown: str, page, config, files) -> str:
         log.warning(f"{page.file.src_uri}: front matter lacks {', '.join(missing)}")
         return markdown
     slug = _slug(page.file.src_uri)
+    _state.articles[page.file.src_uri] = (page.file.content_string, _site_address(config, page.url))
     topic = str(meta["module"]).rsplit(".", 1)[-1]
     sequels = meta.get("sequels") or []
     links = [f"[kexue.fm/archives/{str(meta['article']).rstrip('/').rsplit('/', 1)[-1]}]({meta['article']})"]
@@ -264,8 +383,7 @@ def on_page_markdown(markdown: str, page, config, files) -> str:
     # Under the title and whatever the page writes before its first section.
     at = next((i for i in headings if i > title and lines[i].startswith("## ")), title + 1)
     lines.insert(at, header)
-    page_url = config.site_url.rstrip("/") + "/" + page.url if config.site_url else page.url
-    original, ours = _bibtex(meta, slug, page_url)
+    original, ours = _bibtex(meta, slug, _site_address(config, page.url))
     cite = (
         "\n\n## Cite\n\n"
         "If you use the ideas, cite the original article; if you use this page's code or numbers, cite the page "

@@ -8,14 +8,22 @@
 * ``KEXUE_OFFLINE_ZIP=<path>`` (the Pages workflow passes the zip ``make site-offline`` made)
   adds the zip to the site as ``kexue-offline.zip`` and fills the home page's
   ``<div class="kx-offline"></div>`` with a download link; without it the marker is removed.
+* The wheel of the ``kexue`` package as built from this source, under ``dist/`` (the notebooks
+  of the pages install it from there). It is built with pip and the installed setuptools (no
+  network) and reused from ``.cache/wheel/`` while the package source is unchanged.
 * Material's JavaScript source maps (``*.js.map``, about 2 MB, for debugging Material itself) are
   left out of the site, together with the ``sourceMappingURL`` comments that point at them.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
+import shutil
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 from mkdocs.structure.files import File
@@ -74,8 +82,37 @@ def on_post_page(output: str, page, config) -> str:
     return output.replace(MARK, link, 1)
 
 
+def _wheel() -> Path:
+    """The wheel of the current source: from ``.cache/wheel/<hash of the source>/`` or built now."""
+    sources = [_PROJECT / "pyproject.toml", _PROJECT / "README.md", _PROJECT / "LICENSE",
+               *sorted(p for p in (_PROJECT / "kexue").rglob("*") if p.is_file() and "__pycache__" not in p.parts)]
+    h = hashlib.sha256()
+    for path in sources:
+        h.update(path.relative_to(_PROJECT).as_posix().encode())
+        h.update(path.read_bytes())
+    cache = _PROJECT / ".cache" / "wheel" / h.hexdigest()[:16]
+    built = sorted(cache.glob("kexue-*.whl"))
+    if built:
+        return built[0]
+    with tempfile.TemporaryDirectory() as tmp:
+        proc = subprocess.run(
+            [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--quiet", "-w", tmp,
+             str(_PROJECT)],
+            capture_output=True, text=True, check=False,
+        )
+        wheels = sorted(Path(tmp).glob("kexue-*.whl"))
+        if proc.returncode != 0 or not wheels:
+            raise RuntimeError(f"building the kexue wheel failed:\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}")
+        cache.mkdir(parents=True, exist_ok=True)
+        return Path(shutil.copy2(wheels[0], cache / wheels[0].name))
+
+
 def on_post_build(config) -> None:
-    """Drop Material's source maps and the comments that reference them."""
+    """Ship the wheel under ``dist/``; drop Material's source maps and the comments that reference them."""
+    wheel = _wheel()
+    dist = Path(config.site_dir) / "dist"
+    dist.mkdir(exist_ok=True)
+    shutil.copy2(wheel, dist / wheel.name)
     scripts = Path(config.site_dir) / "assets" / "javascripts"
     for source_map in scripts.rglob("*.js.map"):
         source_map.unlink()
