@@ -1,48 +1,62 @@
-"""SamplePairing and mixup: mixing training examples, and why it acts as a regulariser.
+r"""SamplePairing and mixup: mixing training examples, and why it acts as a regulariser.
 
 Companion to Su Jianlin, "从SamplePairing到mixup：神奇的正则项" (From SamplePairing to mixup:
-a magical regulariser), https://kexue.fm/archives/5693, 2018-07-07.
+a magical regulariser), [kexue.fm/archives/5693](https://kexue.fm/archives/5693), 2018-07-07.
 
-Every batch transform ("mixer") has one signature::
+Every batch transform ("mixer") has one signature,
 
     mixer(x, y, *, generator, **params) -> MixedBatch
 
 and returns the mixed inputs together with the label information the loss needs: two label
 vectors ``y_a``, ``y_b`` and the weight ``lam`` of ``y_a``. The loss is then
-``lam * CE(logits, y_a) + (1 - lam) * CE(logits, y_b)`` (:func:`mixed_cross_entropy`), which is
-the cross-entropy against the soft target ``lam * onehot(y_a) + (1 - lam) * onehot(y_b)``
-(:func:`soft_cross_entropy`), because cross-entropy is linear in its target.
+$\lambda\,\mathrm{CE}(p, y_a) + (1-\lambda)\,\mathrm{CE}(p, y_b)$
+([`mixed_cross_entropy`][kexue.mixup.mixed_cross_entropy]), which is the cross-entropy against
+the soft target $\lambda e_{y_a} + (1-\lambda) e_{y_b}$
+([`soft_cross_entropy`][kexue.mixup.soft_cross_entropy] of
+[`soft_targets`][kexue.mixup.soft_targets]), because cross-entropy is linear in its target.
 
-Variants (registry :data:`MIXERS`):
+Variants (registry [`MIXERS`][kexue.mixup.MIXERS]):
 
 * ``"none"`` -- no mixing (empirical risk minimisation).
-* ``"sample_pairing"`` -- Inoue (2018): average with a random partner, keep the first label.
-* ``"sample_pairing_soft"`` -- Su's reading of SamplePairing in expectation: the same averaged
-  input with the soft label ``(y_a + y_b) / 2``.
-* ``"mixup"`` -- Zhang et al. (2018): ``lam ~ Beta(alpha, alpha)``, same ``lam`` for inputs and labels.
-* ``"mixup_uniform"`` -- Su's suggestion: ``lam ~ U[0, 1]`` (= Beta(1, 1)), no hyper-parameter.
+* ``"sample_pairing"`` -- Inoue (2018): average with a random partner, keep the first label
+  (his on/off schedule: [`sample_pairing_active`][kexue.mixup.sample_pairing_active]).
+* ``"sample_pairing_soft"`` -- SamplePairing in expectation: the same averaged input with the
+  half-and-half label $(e_{y_a} + e_{y_b})/2$. Our variant, built from Su's symmetry argument
+  (the article re-describes SamplePairing this way but does not train with it); it is mixup
+  with $\lambda$ fixed at $1/2$.
+* ``"mixup"`` -- Zhang et al. (2018): $\lambda \sim \mathrm{Beta}(\alpha, \alpha)$, the same
+  $\lambda$ for inputs and labels.
+* ``"mixup_uniform"`` -- Su's suggestion: $\lambda \sim U[0, 1]$ (= Beta(1, 1)), no hyper-parameter.
 
-Plus the diagnostic :func:`linearity_gap` (how far a model is from commuting with mixing), a
-calibration error, and the small MLP training loop used by the article page.
+Plus the diagnostic [`linearity_gap`][kexue.mixup.linearity_gap]: how far a model is from
+commuting with mixing, the quantity Su's argument says mixup makes small. Training loops,
+evaluation and calibration live in [`kexue.experiments.mixup`][kexue.experiments.mixup].
+
+Examples:
+    >>> import torch
+    >>> from kexue.mixup import MIXERS, linearity_gap, mixed_cross_entropy
+    >>> gen = torch.Generator().manual_seed(0)
+    >>> x, y = torch.rand(8, 64, generator=gen), torch.randint(0, 10, (8,), generator=gen)
+    >>> batch = MIXERS["mixup_uniform"](x, y, generator=gen)
+    >>> batch.x.shape, batch.lam.unique().numel()  # one lambda for the whole batch
+    (torch.Size([8, 64]), 1)
+    >>> loss = mixed_cross_entropy(torch.zeros(8, 10), batch.y_a, batch.y_b, batch.lam)
+    >>> round(loss.item(), 4)  # uniform predictions: log 10 whatever the targets
+    2.3026
 """
 
 from __future__ import annotations
 
-import itertools
-import math
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Protocol
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from kexue._checks import check_generator, check_int, check_real
 
 __all__ = [
     "MixedBatch",
-    "Mixer",
     "MIXERS",
     "sample_lambda",
     "mix_inputs",
@@ -57,12 +71,6 @@ __all__ = [
     "soft_cross_entropy",
     "linearity_gap",
     "linearity_gap_reference",
-    "expected_calibration_error",
-    "make_mlp",
-    "Run",
-    "train_classifier",
-    "train_classifiers",
-    "evaluate",
 ]
 
 
@@ -86,12 +94,6 @@ class MixedBatch:
     y_b: torch.Tensor
     lam: torch.Tensor
     index: torch.Tensor
-
-
-class Mixer(Protocol):
-    """Signature shared by every batch transform in :data:`MIXERS`."""
-
-    def __call__(self, x: torch.Tensor, y: torch.Tensor, *, generator: torch.Generator) -> MixedBatch: ...
 
 
 # ----------------------------------------------------------------------------- checks
@@ -144,6 +146,12 @@ def sample_lambda(
     Raises:
         ValueError: If ``alpha`` is not a finite positive number or ``size`` is negative.
         TypeError: If ``generator`` is not a ``torch.Generator`` or ``dtype`` is not floating.
+
+    Examples:
+        >>> import torch
+        >>> lam = sample_lambda(0.2, 10_000, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+        >>> round(lam.mean().item(), 2), round(lam.var().item(), 2)  # exact: 0.5 and 1/(4 * 1.4) = 0.18
+        (0.5, 0.18)
     """
     _check_alpha(alpha)
     check_generator(generator)
@@ -207,7 +215,7 @@ def no_mixing(x: torch.Tensor, y: torch.Tensor, *, generator: torch.Generator) -
         generator: Unused (kept for the common signature).
 
     Returns:
-        The batch as a :class:`MixedBatch`.
+        The batch as a [`MixedBatch`][kexue.mixup.MixedBatch].
 
     Shapes:
         x: ``(B, ...)``; y: ``(B,)`` int64.
@@ -226,7 +234,7 @@ def sample_pairing(x: torch.Tensor, y: torch.Tensor, *, generator: torch.Generat
 
     Partners come from a uniform random permutation of the batch (so $\tilde x$ for the pair
     $(a, b)$ also appears, with label $y_b$, whenever $b$ draws $a$; in expectation the label of
-    an averaged pair is $(y_a + y_b)/2$ -- see :func:`sample_pairing_soft`).
+    an averaged pair is $(y_a + y_b)/2$ -- see [`sample_pairing_soft`][kexue.mixup.sample_pairing_soft]).
     Source: H. Inoue, "Data Augmentation by Pairing Samples for Images Classification", 2018.
 
     Args:
@@ -243,6 +251,13 @@ def sample_pairing(x: torch.Tensor, y: torch.Tensor, *, generator: torch.Generat
     Raises:
         ValueError: If the batch is empty or ``x`` and ``y`` differ in batch size.
         TypeError: If ``x`` is not floating, ``y`` not int64 or ``generator`` not a generator.
+
+    Examples:
+        >>> import torch
+        >>> x, y = torch.tensor([[0.0], [2.0], [4.0]]), torch.tensor([0, 1, 2])
+        >>> b = sample_pairing(x, y, generator=torch.Generator().manual_seed(0))
+        >>> torch.equal(b.x, (x + x[b.index]) / 2), torch.equal(b.y_a, y), b.lam.tolist()
+        (True, True, [1.0, 1.0, 1.0])
     """
     _check_batch(x, y)
     check_generator(generator)
@@ -254,12 +269,15 @@ def sample_pairing(x: torch.Tensor, y: torch.Tensor, *, generator: torch.Generat
 
 
 def sample_pairing_soft(x: torch.Tensor, y: torch.Tensor, *, generator: torch.Generator) -> MixedBatch:
-    r"""SamplePairing in expectation (Su): the averaged input with the soft label $(y_a + y_b)/2$.
+    r"""SamplePairing in expectation: the averaged input with the half-and-half label $(y_a + y_b)/2$.
 
     $$\tilde x = \tfrac12 (x_a + x_b), \qquad \tilde y = \tfrac12 (y_a + y_b)$$
 
-    (one-hot labels). This is the mixup rule with $\lambda$ fixed at $1/2$. Same pairing draws as
-    :func:`sample_pairing` for the same generator state.
+    (one-hot labels). Our variant, built from Su's symmetry argument: averaged over which of the
+    two images is "first", SamplePairing's label is this soft label. The article uses that
+    reading to move on to mixup; it does not propose training with it. It is the mixup rule with
+    $\lambda$ fixed at $1/2$. Same pairing draws as [`sample_pairing`][kexue.mixup.sample_pairing]
+    for the same generator state, so the two differ only in the label.
 
     Args:
         x: Inputs (floating).
@@ -315,6 +333,14 @@ def mixup(
     Raises:
         ValueError: If ``alpha <= 0``, the batch is empty or ``x`` and ``y`` differ in batch size.
         TypeError: If ``x`` is not floating, ``y`` not int64 or ``generator`` not a generator.
+
+    Examples:
+        >>> import torch
+        >>> x, y = torch.eye(4), torch.arange(4)
+        >>> b = mixup(x, y, generator=torch.Generator().manual_seed(0), alpha=0.4)
+        >>> lam = b.lam[0]
+        >>> torch.allclose(b.x, lam * x + (1 - lam) * x[b.index]), torch.equal(b.y_b, y[b.index])
+        (True, True)
     """
     _check_batch(x, y)
     check_generator(generator)
@@ -353,7 +379,6 @@ def mixup_uniform(
     return mixup(x, y, generator=generator, alpha=1.0, per_sample=per_sample)
 
 
-#: Batch transforms by name, all with the signature ``f(x, y, *, generator, **params) -> MixedBatch``.
 MIXERS: dict[str, Callable[..., MixedBatch]] = {
     "none": no_mixing,
     "sample_pairing": sample_pairing,
@@ -361,6 +386,8 @@ MIXERS: dict[str, Callable[..., MixedBatch]] = {
     "mixup": mixup,
     "mixup_uniform": mixup_uniform,
 }
+"""Batch transforms by name, all with the signature ``f(x, y, *, generator, **params) -> MixedBatch``
+(``params``: ``alpha`` and ``per_sample`` for ``"mixup"``, ``per_sample`` for ``"mixup_uniform"``)."""
 
 
 def sample_pairing_active(epoch: int, *, start: int, end: int, on: int, off: int) -> bool:
@@ -429,7 +456,7 @@ def mixed_cross_entropy(
 ) -> torch.Tensor:
     r"""The mixup loss as two hard-label terms: $\lambda\,\mathrm{CE}(p, y_a) + (1-\lambda)\,\mathrm{CE}(p, y_b)$.
 
-    Averaged over the batch. Equals :func:`soft_cross_entropy` against :func:`soft_targets`
+    Averaged over the batch. Equals [`soft_cross_entropy`][kexue.mixup.soft_cross_entropy] against [`soft_targets`][kexue.mixup.soft_targets]
     because cross-entropy $-\sum_k t_k \log p_k$ is linear in the target $t$.
 
     Args:
@@ -496,7 +523,9 @@ def linearity_gap(
 
     Zero for every $\lambda$ exactly when ``f`` is affine along the segment; always zero at
     $\lambda \in \{0, 1\}$. Su's argument predicts that mixup-trained models have a smaller gap.
-    Our diagnostic (the article states the functional equation, not this measurement).
+    Our diagnostic (the article states the functional equation, not this measurement). On
+    probabilities it also shrinks when a model is merely less confident (a constant has no
+    gap), so compare models at equal confidence.
 
     Args:
         f: The model, mapping a batch of inputs to a batch of outputs (e.g. class probabilities).
@@ -512,6 +541,14 @@ def linearity_gap(
 
     Raises:
         ValueError: If ``x_a`` and ``x_b`` differ in shape or ``lam`` has the wrong shape.
+
+    Examples:
+        >>> import torch
+        >>> x_a, x_b = torch.zeros(1, 1), torch.ones(1, 1)
+        >>> linearity_gap(lambda x: 3 * x + 1, x_a, x_b, 0.5)  # affine: no gap
+        tensor([0.])
+        >>> linearity_gap(torch.square, x_a, x_b, 0.5)  # |1/4 - 1/2|
+        tensor([0.2500])
     """
     if x_a.shape != x_b.shape or x_a.dim() < 1:
         raise ValueError(f"x_a and x_b must have the same shape, got {tuple(x_a.shape)} and {tuple(x_b.shape)}")
@@ -533,7 +570,7 @@ def linearity_gap_reference(
     x_b: torch.Tensor,
     lam: torch.Tensor | float,
 ) -> torch.Tensor:
-    """Slow, obvious version of :func:`linearity_gap`: one pair at a time, one model call per point.
+    """Slow, obvious version of [`linearity_gap`][kexue.mixup.linearity_gap]: one pair at a time, one model call per point.
 
     Args:
         f: The model.
@@ -556,265 +593,3 @@ def linearity_gap_reference(
         diff = f(li * xa + (1 - li) * xb) - li * f(xa) - (1 - li) * f(xb)
         gaps.append(sum(abs(float(v)) for v in diff.flatten()))
     return torch.tensor(gaps, dtype=torch.float64)
-
-
-def expected_calibration_error(probs: torch.Tensor, labels: torch.Tensor, n_bins: int = 15) -> float:
-    r"""Expected calibration error with equal-width confidence bins.
-
-    $$\mathrm{ECE} = \sum_{m} \frac{|B_m|}{n} \big| \mathrm{acc}(B_m) - \mathrm{conf}(B_m) \big|,$$
-
-    where $B_m$ holds the samples whose top probability lies in $((m-1)/M, m/M]$
-    (Guo et al., "On Calibration of Modern Neural Networks", 2017).
-
-    Args:
-        probs: Predicted class probabilities.
-        labels: True classes.
-        n_bins: Number of bins $M$ (>= 1).
-
-    Returns:
-        The ECE in [0, 1].
-
-    Shapes:
-        probs: ``(n, K)``; labels: ``(n,)`` int64.
-
-    Raises:
-        ValueError: If the shapes disagree, the set is empty or ``n_bins < 1``.
-    """
-    check_int(n_bins, "n_bins")
-    if probs.dim() != 2 or labels.shape != (probs.shape[0],) or probs.shape[0] == 0:
-        raise ValueError(f"probs must be (n, K) with n >= 1 and labels (n,), got {tuple(probs.shape)} "
-                         f"and {tuple(labels.shape)}")
-    conf, pred = probs.to(torch.float64).max(dim=1)
-    correct = (pred == labels).to(torch.float64)
-    bins = torch.clamp(torch.ceil(conf * n_bins).long() - 1, 0, n_bins - 1)
-    ece = torch.zeros((), dtype=torch.float64)
-    for m in range(n_bins):
-        sel = bins == m
-        if sel.any():
-            ece += sel.sum().item() / len(conf) * (correct[sel].mean() - conf[sel].mean()).abs()
-    return float(ece)
-
-
-# ----------------------------------------------------------------------------- training
-
-
-def make_mlp(d_in: int, n_classes: int, hidden: Sequence[int] = (128, 128), *, seed: int = 0) -> nn.Sequential:
-    """A ReLU multilayer perceptron with seeded initialisation.
-
-    Args:
-        d_in: Input features (inputs are flattened).
-        n_classes: Output logits.
-        hidden: Widths of the hidden layers.
-        seed: Seed of the initial weights.
-
-    Returns:
-        ``nn.Sequential(Flatten, Linear, ReLU, ..., Linear)``.
-
-    Raises:
-        ValueError: If a width is not positive.
-    """
-    widths = [d_in, *hidden, n_classes]
-    if any(isinstance(w, bool) or not isinstance(w, int) or w < 1 for w in widths):
-        raise ValueError(f"d_in, hidden and n_classes must be positive integers, got {widths}")
-    init_gen = torch.Generator().manual_seed(seed)
-    layers: list[nn.Module] = [nn.Flatten()]
-    for i, (a, b) in enumerate(itertools.pairwise(widths)):
-        lin = nn.Linear(a, b)
-        bound = 1 / math.sqrt(a)  # PyTorch's default init, drawn from our generator
-        with torch.no_grad():
-            lin.weight.uniform_(-bound, bound, generator=init_gen)
-            lin.bias.uniform_(-bound, bound, generator=init_gen)
-        layers.append(lin)
-        if i < len(widths) - 2:
-            layers.append(nn.ReLU())
-    return nn.Sequential(*layers)
-
-
-# --8<-- [start:train]
-def train_classifier(
-    x: torch.Tensor,
-    y: torch.Tensor,
-    *,
-    n_classes: int,
-    mixer: str = "none",
-    mixer_params: dict | None = None,
-    active: Callable[[int], bool] | None = None,
-    hidden: Sequence[int] = (128, 128),
-    epochs: int = 200,
-    batch_size: int = 64,
-    lr: float = 1e-3,
-    seed: int = 0,
-) -> nn.Sequential:
-    """Train an MLP classifier with Adam, mixing each minibatch with a registered mixer.
-
-    Args:
-        x: Training inputs.
-        y: Training labels.
-        n_classes: Number of classes.
-        mixer: Name in :data:`MIXERS`.
-        mixer_params: Extra keyword arguments of the mixer (e.g. ``{"alpha": 0.2}``).
-        active: ``epoch -> bool``; epochs where it is False train without mixing
-            (e.g. :func:`sample_pairing_active`). Default: always mix.
-        hidden: Hidden widths of the MLP.
-        epochs: Passes over the data.
-        batch_size: Minibatch size.
-        lr: Adam learning rate.
-        seed: Seeds the initialisation, the shuffling and the mixing.
-
-    Returns:
-        The trained model (in eval mode).
-
-    Shapes:
-        x: ``(n, ...)`` floating; y: ``(n,)`` int64.
-
-    Raises:
-        ValueError: If ``mixer`` is unknown or the data are inconsistent.
-    """
-    if mixer not in MIXERS:
-        raise ValueError(f"mixer must be one of {sorted(MIXERS)}, got {mixer!r}")
-    _check_batch(x, y)
-    mix = MIXERS[mixer]
-    params = dict(mixer_params or {})
-    model = make_mlp(x[0].numel(), n_classes, hidden, seed=seed)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    gen = torch.Generator().manual_seed(seed)
-    for epoch in range(epochs):
-        use_mix = active is None or active(epoch)
-        for idx in torch.randperm(len(x), generator=gen).split(batch_size):
-            xb, yb = x[idx], y[idx]
-            if use_mix:
-                b = mix(xb, yb, generator=gen, **params)
-                loss = mixed_cross_entropy(model(b.x), b.y_a, b.y_b, b.lam)
-            else:
-                loss = F.cross_entropy(model(xb), yb)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-    return model.eval()
-# --8<-- [end:train]
-
-
-@dataclass(frozen=True)
-class Run:
-    """One training run of :func:`train_classifiers`: which mixer, its parameters, schedule and seed.
-
-    Attributes:
-        mixer: Name in :data:`MIXERS`.
-        seed: Seeds the initialisation, shuffling and mixing of this run.
-        params: Extra keyword arguments of the mixer.
-        active: ``epoch -> bool`` schedule of the mixing (None: always).
-    """
-
-    mixer: str = "none"
-    seed: int = 0
-    params: dict = field(default_factory=dict)
-    active: Callable[[int], bool] | None = None
-
-
-def train_classifiers(
-    x: torch.Tensor,
-    y: torch.Tensor,
-    runs: Sequence[Run],
-    *,
-    n_classes: int,
-    hidden: Sequence[int] = (128, 128),
-    epochs: int = 200,
-    batch_size: int = 64,
-    lr: float = 1e-3,
-) -> list[nn.Sequential]:
-    """Train several MLPs at once, as :func:`train_classifier` would train each of them.
-
-    The runs' weights are stacked and every layer is one batched matrix product, so a step
-    costs about as much Python overhead as for a single model. Each run keeps its own
-    generator, shuffling, mixing and (element-wise) Adam state, so its result matches
-    ``train_classifier(x, y, mixer=run.mixer, seed=run.seed, ...)`` up to float rounding
-    (tested).
-
-    Args:
-        x: Training inputs.
-        y: Training labels.
-        runs: What to train.
-        n_classes: Number of classes.
-        hidden: Hidden widths of every MLP.
-        epochs: Passes over the data.
-        batch_size: Minibatch size.
-        lr: Adam learning rate.
-
-    Returns:
-        One trained model per run, in order (eval mode).
-
-    Shapes:
-        x: ``(n, ...)`` floating; y: ``(n,)`` int64.
-
-    Raises:
-        ValueError: If ``runs`` is empty or names an unknown mixer.
-    """
-    if not runs:
-        raise ValueError("runs must name at least one run")
-    for r in runs:
-        if r.mixer not in MIXERS:
-            raise ValueError(f"mixer must be one of {sorted(MIXERS)}, got {r.mixer!r}")
-    _check_batch(x, y)
-    models = [make_mlp(x[0].numel(), n_classes, hidden, seed=r.seed) for r in runs]
-    linears = [[m for m in model if isinstance(m, nn.Linear)] for model in models]
-    weights = [torch.stack([lin[k].weight.detach().mT for lin in linears]).requires_grad_()
-               for k in range(len(linears[0]))]
-    biases = [torch.stack([lin[k].bias.detach()[None] for lin in linears]).requires_grad_()
-              for k in range(len(linears[0]))]
-    opt = torch.optim.Adam([*weights, *biases], lr=lr)
-    gens = [torch.Generator().manual_seed(r.seed) for r in runs]
-    xf = x.flatten(1)
-    n_runs = len(runs)
-    for epoch in range(epochs):
-        use_mix = [r.active is None or r.active(epoch) for r in runs]
-        batches = list(zip(*[torch.randperm(len(x), generator=g).split(batch_size) for g in gens]))
-        for idx in batches:
-            xs, ya, yb, lam = [], [], [], []
-            for r, g, i, on in zip(runs, gens, idx, use_mix):
-                b = MIXERS[r.mixer](xf[i], y[i], generator=g, **r.params) if on else no_mixing(xf[i], y[i], generator=g)
-                xs.append(b.x), ya.append(b.y_a), yb.append(b.y_b), lam.append(b.lam)
-            h = torch.stack(xs)
-            for k, (w, bias) in enumerate(zip(weights, biases)):
-                h = torch.baddbmm(bias, h, w)
-                if k < len(weights) - 1:
-                    h = torch.relu(h)
-            logits = h.flatten(0, 1)
-            ya_t, yb_t, lam_t = torch.cat(ya), torch.cat(yb), torch.cat(lam)
-            ce = lam_t * F.cross_entropy(logits, ya_t, reduction="none") + (1 - lam_t) * F.cross_entropy(
-                logits, yb_t, reduction="none")
-            loss = ce.reshape(n_runs, -1).mean(1).sum()  # each run's own batch mean; runs do not interact
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-    with torch.no_grad():
-        for j, lin in enumerate(linears):
-            for k, layer in enumerate(lin):
-                layer.weight.copy_(weights[k][j].mT)
-                layer.bias.copy_(biases[k][j, 0])
-    return [m.eval() for m in models]
-
-
-@torch.no_grad()
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, n_bins: int = 15) -> dict[str, float]:
-    """Accuracy, negative log-likelihood (nats), mean confidence and calibration error on held-out data.
-
-    Args:
-        model: Maps inputs to logits.
-        x: Inputs.
-        y: Labels.
-        n_bins: Bins of the calibration error.
-
-    Returns:
-        ``{"acc": ..., "nll": ..., "conf": ..., "ece": ...}``; ``conf`` is the mean top probability
-        (below ``acc``: under-confident on average; above: over-confident).
-
-    Shapes:
-        x: ``(n, ...)``; y: ``(n,)`` int64.
-    """
-    logits = model(x)
-    return {
-        "acc": float((logits.argmax(-1) == y).float().mean()),
-        "nll": float(F.cross_entropy(logits, y)),
-        "conf": float(logits.softmax(-1).max(-1).values.mean()),
-        "ece": expected_calibration_error(logits.softmax(-1), y, n_bins),
-    }

@@ -1,11 +1,13 @@
-"""kexue.mixup: the equations of the SamplePairing/mixup page, the mixers, parity with kornia, training."""
+"""kexue.mixup: the equations of the SamplePairing/mixup page, the mixers, parity with kornia.
+
+The training loops and evaluation helpers of kexue.experiments.mixup are tested in
+tests/test_mixup_experiments.py."""
 
 from __future__ import annotations
 
 from functools import partial
 
 import kornia.augmentation as KA
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -13,16 +15,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
-from kexue.data import load_digits, train_test_split
+from kexue.experiments.training import seeded_mlp
 from kexue.mixup import (
     MIXERS,
     MixedBatch,
-    Run,
-    evaluate,
-    expected_calibration_error,
     linearity_gap,
     linearity_gap_reference,
-    make_mlp,
     mix_inputs,
     mixed_cross_entropy,
     mixup,
@@ -34,8 +32,6 @@ from kexue.mixup import (
     sample_pairing_soft,
     soft_cross_entropy,
     soft_targets,
-    train_classifier,
-    train_classifiers,
 )
 
 
@@ -103,7 +99,7 @@ def test_affine_maps_have_zero_linearity_gap(seed, lam):
 
 def test_linearity_gap_matches_slow_reference_and_vanishes_at_endpoints():
     g = _gen(5)
-    net = make_mlp(4, 3, (8,), seed=1).double()
+    net = seeded_mlp([4, 8, 3], seed=1).double()
     f = lambda x: net(x).softmax(-1)
     x_a, x_b = torch.randn(9, 4, generator=g, dtype=torch.float64), torch.randn(9, 4, generator=g, dtype=torch.float64)
     lam = torch.rand(9, generator=g, dtype=torch.float64)
@@ -120,7 +116,7 @@ def test_linearity_gap_matches_slow_reference_and_vanishes_at_endpoints():
 
 
 def test_identical_endpoints_and_zero_vectors_give_zero_gap():
-    net = make_mlp(3, 2, (5,), seed=0).double()
+    net = seeded_mlp([3, 5, 2], seed=0).double()
     x = torch.randn(4, 3, generator=_gen(), dtype=torch.float64)
     with torch.no_grad():
         assert linearity_gap(net, x, x, 0.4).abs().max() < 1e-12
@@ -314,46 +310,6 @@ def test_bad_inputs_name_the_argument():
         mixed_cross_entropy(torch.zeros(4), y, y, 0.5)
     with pytest.raises(ValueError, match="logits and targets"):
         soft_cross_entropy(torch.zeros(4, 3), torch.zeros(4, 2))
-    with pytest.raises(ValueError, match="mixer"):
-        train_classifier(x, y, n_classes=4, mixer="cutmix")
-    with pytest.raises(ValueError, match="mixer"):
-        train_classifiers(x, y, [Run("cutmix")], n_classes=4)
-    with pytest.raises(ValueError, match="runs"):
-        train_classifiers(x, y, [], n_classes=4)
-    with pytest.raises(ValueError, match="n_bins"):
-        expected_calibration_error(torch.ones(2, 2) / 2, torch.zeros(2, dtype=torch.int64), 0)
-    with pytest.raises(ValueError, match="probs"):
-        expected_calibration_error(torch.ones(0, 2), torch.zeros(0, dtype=torch.int64))
-    with pytest.raises(ValueError, match="d_in"):
-        make_mlp(0, 3)
-
-
-# ----------------------------------------------------------------------------- calibration
-
-
-def _ece_reference(probs, labels, n_bins):
-    conf, pred = probs.max(1)
-    total = 0.0
-    for m in range(n_bins):
-        lo, hi = m / n_bins, (m + 1) / n_bins
-        sel = [(lo < c <= hi) or (m == 0 and c == 0) for c in conf.tolist()]
-        idx = [i for i, s in enumerate(sel) if s]
-        if idx:
-            acc = sum(float(pred[i] == labels[i]) for i in idx) / len(idx)
-            avg = sum(float(conf[i]) for i in idx) / len(idx)
-            total += len(idx) / len(conf) * abs(acc - avg)
-    return total
-
-
-def test_calibration_error_matches_reference_and_extremes():
-    g = _gen(8)
-    probs = torch.softmax(torch.randn(300, 5, generator=g, dtype=torch.float64) * 2, -1)
-    labels = torch.randint(0, 5, (300,), generator=g)
-    assert expected_calibration_error(probs, labels, 10) == pytest.approx(_ece_reference(probs, labels, 10), abs=1e-12)
-    onehot = F.one_hot(labels, 5).double()
-    assert expected_calibration_error(onehot, labels) == 0.0
-    wrong = F.one_hot((labels + 1) % 5, 5).double()
-    assert expected_calibration_error(wrong, labels) == 1.0
 
 
 # ----------------------------------------------------------------------------- peer: kornia
@@ -388,51 +344,3 @@ def test_kornia_and_su_agree_on_the_lambda_distribution():
         lams.append(aug._params["mixup_lambdas"].double())
     ours = sample_lambda(1.0, 10_240, generator=_gen(2), dtype=torch.float64)
     assert stats.ks_2samp(torch.cat(lams).numpy(), ours.numpy()).pvalue > 1e-3
-
-
-# ----------------------------------------------------------------------------- training
-
-
-@pytest.fixture
-def one_thread():
-    """Tiny networks: a second intra-op thread only adds synchronisation (and stalls on a busy machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def test_stacked_training_reproduces_the_plain_loop(one_thread):
-    x, y = _batch(40, 6, 3, seed=1, dtype=torch.float32)
-    sched = partial(sample_pairing_active, start=1, end=4, on=1, off=1)
-    runs = [Run("none", 0), Run("mixup", 1, {"alpha": 0.3}), Run("sample_pairing", 2, active=sched)]
-    stacked = train_classifiers(x, y, runs, n_classes=3, hidden=(16,), epochs=5, batch_size=16)
-    for run, net in zip(runs, stacked):
-        plain = train_classifier(x, y, n_classes=3, mixer=run.mixer, mixer_params=run.params, active=run.active,
-                                 hidden=(16,), epochs=5, batch_size=16, seed=run.seed)
-        for p, q in zip(net.parameters(), plain.parameters()):
-            torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5)
-
-
-def test_small_digit_runs_learn_and_mixup_reduces_the_linearity_gap(one_thread):
-    images, labels = load_digits()
-    x = images.flatten(1)
-    x_tr, x_te, y_tr, y_te = train_test_split(x, labels, test_size=len(x) - 300, seed=0)
-    erm, mix = train_classifiers(x_tr, y_tr, [Run("none", 0), Run("mixup_uniform", 0)], n_classes=10, epochs=40)
-    for net in (erm, mix):
-        assert evaluate(net, x_te, y_te)["acc"] > 0.8  # chance is 0.1
-    perm = torch.randperm(len(x_te), generator=_gen(3))
-    with torch.no_grad():
-        gaps = [linearity_gap(lambda z, n=net: n(z).softmax(-1), x_te[perm[:300]], x_te[perm[300:600]], 0.5).mean()
-                for net in (erm, mix)]
-    assert gaps[1] < 0.85 * gaps[0]
-
-
-def test_evaluate_reports_consistent_numbers():
-    net = make_mlp(3, 2, (4,), seed=0)
-    x = torch.randn(50, 3, generator=_gen())
-    y = torch.randint(0, 2, (50,), generator=_gen(1))
-    r = evaluate(net, x, y)
-    assert set(r) == {"acc", "nll", "conf", "ece"} and 0 <= r["acc"] <= 1 and r["nll"] > 0 and 0 <= r["ece"] <= 1
-    assert 0.5 <= r["conf"] <= 1  # two classes: the top probability is at least 1/2
-    assert np.isclose(r["nll"], F.cross_entropy(net(x), y).item())
