@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 
 import pytest
 import yaml
+from mkdocs.utils.yaml import get_yaml_loader
 
 from kexue._pytest_docs import RECORD_ENV, executor
 
@@ -81,13 +82,18 @@ def mkdocs_build(
                  site_url or "http://127.0.0.1:8000/")
 
 
+def mkdocs_yml() -> dict:
+    """The project's mkdocs.yml as data, ``!ENV`` tags resolved the way MkDocs resolves them."""
+    return yaml.load((ROOT / "mkdocs.yml").read_text(encoding="utf-8"), Loader=get_yaml_loader())
+
+
 def mini_site(tmp: Path, pages: dict[str, str]) -> Path:
     """A throw-away site with the project's hooks, theme, plugins and extensions and the given pages.
 
     mkdocstrings and the nav are dropped (the pages are not the project's); ``pages`` maps paths
     under ``docs/`` to Markdown. Returns the path of the site's ``mkdocs.yml``.
     """
-    config = yaml.safe_load((ROOT / "mkdocs.yml").read_text(encoding="utf-8"))
+    config = mkdocs_yml()
     config["docs_dir"] = str(tmp / "docs")
     config["hooks"] = [str(ROOT / h) for h in config["hooks"]]
     config["theme"]["custom_dir"] = str(ROOT / config["theme"]["custom_dir"])

@@ -180,7 +180,7 @@ def test_all_of_combines():
     assert all_of(no, maybe).verdict == "not reproduced"
     assert all_of(maybe, maybe).verdict == "inconclusive"
     combined = all_of(yes, maybe)
-    assert combined.seeds == 3 and "[reproduced]" in combined.reason and "[inconclusive]" in combined.reason
+    assert combined.seeds == 3 and "(reproduced)" in combined.reason and "(inconclusive)" in combined.reason
     with pytest.raises(ValueError, match="not tested"):
         all_of(yes, not_tested("no GPU"))
     with pytest.raises(TypeError):

@@ -23,7 +23,7 @@ import yaml
 from nbclient import NotebookClient
 
 from kexue._docs import scan_fences
-from tests.conftest import ROOT, mini_site, mkdocs_build
+from tests.conftest import ROOT, mini_site, mkdocs_build, mkdocs_yml
 
 sys.path.insert(0, str(ROOT / "docs" / "_hooks"))
 import reader
@@ -47,7 +47,7 @@ module: kexue.demo
 
 # A demo article
 
-Some prose with math $x^2$.
+Some prose with math $x^2$, a [link to the API](../api/demo.md#top) and [one in the page](#claims-vs-reproduction).
 
 ```python
 not_executed = "shown as a code block in the notebook"
@@ -59,10 +59,10 @@ print(total)
 ```
 
 ```python exec="on" html="on" session="demo"
-from kexue.plot import figure, figure_html
+from kexue.plot import figure, show
 fig, ax = figure()
 ax.plot([0, 1, 2], [total, 0, total])
-print(figure_html(fig, caption="A V shape drawn from the total."))
+show(fig, caption="A V shape drawn from the total.")
 ```
 
 ## Claims vs reproduction
@@ -136,16 +136,28 @@ def test_claims_tally_warns_on_missing_or_bad_data(caplog, page, message):
 def test_notebook_cells_follow_the_page():
     body = DEMO.split("---\n", 2)[2]
     meta = yaml.safe_load(DEMO.split("---\n", 2)[1])
-    nb = reader.notebook_from_markdown(body, meta, "http://x/articles/demo/")
-    kinds = [c["cell_type"] for c in nb["cells"]]
-    code = ["".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code"]
-    assert kinds[0] == "markdown" and "演示文章" in "".join(nb["cells"][0]["source"])
-    assert code[0] == "total = sum(range(10))\nprint(total)"  # result="text": runs as is
-    assert code[1].startswith("%%capture _page_output\n") and "figure_html" in code[1]
-    assert "HTML(_page_output.stdout)" in code[2]
-    assert "Markdown(_page_output.stdout)" in code[-1]  # the claims table is Markdown output
-    prose = "".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "markdown")
-    assert "```python\nnot_executed" in prose and "exec=" not in prose
+    lines = {f.line: f for f in scan_fences(body) if f.executed}
+    text, fig, table = sorted(lines)
+    figure_html = '<figure class="kexue-figure"><svg role="img"><path/></svg><figcaption>A V.</figcaption></figure>'
+    outputs = {text: "45\n", fig: figure_html, table: "| Verdict |\n|---|\n"}
+    nb = reader.notebook_from_markdown(
+        body, meta, "https://x.org/s/articles/demo/", outputs=outputs, wheel_url="https://x.org/s/dist/k.whl",
+        resolve=lambda t: "https://x.org/s/articles/demo/" + t if t.startswith("#") else "https://x.org/s/api/demo/#top",
+    )
+    nbformat.validate(nb)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert nb.cells[0].cell_type == "markdown" and "演示文章" in nb.cells[0].source
+    assert "https://x.org/s/dist/k.whl" in code[0].source and 'find_spec("kexue") is None' in code[0].source
+    assert [c.source for c in code[1:]] == [lines[n].source.rstrip() for n in (text, fig, table)]
+    assert [o.output_type for o in code[1].outputs] == ["stream"] and code[1].outputs[0].text == "45\n"
+    images = [o for o in code[2].outputs if "image/svg+xml" in o.get("data", {})]
+    assert images and images[0].data["image/svg+xml"].startswith("<svg") and "*A V.*" in str(code[2].outputs)
+    assert code[3].outputs[0].data["text/markdown"].startswith("| Verdict |")
+    assert [c.execution_count for c in code] == [None, 1, 2, 3]
+    prose = "".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    assert "[link to the API](https://x.org/s/api/demo/#top)" in prose
+    assert "[one in the page](https://x.org/s/articles/demo/#claims-vs-reproduction)" in prose
+    assert "```python\nnot_executed" in prose and "exec=" not in prose and "%%capture" not in prose
     assert "# A demo article" not in prose.split("\n", 1)[1]  # title only once, in the first cell
 
 
@@ -170,12 +182,17 @@ def test_demo_gallery_card(demo: Path):
     assert "A V shape drawn from the total." in card  # the caption is the thumbnail's alt text
 
 
-def test_demo_notebook_runs_in_a_fresh_kernel(demo: Path, tmp_path: Path):
+def test_demo_notebook_carries_the_build_outputs_and_runs_in_a_fresh_kernel(demo: Path, tmp_path: Path):
+    saved = nbformat.read(demo / "articles" / "demo" / "demo.ipynb", as_version=4)
+    saved_outputs = [o for c in saved.cells if c.cell_type == "code" for o in c.outputs]
+    assert any(o.get("text", "").strip() == "45" for o in saved_outputs)
+    assert any("image/svg+xml" in o.get("data", {}) for o in saved_outputs)
+    assert "http://127.0.0.1:8000/api/demo/#top" in "".join(c.source for c in saved.cells)
     nb = _run(demo / "articles" / "demo" / "demo.ipynb", tmp_path)
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
     assert any(o.get("text", "").strip() == "45" for o in outputs)
     html = [o["data"]["text/html"] for o in outputs if "text/html" in o.get("data", {})]
-    assert html and "<svg" in html[0]
+    assert html and "<svg" in html[0]  # kexue.plot.show displays the figure inline in Jupyter
 
 
 def test_article_without_claims_table_fails_the_build(tmp_path: Path):
@@ -207,7 +224,7 @@ def test_home_gallery_has_one_card_per_article(built_site):
 
 
 def _nav_ordered(pages: list[Path]) -> list[Path]:
-    nav = yaml.safe_load((ROOT / "mkdocs.yml").read_text(encoding="utf-8"))["nav"]
+    nav = mkdocs_yml()["nav"]
     text = json.dumps(nav)
     return sorted(pages, key=lambda p: text.find(f"articles/{p.name}"))
 
@@ -225,17 +242,28 @@ def test_article_has_thumbnail_cite_and_source(built_site, page: Path):
 
 
 @pytest.mark.parametrize("page", ARTICLES, ids=lambda p: p.stem)
-def test_article_notebook_holds_the_page_code_in_order(built_site, page: Path):
-    """Each notebook's code cells are the page's executed fences, in order (checked statically:
-    the page code itself ran under pytest, and the demo notebook proves the cells run in a kernel)."""
+def test_article_notebook_stands_on_its_own(built_site, page: Path):
+    """Each notebook: the page's executed fences in order with the outputs the build printed,
+    links to the hosted site, an install cell for the wheel the site ships, no build plumbing.
+    (The page code itself ran under pytest; test_release runs one notebook against the wheel.)"""
     nb = nbformat.read(built_site.site / "articles" / page.stem / f"{page.stem}.ipynb", as_version=4)
     nbformat.validate(nb)
-    cells = ["".join(c.source) for c in nb.cells if c.cell_type == "code"]
-    code = [c.removeprefix("%%capture _page_output\n") for c in cells if "display(" not in c.split("\n", 1)[-1]
-            or not c.startswith("from IPython.display")]
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    wheel = re.search(r'"(https://[^"]+/dist/(kexue-[^"]+\.whl))"', code[0].source)
+    assert wheel and wheel[1].startswith(built_site.site_url), code[0].source
+    assert (built_site.site / "dist" / wheel[2]).is_file()
     fences = [f for f in scan_fences(page.read_text(encoding="utf-8")) if f.executed]
     expected = [re.sub(r"[ \t]*#\s*markdown-exec:\s*hide\s*$", "", f.source, flags=re.MULTILINE).rstrip() for f in fences]
-    assert code == expected
+    assert [c.source for c in code[1:]] == expected
+    assert all(c.execution_count for c in code[1:])
+    assert sum(bool(c.outputs) for c in code[1:]) >= len(code[1:]) // 2, "most fences print something"
+    images = [o for c in code for o in c.outputs if {"image/svg+xml", "image/png"} & set(o.get("data", {}))]
+    assert images, "the page's figures are in the notebook"
+    text = nbformat.writes(nb)
+    assert "%%capture" not in text and "set_num_threads(2)" not in text and "markdown-exec" not in text
+    prose = "".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    relative = re.findall(r"\]\((?!https?://|mailto:)([^)]+)\)", prose)
+    assert not relative, f"links that only work on the site: {relative[:5]}"
 
 
 class _Links(HTMLParser):

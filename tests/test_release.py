@@ -7,6 +7,8 @@
 * the wheel installs into a fresh virtual environment (its dependencies are reused from the
   project's environment through a ``.pth`` file, so nothing is downloaded) and the README's
   quick-start example runs there, from outside the repository, importing the installed copy;
+* the notebook of one article page, as the site ships it, runs in a fresh kernel against the
+  wheel the site ships under ``dist/``;
 * ``scripts/project_urls.py`` adds the repository's addresses to the metadata at release time.
 """
 
@@ -106,23 +108,59 @@ def _readme_example() -> str:
 
 
 def test_wheel_installs_in_a_fresh_venv_and_runs_the_readme_example(dist: Path, tmp_path: Path):
+    venv = _venv_with_wheel(tmp_path, next(dist.glob("*.whl")))
+    elsewhere = tmp_path / "reader"
+    elsewhere.mkdir()
+    script = "import kexue; print(kexue.__file__)\n" + _readme_example()
+    proc = _run(venv / "bin" / "python", "-c", script, cwd=elsewhere)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    first, rest = proc.stdout.split("\n", 1)
+    assert Path(first).resolve().is_relative_to(venv.resolve()), f"imported {first}, not the installed wheel"
+    assert "CKA(x, x² + noise) = " in rest
+
+
+def _venv_with_wheel(tmp_path: Path, wheel: Path) -> Path:
+    """A fresh virtual environment with ``wheel`` installed and the project's dependencies reused."""
     venv = tmp_path / "venv"
     assert _run(sys.executable, "-m", "venv", venv).returncode == 0
     py = venv / "bin" / "python"
     site = Path(_run(py, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])").stdout.strip())
     # Reuse torch, numpy, ... from the project's environment: nothing is downloaded.
     (site / "kexue-test-deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n", encoding="utf-8")
-    wheel = next(dist.glob("*.whl"))
     proc = _run(py, "-m", "pip", "install", "--no-deps", "--no-index", wheel)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    elsewhere = tmp_path / "reader"
-    elsewhere.mkdir()
-    script = "import kexue; print(kexue.__file__)\n" + _readme_example()
-    proc = _run(py, "-c", script, cwd=elsewhere)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    first, rest = proc.stdout.split("\n", 1)
-    assert Path(first).resolve().is_relative_to(venv.resolve()), f"imported {first}, not the installed wheel"
-    assert "CKA(x, x² + noise) = " in rest
+    return venv
+
+
+def test_a_site_notebook_runs_against_the_wheel_the_site_ships(built_site, tmp_path: Path, monkeypatch):
+    """A reader's path: the notebook of the cheapest article page, downloaded from the site, runs top
+    to bottom in a fresh kernel whose kexue is the wheel under the site's dist/, not this checkout."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    from kexue._pytest_docs import executor
+
+    wheel = next((built_site.site / "dist").glob("kexue-*.whl"))
+    venv = _venv_with_wheel(tmp_path, wheel)
+    py = venv / "bin" / "python"
+    jupyter = tmp_path / "jupyter"
+    proc = _run(py, "-m", "ipykernel", "install", "--prefix", jupyter, "--name", "kexue-wheel")
+    assert proc.returncode == 0, proc.stderr
+    monkeypatch.setenv("JUPYTER_PATH", str(jupyter / "share" / "jupyter"))
+    times = executor(ROOT).times()
+    articles = sorted((p for p in times if p.startswith("articles/") and p != "articles/index.md"),
+                      key=lambda p: times[p]["seconds"]) or ["articles/hsic.md"]
+    slug = Path(articles[0]).stem
+    nb = nbformat.read(built_site.site / "articles" / slug / f"{slug}.ipynb", as_version=4)
+    workdir = tmp_path / "reader"
+    workdir.mkdir()
+    probe = nbformat.v4.new_code_cell("import kexue\nprint(kexue.__file__)")
+    nb.cells.insert(2, probe)  # right after the install cell
+    NotebookClient(nb, timeout=600, kernel_name="kexue-wheel", resources={"metadata": {"path": str(workdir)}}).execute()
+    where = Path(nb.cells[2].outputs[0]["text"].strip())
+    assert where.resolve().is_relative_to(venv.resolve()), f"the notebook imported {where}"
+    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
+    assert not errors
 
 
 def test_project_urls_script_adds_the_repository_addresses():

@@ -13,6 +13,7 @@ import yaml
 
 from kexue._docs import scan_fences
 from kexue._pytest_docs import RECORD_ENV, executor
+from tests.conftest import mkdocs_yml
 
 pytestmark = pytest.mark.site
 
@@ -41,7 +42,7 @@ def test_strict_build_passes(built_site):
 
 
 def test_every_nav_page_is_built(built_site, root: Path):
-    nav = yaml.safe_load((root / "mkdocs.yml").read_text(encoding="utf-8"))["nav"]
+    nav = mkdocs_yml()["nav"]
     for src in _nav_pages(nav):
         stem = src.removesuffix(".md")
         html = stem + ".html" if stem == "index" or stem.endswith("/index") else stem + "/index.html"

@@ -248,7 +248,11 @@ def on_pre_build(config) -> None:
 
 
 def on_files(files, config):
-    """Add the Markdown source of each article page to the site (its notebook follows after the build)."""
+    """Add the Markdown source and the notebook of each article page to the site.
+
+    The notebook is registered here (so that links to it are checked like any other) and written
+    in ``on_post_build``, once the page's fences have run and their outputs are known.
+    """
     _state.files = files
     for file in list(files.documentation_pages()):
         if not file.src_uri.startswith("articles/") or file.src_uri == "articles/index.md":
@@ -259,6 +263,8 @@ def on_files(files, config):
             continue
         slug = _slug(file.src_uri)
         files.append(File.generated(config, f"articles/{slug}/{slug}.md.txt", content=raw))
+        placeholder = nbformat.writes(nbformat.v4.new_notebook()) + "\n"
+        files.append(File.generated(config, f"articles/{slug}/{slug}.ipynb", content=placeholder))
     return files
 
 

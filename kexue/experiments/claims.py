@@ -478,7 +478,8 @@ def all_of(*outcomes: Outcome, join: str = "; ") -> Outcome:
     for i, o in enumerate(outcomes):
         for k, v in o.evidence.items():
             evidence[k if k not in evidence else f"{k} [{i}]"] = v
-    reason = join.join(f"{o.reason} [{o.verdict}]" for o in outcomes) if len(outcomes) > 1 else outcomes[0].reason
+    # "(verdict)", not "[verdict]": Markdown would read a bracketed word after "]" as a link reference.
+    reason = join.join(f"{o.reason} ({o.verdict})" for o in outcomes) if len(outcomes) > 1 else outcomes[0].reason
     rule = (
         "all of: a compound claim is reproduced when every part is, partly when only some are, "
         "not reproduced when none is and some part goes against it, inconclusive otherwise."
