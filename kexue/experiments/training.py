@@ -93,6 +93,8 @@ def seeded_mlp(
             activation is unknown.
         TypeError: If ``dtype`` is not a floating dtype.
     """
+    if isinstance(sizes, (str, bytes)) or not isinstance(sizes, Sequence):
+        raise TypeError(f"sizes must be a sequence of layer widths, got {type(sizes).__name__}")
     sizes = list(sizes)
     if len(sizes) < 2:
         raise ValueError(f"sizes must hold at least two widths (input and output), got {sizes}")
