@@ -735,8 +735,9 @@ def _one_sided(grad_norm: Tensor) -> Tensor:
     return F.relu(grad_norm - 1).square()
 
 
-#: Gradient-penalty variants, each ``f(grad_norm) -> per-example penalty`` (same signature).
 PENALTIES: dict[str, Callable[[Tensor], Tensor]] = {"two-sided": _two_sided, "one-sided": _one_sided}
+r"""Gradient-penalty variants by name, each ``f(grad_norm) -> per-example penalty`` (same signature):
+``"two-sided"`` $(\|\nabla f\| - 1)^2$ (WGAN-GP) and ``"one-sided"`` $\max(\|\nabla f\| - 1, 0)^2$ (Su's choice)."""
 
 
 def _grad_norms(critic: Callable[[Tensor], Tensor], x: Tensor, create_graph: bool) -> Tensor:

@@ -715,6 +715,13 @@ def count_matmul_flops(fn: Callable[[], object]) -> int:
     itself builds on) and its flop formulas (``torch.utils.flop_counter.flop_registry``); matrix-vector
     and dot products, which that registry lacks, are counted here.
 
+    Why not the public ``torch.utils.flop_counter.FlopCounterMode``: around a gradient-penalty step
+    (``torch.autograd.grad(..., create_graph=True)``) it raises "A leaf node was passed to
+    _will_engine_execute_node but we are currently running autograd.grad()" (torch 2.13), because its
+    module tracker hooks into the backward pass. ``torch.profiler`` with ``with_flops=True`` works but
+    skips matrix-vector products (the power iteration) and logs to stderr. The tests pin the counts of
+    ``mm`` and ``mv``, so an upgrade that breaks the private hook fails loudly.
+
     Args:
         fn: A zero-argument callable.
 
