@@ -1,29 +1,38 @@
-"""Lipschitz constraints in deep learning: spectral norms, spectral normalisation, gradient penalties.
+r"""Lipschitz constraints in deep learning: spectral norms, spectral normalisation, gradient penalties.
 
-Companion to Su Jianlin, "深度学习中的Lipschitz约束：泛化与生成模型" (kexue.fm/archives/6051, 2018).
-A layer ``x -> act(W x + b)`` with an activation of slope at most 1 is ``||W||_2``-Lipschitz, so the
-spectral norm of each weight matrix controls how sensitive a network is to its input. This module
-holds:
+Companion to Su Jianlin, "深度学习中的Lipschitz约束：泛化与生成模型"
+([kexue.fm/archives/6051](https://kexue.fm/archives/6051), 2018). A layer $x \mapsto \phi(Wx + b)$
+with an activation of slope at most 1 is $\|W\|_2$-Lipschitz, so the spectral norm of each weight
+matrix controls how sensitive a network is to its input. This module holds the article's own
+mathematics:
 
-* the spectral norm by power iteration (:func:`spectral_norm`) beside the exact SVD value
-  (:func:`spectral_norm_exact`);
-* one spectral-normalisation step ``W -> W / sigma(W)`` with persistent singular-vector estimates
-  (:func:`spectral_normalize`, and the slow reference :func:`spectral_normalize_reference` that
-  mirrors PyTorch's parametrization), the parametrization module :class:`SpectralNorm` and
-  :func:`spectral_normalization` to register it on a layer;
-* the spectral-norm regulariser :func:`spectral_penalty`;
-* the true operator norm of a 2-D convolution (:func:`conv_operator_norm`, :func:`conv_operator_norm_fft`,
-  the dense :func:`conv_matrix`) to compare with the norm of the reshaped kernel
-  (:func:`reshaped_kernel_norm`);
-* the WGAN gradient penalty, two- and one-sided (:data:`PENALTIES`, :func:`gradient_penalty`),
-  weight clipping, Lipschitz bounds of a network, and the exact Wasserstein-1 distance between two
-  equal-size samples (:func:`exact_w1`);
-* small seeded experiments used on the page (:func:`train_classifier`, :func:`train_critic`).
+* the spectral norm by power iteration
+  ([`spectral_norm_estimate`][kexue.lipschitz.spectral_norm_estimate]) beside the exact SVD value
+  ([`spectral_norm_exact`][kexue.lipschitz.spectral_norm_exact]);
+* one spectral-normalisation step $W \mapsto W/\hat\sigma(W)$ with persistent singular-vector
+  estimates ([`spectral_normalize`][kexue.lipschitz.spectral_normalize], and the slow reference
+  [`spectral_normalize_reference`][kexue.lipschitz.spectral_normalize_reference] that mirrors
+  PyTorch's parametrization), the parametrization module [`SpectralNorm`][kexue.lipschitz.SpectralNorm]
+  and [`spectral_normalization`][kexue.lipschitz.spectral_normalization] to register it on a layer;
+* the article's Keras kernel constraint, a projection after the optimiser step
+  ([`spectral_project_`][kexue.lipschitz.spectral_project_]);
+* the spectral-norm regulariser [`spectral_penalty`][kexue.lipschitz.spectral_penalty];
+* the true operator norm of a 2-D convolution
+  ([`conv_operator_norm`][kexue.lipschitz.conv_operator_norm],
+  [`conv_operator_norm_fft`][kexue.lipschitz.conv_operator_norm_fft], the dense
+  [`conv_matrix`][kexue.lipschitz.conv_matrix]) to compare with the norm of the reshaped kernel
+  ([`reshaped_kernel_norm`][kexue.lipschitz.reshaped_kernel_norm]);
+* the WGAN gradient penalty, two- and one-sided ([`PENALTIES`][kexue.lipschitz.PENALTIES],
+  [`gradient_penalty`][kexue.lipschitz.gradient_penalty]), weight clipping, Lipschitz bounds of a
+  network, and the exact Wasserstein-1 distance between two equal-size samples
+  ([`exact_w1`][kexue.lipschitz.exact_w1]).
+
+The page's experiments (synthetic matrices, the digits classifiers, the WGAN critics) live in
+[`kexue.experiments.lipschitz`][kexue.experiments.lipschitz].
 """
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable, Sequence
 from typing import Literal, NamedTuple
 
@@ -37,12 +46,13 @@ from kexue._checks import check_int, check_real, check_tensor
 __all__ = [
     "PowerIteration",
     "SpectralNormStep",
-    "spectral_norm",
+    "spectral_norm_estimate",
     "spectral_norm_exact",
     "spectral_normalize",
     "spectral_normalize_reference",
     "SpectralNorm",
     "spectral_normalization",
+    "spectral_project_",
     "spectral_penalty",
     "reshaped_kernel_norm",
     "conv_matrix",
@@ -56,15 +66,6 @@ __all__ = [
     "lipschitz_upper_bound",
     "jacobian_norms",
     "exact_w1",
-    "sharpening_matrix",
-    "matrix_with_spectrum",
-    "shifted_gaussian",
-    "count_matmul_flops",
-    "mlp",
-    "CLASSIFIER_METHODS",
-    "train_classifier",
-    "CRITIC_METHODS",
-    "train_critic",
 ]
 
 
@@ -90,7 +91,7 @@ def _check_vector(x: object, name: str, size: int, like: Tensor) -> Tensor:
 
 
 class PowerIteration(NamedTuple):
-    """Result of :func:`spectral_norm`.
+    """Result of [`spectral_norm_estimate`][kexue.lipschitz.spectral_norm_estimate].
 
     Attributes:
         sigma: The estimate ``u^T W v`` of the largest singular value (a 0-d tensor).
@@ -128,7 +129,7 @@ def spectral_norm_exact(W: Tensor) -> Tensor:
 
 
 # --8<-- [start:power]
-def spectral_norm(
+def spectral_norm_estimate(
     W: Tensor,
     n_iter: int = 20,
     u0: Tensor | Literal["ones"] | None = None,
@@ -158,7 +159,7 @@ def spectral_norm(
         eps: Floor of the norms when normalising (a zero matrix gives ``sigma = 0``).
 
     Returns:
-        A :class:`PowerIteration` ``(sigma, u, v, history)``.
+        A [`PowerIteration`][kexue.lipschitz.PowerIteration] ``(sigma, u, v, history)``.
 
     Shapes:
         W: ``(out, in)``; u: ``(out,)``; v: ``(in,)``; history: ``(n_iter,)``.
@@ -167,7 +168,17 @@ def spectral_norm(
         TypeError: If ``W`` or ``u0`` has the wrong type or dtype.
         ValueError: If ``W`` is not a non-empty matrix, ``n_iter < 1`` or ``u0`` has the wrong shape.
 
-    Source: power iteration as in Su (2018, kexue.fm/archives/6051) and Miyato et al. (2018).
+    Source: power iteration as in Su (2018, [kexue.fm/archives/6051](https://kexue.fm/archives/6051))
+    and Miyato et al. (2018).
+
+    Examples:
+        >>> import torch
+        >>> W = torch.tensor([[3.0, 0.0], [0.0, 1.0]], dtype=torch.float64)
+        >>> r = spectral_norm_estimate(W, n_iter=30, generator=torch.Generator().manual_seed(0))
+        >>> round(r.sigma.item(), 6), spectral_norm_exact(W).item()
+        (3.0, 3.0)
+        >>> spectral_norm_estimate(torch.eye(2, dtype=torch.float64), 3, u0="ones").sigma.item()
+        1.0
     """
     W = _check_matrix(W)
     n_iter = check_int(n_iter, "n_iter", 1)
@@ -242,7 +253,7 @@ def spectral_normalize(W: Tensor, u: Tensor, v: Tensor, n_iter: int = 1, eps: fl
             a non-zero matrix).
 
     Returns:
-        A :class:`SpectralNormStep` ``(weight, sigma, u, v)``; the inputs are not modified.
+        A [`SpectralNormStep`][kexue.lipschitz.SpectralNormStep] ``(weight, sigma, u, v)``; the inputs are not modified.
 
     Shapes:
         W: ``(out, in)``; u: ``(out,)``; v: ``(in,)``.
@@ -251,7 +262,7 @@ def spectral_normalize(W: Tensor, u: Tensor, v: Tensor, n_iter: int = 1, eps: fl
         TypeError: For non-tensors or mismatched dtypes.
         ValueError: For shapes that do not match ``W`` or ``n_iter < 0``.
 
-    Source: Miyato et al. (2018), arXiv:1802.05957, Algorithm 1; PyTorch's
+    Source: Miyato et al. (2018), [arXiv:1802.05957](https://arxiv.org/abs/1802.05957), Algorithm 1; PyTorch's
     ``torch.nn.utils.parametrizations.spectral_norm`` for the update order.
     """
     _check_step_inputs(W, u, v, n_iter)
@@ -279,7 +290,7 @@ def spectral_normalize_reference(
 
     ``n_iter`` times $u \leftarrow \mathrm{normalize}(Wv)$, $v \leftarrow \mathrm{normalize}(W^\top u)$
     (no gradient), then $\hat\sigma = u^\top W v$ with $u, v$ constant and $W/\hat\sigma$.
-    Three matrix-vector products per step; :func:`spectral_normalize` must agree with it.
+    Three matrix-vector products per step; [`spectral_normalize`][kexue.lipschitz.spectral_normalize] must agree with it.
 
     Args:
         W: The weight matrix.
@@ -289,7 +300,7 @@ def spectral_normalize_reference(
         eps: Floor of the norms.
 
     Returns:
-        A :class:`SpectralNormStep`.
+        A [`SpectralNormStep`][kexue.lipschitz.SpectralNormStep].
 
     Shapes:
         W: ``(out, in)``; u: ``(out,)``; v: ``(in,)``.
@@ -321,10 +332,10 @@ def _to_matrix(weight: Tensor, dim: int) -> Tensor:
 class SpectralNorm(nn.Module):
     r"""Parametrization $W \mapsto W / \hat\sigma(W)$ with persistent power-iteration vectors.
 
-    A thin module around :func:`spectral_normalize`: it holds the buffers ``u`` and ``v``, updates
+    A thin module around [`spectral_normalize`][kexue.lipschitz.spectral_normalize]: it holds the buffers ``u`` and ``v``, updates
     them (``n_power_iterations`` per forward) only in training mode, never sends gradients into
     them, and reshapes conv kernels to ``(weight.shape[dim], -1)``. One-dimensional weights are
-    divided by their Euclidean norm. Register it with :func:`spectral_normalization`.
+    divided by their Euclidean norm. Register it with [`spectral_normalization`][kexue.lipschitz.spectral_normalization].
 
     Because the new vectors are fresh tensors copied into the buffers after use, a loss built from
     two forwards (``D(real) - D(fake)``) backpropagates without "modified by an in-place operation"
@@ -399,7 +410,7 @@ def spectral_normalization(
     eps: float = 1e-12,
     generator: torch.Generator | None = None,
 ) -> nn.Module:
-    """Register :class:`SpectralNorm` on ``module.<name>`` (same call as PyTorch's ``spectral_norm``).
+    """Register [`SpectralNorm`][kexue.lipschitz.SpectralNorm] on ``module.<name>`` (same call as PyTorch's ``spectral_norm``).
 
     Args:
         module: The layer (e.g. ``nn.Linear``, ``nn.Conv2d``).
@@ -415,6 +426,16 @@ def spectral_normalization(
 
     Raises:
         ValueError: If the module has no parameter called ``name``.
+
+    Examples:
+        >>> import torch
+        >>> layer = spectral_normalization(torch.nn.Linear(8, 4), generator=torch.Generator().manual_seed(0))
+        >>> for _ in range(20):  # each training-mode forward runs one power iteration
+        ...     _ = layer(torch.zeros(1, 8))
+        >>> round(spectral_norm_exact(layer.weight.detach()).item(), 4)
+        1.0
+        >>> sorted(name for name, _ in layer.named_buffers())
+        ['parametrizations.weight.0.u', 'parametrizations.weight.0.v']
     """
     weight = getattr(module, name, None)
     if not isinstance(weight, Tensor):  # a wrong name is a wrong value of `name`, hence ValueError
@@ -428,11 +449,62 @@ def spectral_normalization(
     return module
 
 
+@torch.no_grad()
+def spectral_project_(module: nn.Module, n_iter: int | None = 5) -> nn.Module:
+    r"""Divide every weight matrix of ``module`` by its spectral norm, in place (the article's Keras constraint).
+
+    Each parameter with two or more dimensions, viewed as a matrix ``(shape[0], -1)``, becomes
+    $W \leftarrow W/\hat\sigma(W)$, where $\hat\sigma$ comes from ``n_iter`` power iterations started
+    from the all-ones vector and recomputed from scratch at every call, as in the Keras code of the
+    article (``n_iter=None`` uses the exact SVD value instead). Biases and other vectors are left alone.
+
+    Called after each optimiser step, as a Keras ``kernel_constraint`` is, this is a *projection*:
+    the step's gradient was computed for the weights before normalisation, not for the normalised
+    network. Su found this hurt his WGAN-SN samples and patched Keras to reparametrise instead,
+    which is what [`spectral_normalization`][kexue.lipschitz.spectral_normalization] does.
+
+    Args:
+        module: The network (its weights are changed in place).
+        n_iter: Power iterations from all ones (>= 1), or ``None`` for the exact norm.
+
+    Returns:
+        The module.
+
+    Raises:
+        ValueError: If ``n_iter`` is not ``None`` or an integer >= 1.
+
+    Source: Su (2018), the ``spectral_normalization`` Keras constraint of
+    [kexue.fm/archives/6051](https://kexue.fm/archives/6051) (5 iterations from ones).
+
+    Examples:
+        >>> import torch
+        >>> net = torch.nn.Linear(3, 2)
+        >>> with torch.no_grad():
+        ...     _ = net.weight.copy_(torch.tensor([[2.0, 0.0, 0.0], [0.0, 1.0, 0.0]]))
+        >>> spectral_project_(net).weight
+        Parameter containing:
+        tensor([[1.0000, 0.0000, 0.0000],
+                [0.0000, 0.5000, 0.0000]], requires_grad=True)
+    """
+    if n_iter is not None:
+        check_int(n_iter, "n_iter", 1)
+    for p in module.parameters():
+        if p.ndim < 2:
+            continue
+        mat = p.flatten(1)
+        if n_iter is None:
+            sigma = torch.linalg.matrix_norm(mat, ord=2)
+        else:
+            sigma = spectral_norm_estimate(mat, n_iter, u0="ones").sigma
+        p.div_(sigma.clamp_min(torch.finfo(p.dtype).tiny))
+    return module
+
+
 def spectral_penalty(sigmas: Sequence[Tensor], lam: float) -> Tensor:
     r"""Spectral-norm regulariser $\lambda \sum_l \sigma(W_l)^2$ (the article's convention).
 
     Its gradient with respect to each $W_l$ is $2\lambda\,\sigma_l\, u_l v_l^\top$ when $\sigma_l$ comes
-    from :func:`spectral_normalize` (or is exact with a simple top singular value). Yoshida & Miyato
+    from [`spectral_normalize`][kexue.lipschitz.spectral_normalize] (or is exact with a simple top singular value). Yoshida & Miyato
     (2017) write $\frac{\lambda}{2}\sum_l \sigma_l^2$; pass ``lam / 2`` for their convention.
     Replacing $\sigma(W)$ by the Frobenius norm $\|W\|_F \ge \sigma(W)$ gives ordinary L2 weight decay.
 
@@ -464,11 +536,16 @@ def spectral_penalty(sigmas: Sequence[Tensor], lam: float) -> Tensor:
 # convolutions: reshaped kernel vs the true operator norm
 
 
-def _check_conv(weight: object, input_size: object) -> tuple[Tensor, tuple[int, int]]:
+def _check_kernel(weight: object) -> Tensor:
     if not isinstance(weight, Tensor) or not weight.dtype.is_floating_point:
         raise TypeError("weight must be a floating torch.Tensor of shape (out, in, kh, kw)")
     if weight.ndim != 4 or weight.numel() == 0:
         raise ValueError(f"weight must have shape (out, in, kh, kw), got {tuple(weight.shape)}")
+    return weight
+
+
+def _check_conv(weight: object, input_size: object) -> tuple[Tensor, tuple[int, int]]:
+    weight = _check_kernel(weight)
     kh, kw = weight.shape[-2:]
     if kh % 2 == 0 or kw % 2 == 0:
         raise ValueError(f"weight must have odd kernel sizes ('same' padding), got {kh}x{kw}")
@@ -520,12 +597,22 @@ def reshaped_kernel_norm(weight: Tensor) -> Tensor:
     Raises:
         TypeError: If ``weight`` is not a floating tensor.
         ValueError: If ``weight`` is not 4-D.
+
+    Examples:
+        An all-ones $3\times 3$ kernel: the reshaped matrix has norm 3, the circular convolution
+        norm 9 (the upper bound), the zero-padded one on the same $8\times 8$ input a little less:
+
+        >>> import torch
+        >>> w = torch.ones(1, 1, 3, 3, dtype=torch.float64)
+        >>> reshaped_kernel_norm(w).item()
+        3.0
+        >>> round(conv_operator_norm_fft(w, (8, 8)).item(), 6)
+        9.0
+        >>> g = torch.Generator().manual_seed(0)
+        >>> round(conv_operator_norm(w, (8, 8), "zeros", n_iter=300, generator=g).item(), 3)
+        8.291
     """
-    if not isinstance(weight, Tensor) or not weight.dtype.is_floating_point:
-        raise TypeError("weight must be a floating torch.Tensor of shape (out, in, kh, kw)")
-    if weight.ndim != 4 or weight.numel() == 0:
-        raise ValueError(f"weight must have shape (out, in, kh, kw), got {tuple(weight.shape)}")
-    return torch.linalg.matrix_norm(weight.flatten(1), ord=2)
+    return torch.linalg.matrix_norm(_check_kernel(weight).flatten(1), ord=2)
 
 
 def conv_matrix(weight: Tensor, input_size: tuple[int, int], padding_mode: PaddingMode = "zeros") -> Tensor:
@@ -626,7 +713,8 @@ def conv_operator_norm_fft(weight: Tensor, input_size: tuple[int, int]) -> Tenso
         TypeError: If ``weight`` is not a floating tensor.
         ValueError: For bad shapes or sizes.
 
-    Source: H. Sedghi, V. Gupta, P. Long, "The Singular Values of Convolutional Layers", ICLR 2019.
+    Source: H. Sedghi, V. Gupta, P. Long, "The Singular Values of Convolutional Layers", ICLR 2019,
+    [arXiv:1805.10408](https://arxiv.org/abs/1805.10408).
     """
     weight, (H, Wd) = _check_conv(weight, input_size)
     freq = torch.fft.fft2(weight.detach(), s=(H, Wd))  # (out, in, H, W), zero-padded kernel
@@ -638,17 +726,18 @@ def conv_operator_norm_fft(weight: Tensor, input_size: tuple[int, int]) -> Tenso
 
 
 def _two_sided(grad_norm: Tensor) -> Tensor:
-    """WGAN-GP: $(\\|\\nabla f\\| - 1)^2$ (Gulrajani et al., 2017)."""
+    r"""WGAN-GP: $(\|\nabla f\| - 1)^2$ (Gulrajani et al., 2017)."""
     return (grad_norm - 1).square()
 
 
 def _one_sided(grad_norm: Tensor) -> Tensor:
-    """One-sided: $\\max(\\|\\nabla f\\| - 1, 0)^2$ (Su's preference; Petzka et al. 2018)."""
+    r"""One-sided: $\max(\|\nabla f\| - 1, 0)^2$ (Su's preference; Petzka et al. 2018)."""
     return F.relu(grad_norm - 1).square()
 
 
-#: Gradient-penalty variants, each ``f(grad_norm) -> per-example penalty`` (same signature).
 PENALTIES: dict[str, Callable[[Tensor], Tensor]] = {"two-sided": _two_sided, "one-sided": _one_sided}
+r"""Gradient-penalty variants by name, each ``f(grad_norm) -> per-example penalty`` (same signature):
+``"two-sided"`` $(\|\nabla f\| - 1)^2$ (WGAN-GP) and ``"one-sided"`` $\max(\|\nabla f\| - 1, 0)^2$ (Su's choice)."""
 
 
 def _grad_norms(critic: Callable[[Tensor], Tensor], x: Tensor, create_graph: bool) -> Tensor:
@@ -709,7 +798,7 @@ def gradient_penalty(
         real: Real points.
         fake: Generated points (same shape).
         lam: Penalty weight (>= 0; 10 in Gulrajani et al.).
-        kind: A key of :data:`PENALTIES`.
+        kind: A key of [`PENALTIES`][kexue.lipschitz.PENALTIES].
         generator: Random generator for $\epsilon$.
 
     Returns:
@@ -721,7 +810,21 @@ def gradient_penalty(
     Raises:
         ValueError: For mismatched or empty batches, a negative ``lam`` or an unknown ``kind``.
 
-    Source: Gulrajani et al. (2017), arXiv:1704.00028; one-sided form: Su (2018), Petzka et al. (2018).
+    Source: Gulrajani et al. (2017), [arXiv:1704.00028](https://arxiv.org/abs/1704.00028); one-sided
+    form: Su (2018), Petzka et al. (2018).
+
+    Examples:
+        A linear critic $f(x) = a^\top x$ has $\|\nabla f\| = \|a\|$ everywhere, so the penalty
+        is $\lambda(\|a\| - 1)^2$ two-sided and zero one-sided when $\|a\| < 1$:
+
+        >>> import torch
+        >>> a = torch.tensor([0.3, 0.4])  # ||a|| = 0.5
+        >>> critic = lambda x: x @ a
+        >>> real, fake = torch.randn(16, 2), torch.randn(16, 2)
+        >>> gradient_penalty(critic, real, fake, lam=10.0).item()
+        2.5
+        >>> gradient_penalty(critic, real, fake, lam=10.0, kind="one-sided").item()
+        0.0
     """
     if kind not in PENALTIES:
         raise ValueError(f"kind must be one of {sorted(PENALTIES)}, got {kind!r}")
@@ -810,7 +913,7 @@ def jacobian_norms(model: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
     r"""Spectral norm of the input Jacobian $\|\partial f(x_i)/\partial x_i\|_2$ at each point.
 
     The maximum over points is a lower bound on the Lipschitz constant of ``model`` (an upper bound
-    being :func:`lipschitz_upper_bound`). Put spectrally normalised models in ``eval()`` mode first
+    being [`lipschitz_upper_bound`][kexue.lipschitz.lipschitz_upper_bound]). Put spectrally normalised models in ``eval()`` mode first
     so their buffers are not updated.
 
     Args:
@@ -857,6 +960,14 @@ def exact_w1(x: Tensor, y: Tensor) -> float:
 
     Raises:
         ValueError: If the samples are empty or their shapes differ.
+
+    Examples:
+        >>> import torch
+        >>> x = torch.tensor([[0.0, 0.0], [1.0, 0.0]])
+        >>> exact_w1(x, x + torch.tensor([0.0, 2.0]))  # a translation by 2
+        2.0
+        >>> exact_w1(x, x.flip(0))  # the same set in another order
+        0.0
     """
     from scipy.optimize import linear_sum_assignment
 
@@ -867,345 +978,3 @@ def exact_w1(x: Tensor, y: Tensor) -> float:
     cost = torch.cdist(x.detach().double(), y.detach().double()).cpu().numpy()
     rows, cols = linear_sum_assignment(cost)
     return float(cost[rows, cols].mean())
-
-
-# ----------------------------------------------------------------------------------------------
-# synthetic matrices and data
-
-
-def sharpening_matrix(n: int, centre: float = 3.0, dtype: torch.dtype = torch.float64) -> Tensor:
-    r"""Circulant matrix of the 1-D filter $(-1, c, -1)$: $W = cI - P - P^\top$ ($P$ the cyclic shift).
-
-    Its rows sum to $c - 2$, so the all-ones vector is an eigenvector with eigenvalue $c - 2$, while
-    $\|W\|_2 = c + 2$ for even $n$. Power iteration started from all ones therefore stays on the
-    ones vector and returns $|c - 2|$ (exactly, for integer $c$), not the norm.
-
-    Args:
-        n: Size (>= 3).
-        centre: The centre tap $c$.
-        dtype: Floating dtype.
-
-    Returns:
-        The symmetric matrix.
-
-    Shapes:
-        result: ``(n, n)``.
-
-    Raises:
-        ValueError: If ``n < 3``.
-    """
-    n = check_int(n, "n", 3)
-    eye = torch.eye(n, dtype=dtype)
-    shift = torch.roll(eye, 1, dims=1)
-    return centre * eye - shift - shift.mT
-
-
-def matrix_with_spectrum(
-    singular_values: Sequence[float], shape: tuple[int, int], *, seed: int = 0, dtype: torch.dtype = torch.float64
-) -> Tensor:
-    """Random matrix ``U diag(s) V^T`` with prescribed singular values (random orthogonal U, V).
-
-    Args:
-        singular_values: The singular values (at most ``min(shape)`` of them; the rest are 0).
-        shape: ``(out, in)``.
-        seed: Seed of the orthogonal factors.
-        dtype: Floating dtype.
-
-    Returns:
-        The matrix.
-
-    Shapes:
-        result: ``shape``.
-
-    Raises:
-        ValueError: If there are more singular values than ``min(shape)`` or a value is negative.
-    """
-    m, n = shape
-    k = len(singular_values)
-    if k > min(m, n) or any(s < 0 for s in singular_values):
-        raise ValueError(f"singular_values must be <= min(shape) = {min(m, n)} non-negative numbers")
-    g = torch.Generator().manual_seed(seed)
-    U, _ = torch.linalg.qr(torch.randn(m, m, generator=g, dtype=torch.float64))
-    V, _ = torch.linalg.qr(torch.randn(n, n, generator=g, dtype=torch.float64))
-    s = torch.tensor(list(singular_values), dtype=torch.float64)
-    return ((U[:, :k] * s) @ V[:, :k].mT).to(dtype)
-
-
-def shifted_gaussian(
-    n: int, mean: tuple[float, float] = (0.5, -1.5), std: float = 0.3, *, seed: int = 0,
-    dtype: torch.dtype = torch.float32,
-) -> Tensor:
-    """Isotropic 2-D Gaussian sample, the fixed "generator" distribution of the critic experiment.
-
-    Args:
-        n: Number of points (>= 1).
-        mean: Centre.
-        std: Standard deviation (> 0).
-        seed: Seed.
-        dtype: Floating dtype.
-
-    Returns:
-        The points.
-
-    Shapes:
-        result: ``(n, 2)``.
-
-    Raises:
-        ValueError: If ``n < 1`` or ``std <= 0``.
-    """
-    n = check_int(n, "n", 1)
-    std = check_real(std, "std", above=0)
-    g = torch.Generator().manual_seed(seed)
-    return (torch.randn(n, 2, generator=g, dtype=torch.float64) * std + torch.tensor(mean)).to(dtype)
-
-
-# ----------------------------------------------------------------------------------------------
-# small experiments used on the page
-
-
-def count_matmul_flops(fn: Callable[[], object]) -> int:
-    """Floating-point operations of the matrix products (mm, addmm, bmm, mv, dot, ...) run by ``fn()``.
-
-    A deterministic stand-in for wall time: it counts forward, backward and double-backward
-    products alike (PyTorch's ``FlopCounterMode`` cannot follow ``torch.autograd.grad`` here).
-    Element-wise work is not counted. Uses PyTorch's dispatch-mode hook and flop formulas.
-
-    Args:
-        fn: A zero-argument callable.
-
-    Returns:
-        The number of floating-point operations (multiply and add counted separately).
-    """
-    from torch.utils._python_dispatch import TorchDispatchMode
-    from torch.utils.flop_counter import flop_registry
-
-    aten = torch.ops.aten
-    vector_ops = {aten.mv: lambda a, b: 2 * a.shape[0] * a.shape[1], aten.dot: lambda a, b: 2 * a.shape[0],
-                  aten.vdot: lambda a, b: 2 * a.shape[0]}
-
-    class _Counter(TorchDispatchMode):
-        def __init__(self) -> None:
-            super().__init__()
-            self.flops = 0
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
-            kwargs = kwargs or {}
-            out = func(*args, **kwargs)
-            packet = func._overloadpacket
-            if packet in flop_registry:
-                self.flops += int(flop_registry[packet](*args, **kwargs, out_val=out))
-            elif packet in vector_ops:
-                self.flops += int(vector_ops[packet](*args[:2]))
-            return out
-
-    with _Counter() as counter:
-        fn()
-    return counter.flops
-
-
-def mlp(sizes: Sequence[int], *, seed: int = 0, dtype: torch.dtype = torch.float32) -> nn.Sequential:
-    """ReLU MLP ``Linear -> ReLU -> ... -> Linear`` with seeded default initialisation.
-
-    Args:
-        sizes: Layer widths, input first (at least two entries).
-        seed: Seed of the initialisation.
-        dtype: Parameter dtype.
-
-    Returns:
-        The network.
-
-    Raises:
-        ValueError: If fewer than two sizes are given or a size is not positive.
-    """
-    if len(sizes) < 2 or any(not isinstance(s, int) or s < 1 for s in sizes):
-        raise ValueError(f"sizes must hold >= 2 positive integers, got {list(sizes)!r}")
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        layers: list[nn.Module] = []
-        for i, (a, b) in enumerate(itertools.pairwise(sizes)):
-            layers.append(nn.Linear(a, b, dtype=dtype))
-            if i < len(sizes) - 2:
-                layers.append(nn.ReLU())
-    return nn.Sequential(*layers)
-
-
-class _Scale(nn.Module):
-    def __init__(self, c: float) -> None:
-        super().__init__()
-        self.c = c
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.c * x
-
-
-def _linears(model: nn.Module) -> list[nn.Linear]:
-    return [m for m in model.modules() if isinstance(m, nn.Linear)]
-
-
-#: Training variants of :func:`train_classifier`.
-CLASSIFIER_METHODS: tuple[str, ...] = ("plain", "weight-decay", "spectral-reg", "spectral-norm")
-
-
-def train_classifier(
-    method: str,
-    x_train: Tensor,
-    y_train: Tensor,
-    *,
-    hidden: Sequence[int] = (256, 256),
-    epochs: int = 200,
-    batch_size: int = 100,
-    lr: float = 1e-3,
-    lam: float = 1e-2,
-    sn_scale: float = 1.0,
-    seed: int = 0,
-) -> nn.Sequential:
-    r"""Train a ReLU MLP classifier with one of the Lipschitz controls of the article.
-
-    * ``"plain"``: cross-entropy only;
-    * ``"weight-decay"``: $+\lambda \sum_l \|W_l\|_F^2$ (the Frobenius bound on $\sigma$);
-    * ``"spectral-reg"``: $+\lambda \sum_l \sigma(W_l)^2$ with one persistent power iteration per step;
-    * ``"spectral-norm"``: every weight replaced by $W/\sigma(W)$ (:func:`spectral_normalization`),
-      logits multiplied by ``sn_scale`` (so the network is ``sn_scale``-Lipschitz, up to the
-      power-iteration error).
-
-    Adam, shuffled mini-batches, everything seeded; the model is returned in ``eval()`` mode.
-
-    Args:
-        method: One of :data:`CLASSIFIER_METHODS`.
-        x_train: Inputs.
-        y_train: Integer labels.
-        hidden: Hidden widths.
-        epochs: Passes over the data (>= 1).
-        batch_size: Mini-batch size (>= 1).
-        lr: Adam learning rate (> 0).
-        lam: Penalty weight for the two regularised methods (>= 0).
-        sn_scale: Output scale of the spectrally normalised network (> 0).
-        seed: Seed of initialisation, shuffling and power-iteration starts.
-
-    Returns:
-        The trained network.
-
-    Shapes:
-        x_train: ``(n, d)``; y_train: ``(n,)``.
-
-    Raises:
-        ValueError: For an unknown method, mismatched data or bad hyper-parameters.
-    """
-    if method not in CLASSIFIER_METHODS:
-        raise ValueError(f"method must be one of {CLASSIFIER_METHODS}, got {method!r}")
-    if x_train.ndim != 2 or y_train.shape != (x_train.shape[0],) or x_train.shape[0] == 0:
-        raise ValueError("x_train must be (n, d) and y_train (n,) with n >= 1")
-    check_int(epochs, "epochs", 1)
-    check_int(batch_size, "batch_size", 1)
-    check_real(lr, "lr", above=0)
-    check_real(lam, "lam", at_least=0)
-    n_classes = int(y_train.max()) + 1
-    model = mlp([x_train.shape[1], *hidden, n_classes], seed=seed, dtype=x_train.dtype)
-    gen = torch.Generator().manual_seed(seed)
-    layers = _linears(model)
-    if method == "spectral-norm":
-        for layer in layers:
-            spectral_normalization(layer, generator=gen)
-        if check_real(sn_scale, "sn_scale", above=0) != 1.0:
-            model.append(_Scale(sn_scale))
-    vectors = []  # persistent (u, v) for the spectral regulariser
-    if method == "spectral-reg":
-        for layer in layers:
-            W = layer.weight.detach()
-            warm = spectral_norm(W, n_iter=15, generator=gen)
-            vectors.append((warm.u, warm.v))
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    n = x_train.shape[0]
-    model.train()
-    for _ in range(epochs):
-        perm = torch.randperm(n, generator=gen)
-        for start in range(0, n, batch_size):
-            idx = perm[start : start + batch_size]
-            loss = F.cross_entropy(model(x_train[idx]), y_train[idx])
-            if method == "weight-decay":
-                loss = loss + lam * sum(layer.weight.square().sum() for layer in layers)
-            elif method == "spectral-reg":
-                sigmas = []
-                for i, layer in enumerate(layers):
-                    step = spectral_normalize(layer.weight, *vectors[i])
-                    vectors[i] = (step.u, step.v)
-                    sigmas.append(step.sigma)
-                loss = loss + spectral_penalty(sigmas, lam)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-    return model.eval()
-
-
-#: Lipschitz controls of :func:`train_critic`.
-CRITIC_METHODS: tuple[str, ...] = ("clip", "gp-two-sided", "gp-one-sided", "spectral-norm")
-
-
-def train_critic(
-    method: str,
-    real: Tensor,
-    fake: Tensor,
-    *,
-    hidden: Sequence[int] = (128, 128),
-    steps: int = 1000,
-    batch_size: int = 256,
-    lr: float = 1e-3,
-    lam: float = 10.0,
-    clip: float = 0.01,
-    seed: int = 0,
-) -> nn.Sequential:
-    r"""Train a WGAN critic $f$ between two fixed samples: minimise $\mathbb{E}_g f - \mathbb{E}_r f$ (+ penalty).
-
-    No generator: ``real`` and ``fake`` stay fixed, so the result can be compared with the exact
-    $W_1$ of the two samples. Variants: ``"clip"`` (clamp all parameters to ``[-clip, clip]`` after
-    each step), ``"gp-two-sided"`` / ``"gp-one-sided"`` (:func:`gradient_penalty` with weight ``lam``)
-    and ``"spectral-norm"`` (every weight spectrally normalised, no penalty).
-    Adam with $\beta = (0.5, 0.9)$; the critic is returned in ``eval()`` mode.
-
-    Args:
-        method: One of :data:`CRITIC_METHODS`.
-        real: Real sample.
-        fake: Generated sample (any size).
-        hidden: Hidden widths of the ReLU MLP.
-        steps: Critic updates (>= 1).
-        batch_size: Points drawn (with replacement) from each sample per step.
-        lr: Learning rate (> 0).
-        lam: Gradient-penalty weight.
-        clip: Clipping bound.
-        seed: Seed of everything.
-
-    Returns:
-        The critic, mapping ``(n, d)`` to ``(n, 1)``.
-
-    Shapes:
-        real: ``(n_r, d)``; fake: ``(n_g, d)``.
-
-    Raises:
-        ValueError: For an unknown method, mismatched data or bad hyper-parameters.
-    """
-    if method not in CRITIC_METHODS:
-        raise ValueError(f"method must be one of {CRITIC_METHODS}, got {method!r}")
-    if real.ndim != 2 or fake.ndim != 2 or real.shape[1] != fake.shape[1] or min(len(real), len(fake)) == 0:
-        raise ValueError("real and fake must be non-empty (n, d) tensors with the same d")
-    check_int(steps, "steps", 1)
-    check_int(batch_size, "batch_size", 1)
-    check_real(lr, "lr", above=0)
-    critic = mlp([real.shape[1], *hidden, 1], seed=seed, dtype=real.dtype)
-    gen = torch.Generator().manual_seed(seed)
-    if method == "spectral-norm":
-        for layer in _linears(critic):
-            spectral_normalization(layer, generator=gen)
-    opt = torch.optim.Adam(critic.parameters(), lr=lr, betas=(0.5, 0.9))
-    critic.train()
-    for _ in range(steps):
-        xr = real[torch.randint(len(real), (batch_size,), generator=gen)]
-        xg = fake[torch.randint(len(fake), (batch_size,), generator=gen)]
-        loss = critic(xg).mean() - critic(xr).mean()
-        if method.startswith("gp-"):
-            loss = loss + gradient_penalty(critic, xr, xg, lam, method[3:], generator=gen)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if method == "clip":
-            clip_weights_(critic, clip)
-    return critic.eval()
