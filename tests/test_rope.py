@@ -238,6 +238,15 @@ def test_logn_inert_within_training_length():
     torch.testing.assert_close(R.logn_scale(torch.arange(1, 65), 64), torch.ones(64, dtype=torch.float64))
 
 
+def test_logn_scale_unclipped_is_log_base_L():
+    n = torch.arange(1, 600)
+    raw = R.logn_scale(n, 64, clip=False)
+    torch.testing.assert_close(raw, torch.log(n.double()) / math.log(64), rtol=1e-12, atol=1e-12)
+    assert raw[0].item() == 0.0 and raw[63].item() == pytest.approx(1.0)
+    # clipping changes exactly the positions inside the training length
+    torch.testing.assert_close(R.logn_scale(n, 64), raw.clamp(min=1.0))
+
+
 # ----------------------------------------------------------------------------- the digit view
 
 
@@ -425,3 +434,16 @@ def test_apply_rope_tables_rejects_bad_input():
         R.apply_rope_tables(torch.ones(4, 8, dtype=torch.long), cos, sin)
     with pytest.raises(ValueError, match="positions"):
         R.rope_tables(torch.arange(4)[None], R.frequencies(8))
+
+
+def test_apply_rope_tables_checks_overlap_through_views():
+    cos, sin = R.rope_tables(torch.arange(4), R.frequencies(8))
+    buf = torch.randn(4, 24)
+    with pytest.raises(ValueError, match="overlap"):  # out shares columns 4..7 with x
+        R.apply_rope_tables(buf[:, :8], cos, sin, out=buf[:, 4:12])
+    with pytest.raises(ValueError, match="overlap"):  # interleaved memory spans: refused (conservative check)
+        R.apply_rope_tables(buf[:, :8], cos, sin, out=buf[:, 16:24])
+    # disjoint blocks of one storage are fine, and give the same rotation as a fresh buffer
+    rows = torch.randn(8, 8)
+    got = R.apply_rope_tables(rows[:4], cos, sin, out=rows[4:])
+    torch.testing.assert_close(got, R.apply_rope_tables(rows[:4].clone(), cos, sin))
