@@ -329,16 +329,18 @@ class TinyRoPELM(nn.Module):
         if q_scale is not None and q_scale.shape not in ((T,), (S, T)):
             raise ValueError(f"q_scale must have shape ({T},) or ({S}, {T}), got {tuple(q_scale.shape)}")
         positions = torch.arange(T)
-        inv_freq = inv_freq.float()
+        # Every head rotates its (2i, 2i+1) pairs by the same frequencies: with the heads side by side,
+        # that is one interleaved RoPE over the full width with the frequencies tiled once per head.
+        tiled_freq = inv_freq.float().repeat(self.heads)  # (W // 2,)
         W = self.embed.shape[-1]
         h = self.embed[torch.arange(S)[:, None, None], tokens].view(S, B * T, W)  # (S, B*T, W)
         for blk in self.blocks:
-            qkv = torch.bmm(self._norm(h, blk["norm1_w"], blk["norm1_b"]), blk["qkv"])  # (S, B*T, 3W)
-            qkv = qkv.view(S * B, T, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)  # (3, S*B, nh, T, hs)
-            q, k, v = qkv[0], qkv[1], qkv[2]
-            q, k = apply_rope(q, positions, inv_freq), apply_rope(k, positions, inv_freq)
-            if q_scale is not None:  # (T,) or (S, T) -> broadcast over (S*B, nh, T, hs)
-                q = (q.view(S, B, self.heads, T, self.head_dim) * q_scale.float().view(-1, 1, 1, T, 1)).flatten(0, 1)
+            x = self._norm(h, blk["norm1_w"], blk["norm1_b"])
+            q, k, v = (torch.bmm(x, w).view(S * B, T, W) for w in blk["qkv"].split(W, dim=-1))  # each (S*B, T, W)
+            q, k = apply_rope(q, positions, tiled_freq), apply_rope(k, positions, tiled_freq)
+            if q_scale is not None:  # (T,) or (S, T) -> broadcast over (S, B, T, W)
+                q = (q.view(S, B, T, W) * q_scale.float().view(-1, 1, T, 1)).view(S * B, T, W)
+            q, k, v = (t.view(S * B, T, self.heads, self.head_dim).transpose(1, 2) for t in (q, k, v))
             att = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (S*B, nh, T, hs)
             att = att.transpose(1, 2).reshape(S, B * T, W)  # heads side by side again
             h = h + torch.bmm(att, blk["proj"])
@@ -410,7 +412,7 @@ def train_tiny_lm(
     check_real(weight_decay, "weight_decay", at_least=0)
     check_real(clip, "clip", above=0)
     params = list(model.parameters())
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, foreach=True)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * s / steps))
     )
