@@ -48,7 +48,7 @@ def rope_apply(limits: dict) -> list[Result]:
     g = torch.Generator().manual_seed(0)
     q, k = torch.randn(b, h, n, d, generator=g), torch.randn(b, h, n, d, generator=g)
     pos = torch.arange(n)
-    theta = rope.inv_freq(d)
+    theta = rope.frequencies(d)
     # Hugging Face: cos/sin tables of shape (batch, seq, d) built once, as a model does per forward.
     # Angles in float64 for both (HF's own float32 angles drift by ~1e-3 at position 4095, which
     # would test table precision, not the rotation), then float32 tables.
