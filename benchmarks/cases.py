@@ -275,11 +275,12 @@ def glow_step(limits: dict) -> list[Result]:
 def dgcnn_encoder(limits: dict) -> list[Result]:
     """DGCNN encoder (dilations 1, 2, 4, 8, 1) vs a 5-layer BiLSTM of similar size, forward + backward."""
     from kexue import dgcnn
+    from kexue.experiments.dgcnn import BiLSTMEncoder
 
     torch.manual_seed(0)
     batch, seq, d = 32, 128, 64
     enc = dgcnn.DGCNNEncoder(d, (1, 2, 4, 8, 1))
-    lstm = dgcnn.BiLSTMEncoder(d, num_layers=5)
+    lstm = BiLSTMEncoder(d, num_layers=5)
     x = torch.randn(batch, seq, d, generator=torch.Generator().manual_seed(1), requires_grad=True)
     n_enc = sum(p.numel() for p in enc.parameters())
     n_lstm = sum(p.numel() for p in lstm.parameters())
