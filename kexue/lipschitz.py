@@ -470,7 +470,7 @@ class SpectralNorm(nn.Module):
                 self.u.copy_(torch.where(ok, step.u, self.u))
                 self.v.copy_(torch.where(ok, step.v, self.v))
         # |sigma| <= eps only for a zero weight (or hand-set vectors with u orthogonal to Wv): divide by eps
-        sigma = torch.where(step.sigma.abs() > self.eps, step.sigma, torch.full_like(step.sigma, self.eps))
+        sigma = torch.where(step.sigma.abs() <= self.eps, torch.full_like(step.sigma, self.eps), step.sigma)  # NaN stays
         return weight / (sigma * scale)
 
 
@@ -571,10 +571,11 @@ def spectral_project_(module: nn.Module, n_iter: int | None = 5) -> nn.Module:
             continue
         mat = p.flatten(1)
         if n_iter is None:
-            sigma = torch.linalg.matrix_norm(mat, ord=2)
-        else:
-            sigma = spectral_norm_estimate(mat, n_iter, u0="ones").sigma
-        p.div_(sigma.clamp_min(torch.finfo(p.dtype).tiny))
+            sigma = _exact_norm(mat)
+        else:  # on the weight rescaled by an exact power of two: tiny or huge weights do not under/overflow
+            scale = _pow2_scale(mat)
+            sigma = spectral_norm_estimate(mat / scale, n_iter, u0="ones").sigma * scale
+        p.div_(sigma.clamp_min(torch.finfo(p.dtype).tiny))  # a zero weight stays zero
     return module
 
 

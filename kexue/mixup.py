@@ -713,6 +713,7 @@ def linearity_gap_reference(
     for i in range(n):
         li = float(lam[i])
         xa, xb = x_a[i : i + 1], x_b[i : i + 1]
-        diff = f(li * xa + (1 - li) * xb) - li * f(xa) - (1 - li) * f(xb)
+        with torch.no_grad():  # the gaps are plain numbers: no graph through a model's parameters
+            diff = f(li * xa + (1 - li) * xb) - li * f(xa) - (1 - li) * f(xb)
         gaps.append(sum(abs(float(v)) for v in diff.flatten()))
     return torch.tensor(gaps, dtype=torch.float64)

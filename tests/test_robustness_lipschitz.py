@@ -8,6 +8,9 @@ to the image, a label that would build a huge model, float16 data, non-composabl
 
 from __future__ import annotations
 
+import math
+
+import pytest
 import torch
 from torch import nn
 
@@ -224,3 +227,193 @@ test_bad_input, test_bad_scalars = probe_tests(CASES)
 test_lipschitz_inventory = inventory_test("kexue.lipschitz", LIPSCHITZ_CASES, LIPSCHITZ_EXEMPT)
 test_experiments_lipschitz_inventory = inventory_test("kexue.experiments.lipschitz", EXPERIMENT_CASES,
                                                       EXPERIMENT_EXEMPT)
+
+
+# ----------------------------------------------------------------------------- the review's worst cases
+
+
+def _sn(weight: torch.Tensor) -> lip.SpectralNorm:
+    return lip.SpectralNorm(weight, generator=_gen(0))
+
+
+@pytest.mark.parametrize("scale", [1e-20, 1e-30, 1e30])
+def test_spectral_norm_module_normalises_tiny_and_huge_weights(scale):
+    """Review S1/S4: a weight of 1e-20 gave inf (sigma underflowed), one of 1e30 gave NaN (it overflowed)."""
+    W = torch.randn(4, 3, generator=_gen(1))
+    m = _sn(W * scale)
+    for _ in range(30):  # training mode: one power iteration per forward
+        out = m(W * scale)
+    assert torch.isfinite(out).all()
+    torch.testing.assert_close(lip.spectral_norm_exact(out.double()), torch.tensor(1.0, dtype=torch.float64),
+                               rtol=1e-5, atol=0)
+    m.eval()
+    torch.testing.assert_close(m(W * scale), out)
+
+
+def test_spectral_norm_module_keeps_a_zero_weight_zero_and_its_vectors():
+    """Review S1: a zero weight gave NaN and left zero vectors behind, so later weights stayed broken."""
+    W = torch.randn(4, 3, generator=_gen(1))
+    m = _sn(W)
+    u, v = m.u.clone(), m.v.clone()
+    out = m(torch.zeros(4, 3))
+    assert torch.equal(out, torch.zeros(4, 3))
+    assert torch.equal(m.u, u) and torch.equal(m.v, v)  # the vectors are not replaced by zeros
+    m.eval()
+    assert torch.equal(m(torch.zeros(4, 3)), torch.zeros(4, 3))
+    m.train()
+    for _ in range(30):
+        out = m(W)
+    torch.testing.assert_close(lip.spectral_norm_exact(out.double()), torch.tensor(1.0, dtype=torch.float64), rtol=1e-5,
+                               atol=0)
+
+
+def test_spectral_norm_module_with_u_orthogonal_to_wv_is_finite():
+    """Eval mode uses the stored vectors; hand-set vectors with u orthogonal to Wv give sigma 0, floored at eps."""
+    m = _sn(torch.eye(4, 3))
+    m.u.copy_(torch.tensor([0.0, 0.0, 0.0, 1.0]))
+    m.v.copy_(torch.tensor([1.0, 0.0, 0.0]))
+    m.eval()
+    out = m(torch.eye(4, 3))
+    assert torch.isfinite(out).all()
+    torch.testing.assert_close(out, torch.eye(4, 3) / m.eps)  # the weight (rescaled to [1, 2): here by 1) / eps
+
+
+def test_spectral_norm_module_propagates_nan_without_poisoning_its_vectors():
+    m = _sn(torch.randn(4, 3, generator=_gen(1)))
+    u = m.u.clone()
+    W = torch.randn(4, 3, generator=_gen(2))
+    W[0, 0] = float("nan")
+    assert torch.isnan(m(W)).all()  # documented: NaN propagates, as in a layer
+    assert torch.equal(m.u, u)
+
+
+# spectral_normalize and its reference divide by sigma = 0 for a zero W or, with n_iter = 0, a u orthogonal to
+# Wv (documented in their docstring). Their computation is being optimised on another branch, so this branch
+# changed only their argument checks. Suggested fix there: W / sigma.clamp_min(eps) (bit-identical for ordinary
+# W), or the exact power-of-two rescaling SpectralNorm.forward now does. Remove the marker with the fix.
+_XFAIL_STEP = pytest.mark.xfail(strict=True, reason="sigma = 0 in spectral_normalize: fix pending on the "
+                                                    "optimisation branch (see the comment above)")
+
+
+@_XFAIL_STEP
+@pytest.mark.parametrize("fn", [lip.spectral_normalize, lip.spectral_normalize_reference])
+def test_spectral_normalize_of_a_zero_weight_is_finite(fn):
+    step = fn(torch.zeros(4, 3), _unit(4, 1), _unit(3, 2), 1, 1e-12)
+    assert torch.isfinite(step.weight).all()
+
+
+@_XFAIL_STEP
+@pytest.mark.parametrize("fn", [lip.spectral_normalize, lip.spectral_normalize_reference])
+def test_spectral_normalize_with_u_orthogonal_to_wv_is_finite(fn):
+    step = fn(torch.eye(4, 3), torch.tensor([0.0, 0.0, 0.0, 1.0]), torch.tensor([1.0, 0.0, 0.0]), 0, 1e-12)
+    assert torch.isfinite(step.weight).all()
+
+
+@pytest.mark.parametrize("eps", [0.0, -1.0, float("nan"), "1", None, True])
+def test_spectral_normalisation_checks_eps(eps):
+    """Review S3/S6: eps = 0 or -1 was accepted, a string or None failed inside clamp_min."""
+    W, u, v = _W(), _unit(4, 1), _unit(3, 2)
+    for call in (lambda: lip.spectral_normalize(W, u, v, 1, eps), lambda: lip.spectral_normalize_reference(W, u, v, 1, eps),
+                 lambda: lip.spectral_norm_estimate(W, 3, eps=eps), lambda: lip.SpectralNorm(W, eps=eps)):
+        with pytest.raises(ValueError, match="eps must be a finite number > 0"):
+            call()
+
+
+def test_spectral_norm_module_checks_dim_and_the_weight_it_is_given():
+    with pytest.raises(ValueError, match="dim must be an integer"):  # review S3: True was taken for 1
+        lip.SpectralNorm(_W(), dim=True)
+    with pytest.raises(ValueError, match="weight must have at least one dimension"):  # review S6: named dim
+        lip.SpectralNorm(torch.tensor(1.0))
+    m = _sn(_W())
+    with pytest.raises(ValueError, match=r"weight must have the shape \(4, 3\)"):
+        m(torch.randn(3))
+
+
+def test_spectral_projection_of_tiny_and_zero_weights():
+    net = nn.Linear(3, 4)
+    with torch.no_grad():
+        net.weight.copy_(_W() * 1e-20)
+    lip.spectral_project_(net, n_iter=30)
+    torch.testing.assert_close(lip.spectral_norm_exact(net.weight.detach().double()),
+                               torch.tensor(1.0, dtype=torch.float64), rtol=1e-4, atol=0)
+    with torch.no_grad():
+        net.weight.zero_()
+    lip.spectral_project_(net)
+    assert torch.equal(net.weight, torch.zeros(4, 3))
+
+
+@pytest.mark.parametrize("scale", [1e-30, 1e30])
+def test_conv_operator_norm_of_tiny_and_huge_kernels(scale):
+    """Review S4: a kernel of 1e30 gave NaN, one of 1e-30 gave 0."""
+    k = _kernel()
+    ref = lip.conv_operator_norm(k, (4, 4), "zeros", 30, generator=_gen(3))
+    out = lip.conv_operator_norm(k * scale, (4, 4), "zeros", 30, generator=_gen(3))
+    torch.testing.assert_close(out / scale, ref, rtol=1e-5, atol=0)
+
+
+def test_norms_of_float16_weights_are_computed_in_float32():
+    """Review S5: LAPACK and the CPU FFT have no half precision."""
+    W, k = _W().double(), _kernel().double()
+    for fn, arg in ((lip.spectral_norm_exact, W), (lip.reshaped_kernel_norm, k),
+                    (lambda w: lip.conv_operator_norm_fft(w, (4, 4)), k)):
+        out = fn(arg.half())
+        assert out.dtype == torch.float16
+        torch.testing.assert_close(out.double(), fn(arg.half().double()), rtol=1e-3, atol=0)
+
+
+def test_statistics_reject_nan_and_inf():
+    W = _W()
+    W[1, 1] = float("nan")
+    for call in (lambda: lip.spectral_norm_exact(W), lambda: lip.spectral_norm_estimate(W),
+                 lambda: lip.lipschitz_upper_bound([W]), lambda: xlip.ones_start_recovery(W.double())):
+        with pytest.raises(ValueError, match="must be finite"):
+            call()
+    with pytest.raises(ValueError, match="singular_values"):  # review S4: a NaN singular value gave a NaN matrix
+        xlip.matrix_with_spectrum([float("nan")], (4, 3), seed=0)
+
+
+def test_lipschitz_upper_bound_rejects_layers_that_do_not_compose():
+    """Review S3: norms of a (4, 3) and a (2, 5) layer were multiplied."""
+    with pytest.raises(ValueError, match=r"weights\[1\] of shape \(2, 5\) does not compose with weights\[0\]"):
+        lip.lipschitz_upper_bound([torch.randn(4, 3), torch.randn(2, 5)])
+    bound = lip.lipschitz_upper_bound([torch.eye(4, 3) * 2, torch.eye(2, 4) * 3])
+    assert bound.item() == pytest.approx(6.0)
+
+
+def test_ones_start_recovery_of_a_zero_matrix():
+    """Degenerate input: the estimate 0 is exact at once (was 0/0, hence never 'recovered')."""
+    assert xlip.ones_start_recovery(torch.zeros(3, 3, dtype=torch.float64)) == 1
+
+
+# ----------------------------------------------------------------------------- trainers
+
+
+def test_classifier_trainer_rejects_a_label_that_would_build_a_huge_model():
+    """Review S3: one label of 10**6 silently trained a 1,000,001-class output layer."""
+    x, y = torch.randn(16, 3, generator=_gen()), torch.arange(16) % 3
+    y_bad = y.clone()
+    y_bad[0] = 10**6
+    with pytest.raises(ValueError, match="pass n_classes"):
+        xlip.train_classifier("plain", x, y_bad, hidden=(8,), epochs=1)
+    with pytest.raises(ValueError, match=r"y must hold class labels in \[0, 3\)"):
+        xlip.train_classifier("plain", x, y_bad, hidden=(8,), epochs=1, n_classes=3)
+    with pytest.raises(ValueError, match="y must hold class labels"):
+        xlip.train_classifier("plain", x, y - 1, hidden=(8,), epochs=1)
+    model, _ = xlip.train_classifier("plain", x, y, hidden=(8,), epochs=1, n_classes=5)
+    assert model(x).shape == (16, 5)
+
+
+def test_trainers_reject_float16_and_non_finite_data():
+    """Review S1: float16 data trained to NaN (spectral-norm classifier, gradient-penalty critic)."""
+    x, y = torch.randn(16, 3, generator=_gen()), torch.arange(16) % 3
+    with pytest.raises(TypeError, match="x must be float32 or float64"):
+        xlip.train_classifier("spectral-norm", x.half(), y, hidden=(8,), epochs=2, batch_size=8)
+    real, fake = torch.randn(16, 2, generator=_gen(1)), torch.randn(12, 2, generator=_gen(2))
+    with pytest.raises(TypeError, match="real must be float32 or float64"):
+        xlip.train_critic("gp-two-sided", real.half(), fake.half(), hidden=(8,), steps=3, batch_size=8)
+    with pytest.raises(ValueError, match="fake must be finite"):
+        xlip.train_critic("gp-two-sided", real, fake.masked_fill(fake > 1, float("inf")), hidden=(8,), steps=3)
+    with pytest.raises(ValueError, match="x must be finite"):  # was FloatingPointError from the loss
+        xlip.train_classifier("plain", x.masked_fill(x > 1, float("nan")), y, hidden=(8,), epochs=1)
+    model, history = xlip.train_classifier("spectral-norm", x.double(), y, hidden=(8,), epochs=2, batch_size=8)
+    assert next(model.parameters()).dtype == torch.float64 and all(math.isfinite(h) for h in history)

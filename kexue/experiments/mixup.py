@@ -78,7 +78,7 @@ def _check_labels(y: object, name: str, n_classes: int | None = None) -> Tensor:
     if y.numel():
         lo, hi = int(y.min()), int(y.max())
         if lo < 0 or (n_classes is not None and hi >= n_classes):
-            bound = f"[0, {n_classes})" if n_classes is not None else ">= 0"
+            bound = f"in [0, {n_classes})" if n_classes is not None else ">= 0"
             raise ValueError(f"{name} must hold class labels {bound}, got labels from {lo} to {hi}")
     return y
 
