@@ -220,15 +220,7 @@ def spectral_norm_estimate(
         >>> spectral_norm_estimate(torch.eye(2, dtype=torch.float64), 3, u0="ones").sigma.item()
         1.0
     """
-    W = _check_matrix(W, finite=True)
-    n_iter = check_int(n_iter, "n_iter", 1)
-    _check_eps(eps)
-    if generator is not None:
-        check_generator(generator)
-    if isinstance(u0, Tensor):
-        _check_vector(u0, "u0", W.shape[0], W)
-        if not bool(check_finite(u0, "u0").any()):
-            raise ValueError("u0 must be a nonzero start vector, got all zeros")
+    _check_power_inputs(W, n_iter, u0, generator, eps)
     if u0 is None:
         u = torch.randn(W.shape[0], generator=generator, dtype=W.dtype, device=W.device)
     elif isinstance(u0, str):
@@ -247,6 +239,19 @@ def spectral_norm_estimate(
         u = F.normalize(Wv, dim=0, eps=eps)
     return PowerIteration(history[-1].clone(), u, v, history)
 # --8<-- [end:power]
+
+
+def _check_power_inputs(W: object, n_iter: object, u0: object, generator: object, eps: object) -> None:
+    """Arguments of [`spectral_norm_estimate`][kexue.lipschitz.spectral_norm_estimate] (u0's kind is checked there)."""
+    _check_matrix(W, finite=True)
+    check_int(n_iter, "n_iter", 1)
+    _check_eps(eps)
+    if generator is not None:
+        check_generator(generator)
+    if isinstance(u0, Tensor):
+        _check_vector(u0, "u0", W.shape[0], W)
+        if not bool(check_finite(u0, "u0").any()):
+            raise ValueError("u0 must be a nonzero start vector, got all zeros")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -927,9 +932,20 @@ def gradient_penalty(
         >>> gradient_penalty(critic, real, fake, lam=10.0, kind="one-sided").item()
         0.0
     """
+    lam = check_real(lam, "lam", at_least=0)
+    _check_gp_inputs(critic, real, fake, kind, generator)
+    shape = (real.shape[0],) + (1,) * (real.ndim - 1)
+    eps = torch.rand(shape, generator=generator, dtype=real.dtype, device=real.device)
+    x_hat = eps * real.detach() + (1 - eps) * fake.detach()
+    norms = _grad_norms(critic, x_hat, create_graph=True)
+    return lam * PENALTIES[kind](norms).mean()
+# --8<-- [end:gp]
+
+
+def _check_gp_inputs(critic: object, real: object, fake: object, kind: object, generator: object) -> None:
+    """Arguments of [`gradient_penalty`][kexue.lipschitz.gradient_penalty] other than ``lam``."""
     if not isinstance(kind, str) or kind not in PENALTIES:
         raise ValueError(f"kind must be one of {sorted(PENALTIES)}, got {kind!r}")
-    lam = check_real(lam, "lam", at_least=0)
     _check_callable(critic, "critic")
     _check_points(real, "real")
     check_tensor(fake, "fake", floating=True)
@@ -940,12 +956,6 @@ def gradient_penalty(
     check_finite(fake, "fake")
     if generator is not None:
         check_generator(generator)
-    shape = (real.shape[0],) + (1,) * (real.ndim - 1)
-    eps = torch.rand(shape, generator=generator, dtype=real.dtype, device=real.device)
-    x_hat = eps * real.detach() + (1 - eps) * fake.detach()
-    norms = _grad_norms(critic, x_hat, create_graph=True)
-    return lam * PENALTIES[kind](norms).mean()
-# --8<-- [end:gp]
 
 
 @torch.no_grad()

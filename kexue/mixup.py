@@ -160,6 +160,18 @@ def _check_lam(
     return torch.as_tensor(lam, dtype=dtype if dtype is not None else torch.get_default_dtype(), device=device)
 
 
+def _check_partners(index: object, n: int) -> torch.Tensor:
+    """Row numbers ``(n,)`` of a batch of ``n`` rows (a bool mask or a negative number is not a partner)."""
+    check_tensor(index, "index", 1, floating=False)
+    if index.dtype == torch.bool or index.shape[0] != n:
+        raise ValueError(f"index must hold one row number of x per row ({n},), got {index.dtype} of shape "
+                         f"{tuple(index.shape)}")
+    lo, hi = int(index.min()), int(index.max())
+    if lo < 0 or hi >= n:
+        raise ValueError(f"index must hold row numbers of x in [0, {n}), got {lo} to {hi}")
+    return index
+
+
 def _check_logits(logits: object, n: int | None = None) -> torch.Tensor:
     """Class scores ``(B, K)``: no NaN and no ``+inf`` (a ``-inf`` logit masks its class)."""
     check_tensor(logits, "logits", 2, floating=True, nonempty=True)
@@ -215,12 +227,11 @@ def sample_lambda(
     check_generator(generator)
     check_int(size, "size", 0)
     check_floating_dtype(dtype)
-    return _beta_draws(alpha, size, generator, dtype)
-# --8<-- [end:sample_lambda]
+    return _sample_lambda(alpha, size, generator, dtype)
 
 
-def _beta_draws(alpha: float, size: int, generator: torch.Generator, dtype: torch.dtype) -> torch.Tensor:
-    """Unchecked core of [`sample_lambda`][kexue.mixup.sample_lambda]."""
+def _sample_lambda(alpha: float, size: int, generator: torch.Generator, dtype: torch.dtype) -> torch.Tensor:
+    """Unchecked core of [`sample_lambda`][kexue.mixup.sample_lambda] (the mixers call it directly)."""
     u = torch.rand(size, generator=generator, dtype=torch.float64)
     if alpha == 1:
         return u.to(dtype)
@@ -228,6 +239,7 @@ def _beta_draws(alpha: float, size: int, generator: torch.Generator, dtype: torc
 
     lam = torch.from_numpy(betaincinv(float(alpha), float(alpha), u.numpy()))
     return lam.to(dtype)
+# --8<-- [end:sample_lambda]
 
 
 def _partner(n: int, generator: torch.Generator) -> torch.Tensor:
@@ -260,21 +272,16 @@ def mix_inputs(x: torch.Tensor, index: torch.Tensor, lam: torch.Tensor | float) 
             of ``x`` or a weight lies outside $[0, 1]$.
     """
     _check_inputs(x, "x")
-    n = x.shape[0]
-    check_tensor(index, "index", 1, floating=False)
-    if index.dtype == torch.bool or index.shape[0] != n:
-        raise ValueError(f"index must hold one row number of x per row ({n},), got {index.dtype} of shape "
-                         f"{tuple(index.shape)}")
-    if int(index.min()) < 0 or int(index.max()) >= n:
-        raise ValueError(f"index must hold row numbers of x in [0, {n}), got {int(index.min())} to {int(index.max())}")
-    return _mix(x, index, _check_lam(lam, n, x.dtype, x.device))
-# --8<-- [end:mix_inputs]
+    _check_partners(index, x.shape[0])
+    return _mix_inputs(x, index, _check_lam(lam, x.shape[0], x.dtype, x.device))
 
 
-def _mix(x: torch.Tensor, index: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
-    """Unchecked core of [`mix_inputs`][kexue.mixup.mix_inputs]; ``lam`` a tensor of ``x``'s dtype."""
-    lam = lam.reshape(-1, *([1] * (x.dim() - 1))) if lam.dim() == 1 else lam
+def _mix_inputs(x: torch.Tensor, index: torch.Tensor, lam: torch.Tensor | float) -> torch.Tensor:
+    """Unchecked core of [`mix_inputs`][kexue.mixup.mix_inputs]; ``lam`` a number or a tensor of ``x``'s dtype."""
+    if isinstance(lam, torch.Tensor) and lam.dim() == 1:
+        lam = lam.reshape(-1, *([1] * (x.dim() - 1)))
     return lam * x + (1 - lam) * x[index]
+# --8<-- [end:mix_inputs]
 
 
 # ----------------------------------------------------------------------------- the mixers
@@ -336,7 +343,7 @@ def sample_pairing(x: torch.Tensor, y: torch.Tensor, *, generator: torch.Generat
     _check_batch(x, y)
     check_generator(generator)
     index = _partner(x.shape[0], generator)
-    x_mixed = _mix(x, index, torch.as_tensor(0.5, dtype=x.dtype, device=x.device))
+    x_mixed = _mix_inputs(x, index, 0.5)
     lam = torch.ones(x.shape[0], dtype=x.dtype, device=x.device)
     return MixedBatch(x_mixed, y, y[index], lam, index)
 # --8<-- [end:sample_pairing]
@@ -422,9 +429,9 @@ def mixup(
     check_bool(per_sample, "per_sample")
     n = x.shape[0]
     index = _partner(n, generator)
-    lam = _beta_draws(alpha, n if per_sample else 1, generator, x.dtype)
+    lam = _sample_lambda(alpha, n if per_sample else 1, generator, x.dtype)
     lam = lam.to(x.device).expand(n).contiguous()
-    return MixedBatch(_mix(x, index, lam), y, y[index], lam, index)
+    return MixedBatch(_mix_inputs(x, index, lam), y, y[index], lam, index)
 # --8<-- [end:mixup]
 
 
@@ -557,13 +564,7 @@ def mixed_cross_entropy(
         ValueError: If the shapes disagree, the batch is empty, ``logits`` holds NaN or ``+inf``,
             a label is outside ``[0, K)`` or ``lam`` lies outside $[0, 1]$.
     """
-    _check_logits(logits)
-    n, k = logits.shape
-    for name, y in (("y_a", y_a), ("y_b", y_b)):
-        _check_labels(y, name, k)
-        if y.shape[0] != n:
-            raise ValueError(f"{name} must have one label per row of logits ({n}), got shape {tuple(y.shape)}")
-    lam = _check_lam(lam, n, logits.dtype, logits.device)
+    lam = _check_mixed_loss_inputs(logits, y_a, y_b, lam)
     ce_a = F.cross_entropy(logits, y_a, reduction="none")
     ce_b = F.cross_entropy(logits, y_b, reduction="none")
     return (lam * ce_a + (1 - lam) * ce_b).mean()
@@ -591,6 +592,25 @@ def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Ten
         ValueError: If the shapes differ or are not 2-D, the batch is empty, ``logits`` holds NaN or
             ``+inf``, or a row of ``targets`` is not a distribution.
     """
+    _check_soft_loss_inputs(logits, targets)
+    log_p = F.log_softmax(logits, dim=-1).masked_fill(targets == 0, 0.0)  # 0 * log 0 = 0 for a masked class
+    return -(targets.to(logits.dtype) * log_p).sum(-1).mean()
+# --8<-- [end:losses]
+
+
+def _check_mixed_loss_inputs(logits: object, y_a: object, y_b: object, lam: object) -> torch.Tensor:
+    """Arguments of [`mixed_cross_entropy`][kexue.mixup.mixed_cross_entropy]; returns ``lam`` as a tensor."""
+    _check_logits(logits)
+    n, k = logits.shape
+    for name, y in (("y_a", y_a), ("y_b", y_b)):
+        _check_labels(y, name, k)
+        if y.shape[0] != n:
+            raise ValueError(f"{name} must have one label per row of logits ({n}), got shape {tuple(y.shape)}")
+    return _check_lam(lam, n, logits.dtype, logits.device)
+
+
+def _check_soft_loss_inputs(logits: object, targets: object) -> None:
+    """Arguments of [`soft_cross_entropy`][kexue.mixup.soft_cross_entropy]: logits, and one distribution per row."""
     _check_logits(logits)
     check_tensor(targets, "targets", 2, floating=True)
     if targets.shape != logits.shape:
@@ -601,9 +621,6 @@ def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Ten
         raise ValueError("targets must hold distributions: entries in [0, 1], rows summing to 1, got entries "
                          f"from {targets.min().item():.4g} to {targets.max().item():.4g} and row sums from "
                          f"{sums.min().item():.6g} to {sums.max().item():.6g}")
-    log_p = F.log_softmax(logits, dim=-1).masked_fill(targets == 0, 0.0)  # 0 * log 0 = 0 for a masked class
-    return -(targets.to(logits.dtype) * log_p).sum(-1).mean()
-# --8<-- [end:losses]
 
 
 # ----------------------------------------------------------------------------- diagnostics
@@ -656,14 +673,19 @@ def linearity_gap(
     lam = _check_gap_inputs(f, x_a, x_b, lam)
     n = x_a.shape[0]
     lam_x = lam.reshape(-1, *([1] * (x_a.dim() - 1))) if lam.dim() == 1 else lam
-    out = f(torch.cat([lam_x * x_a + (1 - lam_x) * x_b, x_a, x_b]))
-    if not isinstance(out, torch.Tensor) or out.dim() < 1 or out.shape[0] != 3 * n:
-        raise ValueError(f"f must map a batch of {3 * n} inputs to {3 * n} outputs, got "
-                         f"{tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__}")
+    out = _check_outputs(f(torch.cat([lam_x * x_a + (1 - lam_x) * x_b, x_a, x_b])), 3 * n)
     f_mix, f_a, f_b = out[:n], out[n : 2 * n], out[2 * n :]
     lam_f = lam.to(out.dtype).reshape(-1, *([1] * (out.dim() - 1))) if lam.dim() == 1 else lam.to(out.dtype)
     return (f_mix - lam_f * f_a - (1 - lam_f) * f_b).abs().reshape(n, -1).sum(-1)
 # --8<-- [end:linearity_gap]
+
+
+def _check_outputs(out: object, m: int) -> torch.Tensor:
+    """The model's answer to a batch of ``m`` inputs: a tensor with ``m`` rows."""
+    if not isinstance(out, torch.Tensor) or out.dim() < 1 or out.shape[0] != m:
+        raise ValueError(f"f must map a batch of {m} inputs to {m} outputs, got "
+                         f"{tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__}")
+    return out
 
 
 def _check_gap_inputs(f: object, x_a: object, x_b: object, lam: object) -> torch.Tensor:

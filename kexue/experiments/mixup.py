@@ -70,6 +70,17 @@ def _check_active(active: object) -> None:
         raise TypeError(f"active must be None or a callable epoch -> bool, got {type(active).__name__}")
 
 
+def _check_model(model: object) -> None:
+    if not callable(model):
+        raise TypeError(f"model must be callable (inputs -> logits), got {type(model).__name__}")
+
+
+def _check_classes(y: Tensor, name: str, logits: object) -> None:
+    """The labels ``y`` of a batch are classes of the model's ``(B, K)`` logits (other shapes: the loss says so)."""
+    if isinstance(logits, Tensor) and logits.dim() == 2:
+        _check_labels(y, name, logits.shape[1])
+
+
 def _check_labels(y: object, name: str, n_classes: int | None = None) -> Tensor:
     """A 1-D int64 tensor of class labels; with ``n_classes``, every label in ``[0, n_classes)``."""
     check_tensor(y, name, 1, floating=False)
@@ -175,12 +186,10 @@ def mixing_loss(
             [`mixed_batch`][kexue.experiments.mixup.mixed_batch] and
             [`mixed_cross_entropy`][kexue.mixup.mixed_cross_entropy].
     """
-    if not callable(model):
-        raise TypeError(f"model must be callable (inputs -> logits), got {type(model).__name__}")
+    _check_model(model)
     b = mixed_batch(xb, yb, generator=generator, epoch=epoch, mixer=mixer, active=active, **params)
     logits = model(b.x)
-    if isinstance(logits, Tensor) and logits.dim() == 2:
-        _check_labels(yb, "yb", logits.shape[1])
+    _check_classes(yb, "yb", logits)
     return mixed_cross_entropy(logits, b.y_a, b.y_b, b.lam)
 # --8<-- [end:mixing_loss]
 
@@ -239,6 +248,7 @@ class Run:
 
 def _check_data(x: object, y: object, n_classes: int, names: tuple[str, str] = ("x", "y")) -> None:
     """Training (or held-out) data: finite float32/float64 inputs and labels in ``[0, n_classes)``."""
+    check_int(n_classes, "n_classes", 2)
     check_tensor(x, names[0], floating=True, nonempty=True)
     if x.dtype not in (torch.float32, torch.float64):
         raise TypeError(f"{names[0]} must be float32 or float64 (the MLP is built in x's dtype; float16 and "
@@ -298,7 +308,6 @@ def train_classifier(
             widths or hyper-parameters.
     """
     _check_run(run, "run")
-    check_int(n_classes, "n_classes", 2)
     _check_data(x, y, n_classes)
     model = seeded_mlp(_sizes(x, hidden, n_classes), seed=run.seed, flatten=True, dtype=x.dtype)
     history = fit(model, x, y, run.loss_fn, epochs=epochs, batch_size=batch_size, lr=lr, seed=run.seed)
@@ -402,7 +411,6 @@ def train_classifiers(
         raise ValueError("runs must name at least one run")
     for i, r in enumerate(runs):
         _check_run(r, f"runs[{i}]")
-    check_int(n_classes, "n_classes", 2)
     _check_data(x, y, n_classes)
     check_int(epochs, "epochs", 1)
     check_int(batch_size, "batch_size", 1)
