@@ -1043,8 +1043,10 @@ def jacobian_norms(model: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
     r"""Spectral norm of the input Jacobian $\|\partial f(x_i)/\partial x_i\|_2$ at each point.
 
     The maximum over points is a lower bound on the Lipschitz constant of ``model`` (an upper bound
-    being [`lipschitz_upper_bound`][kexue.lipschitz.lipschitz_upper_bound]). Put spectrally normalised models in ``eval()`` mode first
-    so their buffers are not updated.
+    being [`lipschitz_upper_bound`][kexue.lipschitz.lipschitz_upper_bound]). An ``nn.Module`` is
+    differentiated in ``eval()`` mode and gets its own mode back afterwards: in training mode a
+    spectrally normalised layer would update its buffers (which the Jacobian transform cannot do)
+    and dropout would draw a random mask.
 
     Args:
         model: Maps ``(n, d)`` inputs to ``(n, k)`` outputs, one example at a time independently.
@@ -1067,7 +1069,14 @@ def jacobian_norms(model: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
     def single(xi: Tensor) -> Tensor:
         return model(xi.unsqueeze(0)).squeeze(0)
 
-    jac = torch.func.vmap(torch.func.jacrev(single))(x.detach())  # (n, k, d)
+    was_training = isinstance(model, nn.Module) and model.training
+    if was_training:
+        model.eval()
+    try:
+        jac = torch.func.vmap(torch.func.jacrev(single))(x.detach())  # (n, k, d)
+    finally:
+        if was_training:
+            model.train()
     if jac.ndim == 2:  # scalar output
         return torch.linalg.vector_norm(jac, dim=1).detach()
     return torch.linalg.matrix_norm(jac, ord=2).detach()

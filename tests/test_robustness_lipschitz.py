@@ -417,3 +417,17 @@ def test_trainers_reject_float16_and_non_finite_data():
         xlip.train_classifier("plain", x.masked_fill(x > 1, float("nan")), y, hidden=(8,), epochs=1)
     model, history = xlip.train_classifier("spectral-norm", x.double(), y, hidden=(8,), epochs=2, batch_size=8)
     assert next(model.parameters()).dtype == torch.float64 and all(math.isfinite(h) for h in history)
+
+
+def test_jacobian_norms_of_a_training_mode_model_restore_its_mode():
+    """A spectrally normalised model in training mode failed inside torch.func (its forward updates buffers)."""
+    net = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+    for layer in (net[0], net[2]):
+        lip.spectral_normalization(layer, generator=_gen())
+    x = torch.randn(5, 3, generator=_gen(1))
+    u = net[0].parametrizations.weight[0].u.clone()
+    norms = lip.jacobian_norms(net, x)
+    assert net.training and torch.equal(net[0].parametrizations.weight[0].u, u)
+    net.eval()
+    torch.testing.assert_close(lip.jacobian_norms(net, x), norms)
+    assert not net.training
