@@ -309,6 +309,17 @@ def test_spectral_normalize_with_u_orthogonal_to_wv_is_finite(fn):
     assert torch.isfinite(step.weight).all()
 
 
+@pytest.mark.xfail(strict=True, reason="the power iteration's norms under/overflow: fix pending on the optimisation "
+                                        "branch (see the comment above _XFAIL_STEP)")
+@pytest.mark.parametrize("scale", [1e-20, 1e30])
+def test_spectral_norm_estimate_of_tiny_and_huge_matrices(scale):
+    """The estimate is 0 for entries of 1e-20 or 1e30 (squared norms under/overflow in float32); the fix is the
+    exact power-of-two rescaling SpectralNorm.forward and spectral_project_ apply before calling it."""
+    W = _W()
+    est = lip.spectral_norm_estimate(W * scale, 30, generator=_gen()).sigma / scale
+    torch.testing.assert_close(est, lip.spectral_norm_exact(W), rtol=1e-4, atol=0)
+
+
 @pytest.mark.parametrize("eps", [0.0, -1.0, float("nan"), "1", None, True])
 def test_spectral_normalisation_checks_eps(eps):
     """Review S3/S6: eps = 0 or -1 was accepted, a string or None failed inside clamp_min."""
