@@ -487,8 +487,10 @@ def train_classifier(
             raise ValueError(f"y must hold class labels 0 .. n_classes - 1, got labels from {lo} to {hi} for "
                              f"{x.shape[0]} examples; pass n_classes to allow more classes than examples")
         n_classes = hi + 1
-    elif check_int(n_classes, "n_classes", 1) <= hi or lo < 0:
-        raise ValueError(f"y must hold class labels in [0, {n_classes}), got labels from {lo} to {hi}")
+    else:
+        check_int(n_classes, "n_classes", 1)
+        if lo < 0 or hi >= n_classes:
+            raise ValueError(f"y must hold class labels in [0, {n_classes}), got labels from {lo} to {hi}")
     model = seeded_mlp([x.shape[1], *_check_hidden(hidden), n_classes], seed=seed, dtype=x.dtype)
     gen = torch.Generator().manual_seed(seed)
     try:
