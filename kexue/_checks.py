@@ -20,7 +20,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-__all__ = ["check_generator", "check_int", "check_real", "check_tensor"]
+__all__ = ["check_bool", "check_finite", "check_floating_dtype", "check_generator", "check_int", "check_real", "check_tensor"]
 
 
 def check_int(value: object, name: str, minimum: int = 1) -> int:
@@ -114,3 +114,43 @@ def check_generator(generator: object, name: str = "generator") -> torch.Generat
     if not isinstance(generator, torch.Generator):
         raise TypeError(f"{name} must be a torch.Generator, got {type(generator).__name__}")
     return generator
+
+
+def check_bool(value: object, name: str) -> bool:
+    """Return ``value`` if it is a ``bool``; raise ``ValueError`` naming ``name`` otherwise.
+
+    A flag given as ``"yes"``, ``1`` or ``None`` is a mistake, not a truthy value.
+
+    Raises:
+        ValueError: naming ``name``, for anything but ``True`` or ``False``.
+    """
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be True or False, got {value!r}")  # noqa: TRY004 - a wrong scalar is a ValueError here (module docstring)
+    return value
+
+
+def check_finite(x: Tensor, name: str) -> Tensor:
+    """Return the tensor ``x`` if none of its entries is NaN or infinite.
+
+    For functions that reduce data to a statistic, a test, a loss or a decision: they reject
+    non-finite input instead of returning a NaN or a finite number computed from it. Integer and
+    bool tensors are always finite.
+
+    Raises:
+        TypeError: ``x`` is not a tensor.
+        ValueError: naming ``name`` and counting the NaN and infinite entries.
+    """
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if (x.is_floating_point() or x.is_complex()) and not bool(torch.isfinite(x).all()):
+        nan = int(torch.isnan(x).sum())
+        inf = int(torch.isinf(x).sum())
+        raise ValueError(f"{name} must be finite, got {nan} NaN and {inf} infinite entries (shape {tuple(x.shape)})")
+    return x
+
+
+def check_floating_dtype(dtype: object, name: str = "dtype") -> torch.dtype:
+    """Return ``dtype`` if it is a floating ``torch.dtype``; raise ``TypeError`` naming ``name`` otherwise."""
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise TypeError(f"{name} must be a floating torch.dtype (e.g. torch.float32), got {dtype!r}")
+    return dtype

@@ -33,7 +33,7 @@ The page's experiments (synthetic matrices, the digits classifiers, the WGAN cri
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Literal, NamedTuple
 
 import torch
@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-from kexue._checks import check_int, check_real, check_tensor
+from kexue._checks import check_finite, check_generator, check_int, check_real, check_tensor
 
 __all__ = [
     "PowerIteration",
@@ -73,17 +73,56 @@ __all__ = [
 # validation helpers
 
 
-def _check_matrix(W: object, name: str = "W") -> Tensor:
-    return check_tensor(W, name, 2, floating=True, nonempty=True)
+def _check_matrix(W: object, name: str = "W", *, finite: bool = False) -> Tensor:
+    check_tensor(W, name, 2, floating=True, nonempty=True)
+    return check_finite(W, name) if finite else W
 
 
 def _check_vector(x: object, name: str, size: int, like: Tensor) -> Tensor:
     check_tensor(x, name)
-    if x.shape != (size,):
-        raise ValueError(f"{name} must have shape ({size},), got {tuple(x.shape)}")
     if x.dtype != like.dtype:
         raise TypeError(f"{name} must have dtype {like.dtype} like the matrix, got {x.dtype}")
+    if x.shape != (size,):
+        raise ValueError(f"{name} must have shape ({size},), got {tuple(x.shape)}")
     return x
+
+
+def _check_module(module: object, name: str = "module") -> nn.Module:
+    if not isinstance(module, nn.Module):
+        raise TypeError(f"{name} must be a torch.nn.Module, got {type(module).__name__}")
+    return module
+
+
+def _check_callable(fn: object, name: str) -> Callable:
+    if not callable(fn):
+        raise TypeError(f"{name} must be callable, got {type(fn).__name__}")
+    return fn
+
+
+def _check_eps(eps: object) -> float:
+    return check_real(eps, "eps", above=0)
+
+
+_LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+def _pow2_scale(w: Tensor) -> Tensor:
+    r"""A power of two $2^k$ with $2^k \le \max|w| < 2^{k+1}$, a 0-d tensor of ``w``'s dtype (0.5 for a zero ``w``).
+
+    Dividing by it is exact (only the exponents change), so every sum, product and norm computed
+    from ``w / 2^k`` is exactly ``2^-k`` times the one computed from ``w``, rounding included;
+    the entries lie in $[-2, 2]$, so squared norms neither overflow (entries of $10^{30}$) nor
+    underflow (entries of $10^{-20}$).
+    """
+    exponent = torch.frexp(w.detach().abs().amax()).exponent - 1
+    return torch.full((), 2.0, dtype=w.dtype, device=w.device).pow(exponent.to(w.dtype))
+
+
+def _exact_norm(W: Tensor) -> Tensor:
+    """Unchecked core of [`spectral_norm_exact`][kexue.lipschitz.spectral_norm_exact] (low precision via float32)."""
+    if W.dtype in _LOW_PRECISION:  # LAPACK has no half precision: compute in float32, round once
+        return torch.linalg.matrix_norm(W.float(), ord=2).to(W.dtype)
+    return torch.linalg.matrix_norm(W, ord=2)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -110,6 +149,7 @@ def spectral_norm_exact(W: Tensor) -> Tensor:
     r"""Exact spectral norm $\|W\|_2 = \max_{x \neq 0} \|Wx\| / \|x\| = \sigma_1(W)$ via the SVD.
 
     This is the reference the power iteration is checked against (use float64 for tests).
+    float16 and bfloat16 matrices are computed in float32 and the result rounded to their dtype.
 
     Args:
         W: A matrix.
@@ -122,10 +162,9 @@ def spectral_norm_exact(W: Tensor) -> Tensor:
 
     Raises:
         TypeError: If ``W`` is not a floating tensor.
-        ValueError: If ``W`` is not a non-empty 2-D matrix.
+        ValueError: If ``W`` is not a non-empty 2-D matrix or holds NaN/inf.
     """
-    W = _check_matrix(W)
-    return torch.linalg.matrix_norm(W, ord=2)
+    return _exact_norm(_check_matrix(W, finite=True))
 
 
 # --8<-- [start:power]
@@ -156,7 +195,7 @@ def spectral_norm_estimate(
             (it fails when the all-ones vector is orthogonal to the top singular vector);
             ``None`` (default) draws a standard normal vector from ``generator``, as PyTorch does.
         generator: Random generator for the default start.
-        eps: Floor of the norms when normalising (a zero matrix gives ``sigma = 0``).
+        eps: Floor of the norms when normalising (> 0; a zero matrix gives ``sigma = 0``).
 
     Returns:
         A [`PowerIteration`][kexue.lipschitz.PowerIteration] ``(sigma, u, v, history)``.
@@ -165,8 +204,9 @@ def spectral_norm_estimate(
         W: ``(out, in)``; u: ``(out,)``; v: ``(in,)``; history: ``(n_iter,)``.
 
     Raises:
-        TypeError: If ``W`` or ``u0`` has the wrong type or dtype.
-        ValueError: If ``W`` is not a non-empty matrix, ``n_iter < 1`` or ``u0`` has the wrong shape.
+        TypeError: If ``W``, ``u0`` or ``generator`` has the wrong type or dtype.
+        ValueError: If ``W`` is not a non-empty finite matrix, ``n_iter < 1``, ``eps <= 0``, or
+            ``u0`` has the wrong shape, is zero or holds NaN/inf.
 
     Source: power iteration as in Su (2018, [kexue.fm/archives/6051](https://kexue.fm/archives/6051))
     and Miyato et al. (2018).
@@ -180,8 +220,7 @@ def spectral_norm_estimate(
         >>> spectral_norm_estimate(torch.eye(2, dtype=torch.float64), 3, u0="ones").sigma.item()
         1.0
     """
-    W = _check_matrix(W)
-    n_iter = check_int(n_iter, "n_iter", 1)
+    _check_power_inputs(W, n_iter, u0, generator, eps)
     if u0 is None:
         u = torch.randn(W.shape[0], generator=generator, dtype=W.dtype, device=W.device)
     elif isinstance(u0, str):
@@ -200,6 +239,19 @@ def spectral_norm_estimate(
         u = F.normalize(Wv, dim=0, eps=eps)
     return PowerIteration(history[-1].clone(), u, v, history)
 # --8<-- [end:power]
+
+
+def _check_power_inputs(W: object, n_iter: object, u0: object, generator: object, eps: object) -> None:
+    """Arguments of [`spectral_norm_estimate`][kexue.lipschitz.spectral_norm_estimate] (u0's kind is checked there)."""
+    _check_matrix(W, finite=True)
+    check_int(n_iter, "n_iter", 1)
+    _check_eps(eps)
+    if generator is not None:
+        check_generator(generator)
+    if isinstance(u0, Tensor):
+        _check_vector(u0, "u0", W.shape[0], W)
+        if not bool(check_finite(u0, "u0").any()):
+            raise ValueError("u0 must be a nonzero start vector, got all zeros")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -222,11 +274,12 @@ class SpectralNormStep(NamedTuple):
     v: Tensor
 
 
-def _check_step_inputs(W: Tensor, u: Tensor, v: Tensor, n_iter: int) -> None:
+def _check_step_inputs(W: Tensor, u: Tensor, v: Tensor, n_iter: int, eps: float) -> None:
     _check_matrix(W)
     _check_vector(u, "u", W.shape[0], W)
     _check_vector(v, "v", W.shape[1], W)
     check_int(n_iter, "n_iter", 0)
+    _check_eps(eps)
 
 
 # --8<-- [start:step]
@@ -249,8 +302,10 @@ def spectral_normalize(W: Tensor, u: Tensor, v: Tensor, n_iter: int = 1, eps: fl
         u: Current left vector (unit norm), treated as a constant.
         v: Current right vector (unit norm), treated as a constant.
         n_iter: Power iterations before normalising (>= 0; PyTorch uses 1 per training forward).
-        eps: Floor of the norms (a zero matrix gives ``sigma = 0`` and a non-finite weight; use
-            a non-zero matrix).
+        eps: Floor of the norms (> 0). A zero matrix, a matrix whose norm is below ``eps``, or
+            (with ``n_iter = 0``) a ``u`` orthogonal to $Wv$ gives ``sigma`` of 0 or about 0 and a
+            non-finite weight; [`SpectralNorm`][kexue.lipschitz.SpectralNorm] floors ``sigma`` at ``eps``.
+            NaN/inf entries of ``W`` propagate.
 
     Returns:
         A [`SpectralNormStep`][kexue.lipschitz.SpectralNormStep] ``(weight, sigma, u, v)``; the inputs are not modified.
@@ -260,12 +315,12 @@ def spectral_normalize(W: Tensor, u: Tensor, v: Tensor, n_iter: int = 1, eps: fl
 
     Raises:
         TypeError: For non-tensors or mismatched dtypes.
-        ValueError: For shapes that do not match ``W`` or ``n_iter < 0``.
+        ValueError: For shapes that do not match ``W``, ``n_iter < 0`` or ``eps <= 0``.
 
     Source: Miyato et al. (2018), [arXiv:1802.05957](https://arxiv.org/abs/1802.05957), Algorithm 1; PyTorch's
     ``torch.nn.utils.parametrizations.spectral_norm`` for the update order.
     """
-    _check_step_inputs(W, u, v, n_iter)
+    _check_step_inputs(W, u, v, n_iter, eps)
     if n_iter == 0:
         sigma = u.detach() @ (W @ v.detach())
         return SpectralNormStep(W / sigma, sigma, u.detach(), v.detach())
@@ -297,7 +352,7 @@ def spectral_normalize_reference(
         u: Current left vector.
         v: Current right vector.
         n_iter: Power iterations (>= 0).
-        eps: Floor of the norms.
+        eps: Floor of the norms (> 0; degenerate inputs as in ``spectral_normalize``).
 
     Returns:
         A [`SpectralNormStep`][kexue.lipschitz.SpectralNormStep].
@@ -307,9 +362,9 @@ def spectral_normalize_reference(
 
     Raises:
         TypeError: For non-tensors or mismatched dtypes.
-        ValueError: For shapes that do not match ``W`` or ``n_iter < 0``.
+        ValueError: For shapes that do not match ``W``, ``n_iter < 0`` or ``eps <= 0``.
     """
-    _check_step_inputs(W, u, v, n_iter)
+    _check_step_inputs(W, u, v, n_iter, eps)
     u, v = u.detach().clone(), v.detach().clone()
     with torch.no_grad():
         for _ in range(n_iter):
@@ -341,6 +396,13 @@ class SpectralNorm(nn.Module):
     two forwards (``D(real) - D(fake)``) backpropagates without "modified by an in-place operation"
     errors (the issue PyTorch solves by cloning).
 
+    Tiny, huge and zero weights: the power iteration runs on the weight divided by a power of two
+    near its largest entry, which is exact (the result is bit for bit the same for ordinary
+    weights), so weights with entries of $10^{-20}$ or $10^{30}$ are normalised as accurately as
+    any other. A zero weight stays zero: an estimate $|\hat\sigma| \le$ ``eps`` (of the rescaled
+    weight) is replaced by ``eps``, and in training the buffers are then left as they were, so the
+    iteration resumes once the weight is non-zero. NaN/inf entries of the weight propagate, as in a layer.
+
     Args:
         weight: The weight the parametrization will act on (for shapes and the warm-up).
         n_power_iterations: Iterations per training forward (>= 1).
@@ -353,8 +415,10 @@ class SpectralNorm(nn.Module):
         weight: any shape with ``ndim >= 1``; viewed as ``(weight.shape[dim], numel / weight.shape[dim])``.
 
     Raises:
-        ValueError: For a non-floating or empty weight, a bad ``dim``, ``n_power_iterations < 1``
-            or ``warmup < 0``.
+        TypeError: For a weight that is not a floating tensor or a ``generator`` that is not a
+            ``torch.Generator``.
+        ValueError: For an empty or 0-d weight, a bad ``dim``, ``n_power_iterations < 1``,
+            ``eps <= 0`` or ``warmup < 0``.
 
     Source: Miyato et al. (2018); PyTorch's ``_SpectralNorm`` parametrization (buffers, warm-up,
     no update in eval mode).
@@ -370,36 +434,49 @@ class SpectralNorm(nn.Module):
         warmup: int = 15,
     ) -> None:
         super().__init__()
-        if not isinstance(weight, Tensor) or not weight.dtype.is_floating_point or weight.numel() == 0:
-            raise ValueError("weight must be a non-empty floating tensor")
-        if not isinstance(dim, int) or not -weight.ndim <= dim < weight.ndim:
+        check_tensor(weight, "weight", floating=True, nonempty=True)
+        if weight.ndim == 0:
+            raise ValueError("weight must have at least one dimension, got a 0-d tensor")
+        if not isinstance(dim, int) or isinstance(dim, bool) or not -weight.ndim <= dim < weight.ndim:
             raise ValueError(f"dim must be an integer in [-{weight.ndim}, {weight.ndim - 1}], got {dim!r}")
         self.n_power_iterations = check_int(n_power_iterations, "n_power_iterations", 1)
         check_int(warmup, "warmup", 0)
+        if generator is not None:
+            check_generator(generator)
         self.dim = dim % weight.ndim
-        self.eps = eps
+        self.eps = _check_eps(eps)
+        self.weight_shape = tuple(weight.shape)
         if weight.ndim > 1:
             mat = _to_matrix(weight.detach(), self.dim)
             u = torch.randn(mat.shape[0], generator=generator, dtype=mat.dtype, device=mat.device)
             v = torch.randn(mat.shape[1], generator=generator, dtype=mat.dtype, device=mat.device)
             u, v = F.normalize(u, dim=0, eps=eps), F.normalize(v, dim=0, eps=eps)
             if warmup:
-                step = spectral_normalize_reference(mat, u, v, n_iter=warmup, eps=eps)
+                step = spectral_normalize_reference(mat / _pow2_scale(mat), u, v, n_iter=warmup, eps=eps)
                 u, v = step.u, step.v
             self.register_buffer("u", u)
             self.register_buffer("v", v)
 
     def forward(self, weight: Tensor) -> Tensor:
-        """Return ``weight / sigma`` (updating ``u`` and ``v`` first in training mode)."""
+        """Return ``weight / sigma`` (updating ``u`` and ``v`` first in training mode); a zero weight stays zero."""
+        check_tensor(weight, "weight", floating=True)
+        if tuple(weight.shape) != self.weight_shape:
+            raise ValueError(f"weight must have the shape {self.weight_shape} this parametrization was built for, "
+                             f"got {tuple(weight.shape)}")
         if weight.ndim == 1:
             return F.normalize(weight, dim=0, eps=self.eps)
         mat = _to_matrix(weight, self.dim)
-        step = spectral_normalize(mat, self.u, self.v, self.n_power_iterations if self.training else 0, self.eps)
+        scale = _pow2_scale(mat)  # exact: sigma(mat) = scale * sigma(mat / scale), rounding included
+        step = spectral_normalize(mat / scale, self.u, self.v, self.n_power_iterations if self.training else 0,
+                                  self.eps)
         if self.training:
             with torch.no_grad():
-                self.u.copy_(step.u)
-                self.v.copy_(step.v)
-        return weight / step.sigma
+                ok = step.sigma > self.eps  # a zero weight leaves the vectors as they were
+                self.u.copy_(torch.where(ok, step.u, self.u))
+                self.v.copy_(torch.where(ok, step.v, self.v))
+        # |sigma| <= eps only for a zero weight (or hand-set vectors with u orthogonal to Wv): divide by eps
+        sigma = torch.where(step.sigma.abs() <= self.eps, torch.full_like(step.sigma, self.eps), step.sigma)  # NaN stays
+        return weight / (sigma * scale)
 
 
 def spectral_normalization(
@@ -425,7 +502,8 @@ def spectral_normalization(
         ``module.parametrizations.<name>[0].u`` and ``.v``.
 
     Raises:
-        ValueError: If the module has no parameter called ``name``.
+        TypeError: If ``module`` is not an ``nn.Module`` or ``name`` not a string.
+        ValueError: If the module has no parameter called ``name``, or as [`SpectralNorm`][kexue.lipschitz.SpectralNorm].
 
     Examples:
         >>> import torch
@@ -437,6 +515,9 @@ def spectral_normalization(
         >>> sorted(name for name, _ in layer.named_buffers())
         ['parametrizations.weight.0.u', 'parametrizations.weight.0.v']
     """
+    _check_module(module)
+    if not isinstance(name, str):
+        raise TypeError(f"name must be the name of a parameter (a str), got {type(name).__name__}")
     weight = getattr(module, name, None)
     if not isinstance(weight, Tensor):  # a wrong name is a wrong value of `name`, hence ValueError
         raise ValueError(f"name: module {type(module).__name__} has no parameter or buffer {name!r}")  # noqa: TRY004
@@ -471,6 +552,7 @@ def spectral_project_(module: nn.Module, n_iter: int | None = 5) -> nn.Module:
         The module.
 
     Raises:
+        TypeError: If ``module`` is not an ``nn.Module``.
         ValueError: If ``n_iter`` is not ``None`` or an integer >= 1.
 
     Source: Su (2018), the ``spectral_normalization`` Keras constraint of
@@ -486,6 +568,7 @@ def spectral_project_(module: nn.Module, n_iter: int | None = 5) -> nn.Module:
         tensor([[1.0000, 0.0000, 0.0000],
                 [0.0000, 0.5000, 0.0000]], requires_grad=True)
     """
+    _check_module(module)
     if n_iter is not None:
         check_int(n_iter, "n_iter", 1)
     for p in module.parameters():
@@ -493,10 +576,11 @@ def spectral_project_(module: nn.Module, n_iter: int | None = 5) -> nn.Module:
             continue
         mat = p.flatten(1)
         if n_iter is None:
-            sigma = torch.linalg.matrix_norm(mat, ord=2)
-        else:
-            sigma = spectral_norm_estimate(mat, n_iter, u0="ones").sigma
-        p.div_(sigma.clamp_min(torch.finfo(p.dtype).tiny))
+            sigma = _exact_norm(mat)
+        else:  # on the weight rescaled by an exact power of two: tiny or huge weights do not under/overflow
+            scale = _pow2_scale(mat)
+            sigma = spectral_norm_estimate(mat / scale, n_iter, u0="ones").sigma * scale
+        p.div_(sigma.clamp_min(torch.finfo(p.dtype).tiny))  # a zero weight stays zero
     return module
 
 
@@ -519,16 +603,22 @@ def spectral_penalty(sigmas: Sequence[Tensor], lam: float) -> Tensor:
         sigmas: a sequence of 0-d tensors.
 
     Raises:
-        ValueError: If ``lam`` is negative or a ``sigmas`` entry is not a 0-d tensor.
+        TypeError: If ``sigmas`` is not a sequence.
+        ValueError: If ``lam`` is negative, a ``sigmas`` entry is not a 0-d floating tensor, or the
+            penalty is not finite (a NaN or huge ``sigma``).
     """
     lam = check_real(lam, "lam", at_least=0)
+    if isinstance(sigmas, (str, bytes)) or not isinstance(sigmas, Iterable):
+        raise TypeError(f"sigmas must be a sequence of 0-d tensors, got {type(sigmas).__name__}")
     total: Tensor | None = None
     for i, s in enumerate(sigmas):
-        if not isinstance(s, Tensor) or s.ndim != 0:
-            raise ValueError(f"sigmas[{i}] must be a 0-d tensor, got {s!r}")
+        if not isinstance(s, Tensor) or s.ndim != 0 or not s.dtype.is_floating_point:
+            raise ValueError(f"sigmas[{i}] must be a 0-d floating tensor, got {s!r}")
         total = s.square() if total is None else total + s.square()
     if total is None:
         return torch.zeros(())
+    if not bool(torch.isfinite(total)):
+        raise ValueError(f"sigmas must be finite (the sum of squares is {total.item()})")
     return lam * total
 
 
@@ -536,16 +626,13 @@ def spectral_penalty(sigmas: Sequence[Tensor], lam: float) -> Tensor:
 # convolutions: reshaped kernel vs the true operator norm
 
 
-def _check_kernel(weight: object) -> Tensor:
-    if not isinstance(weight, Tensor) or not weight.dtype.is_floating_point:
-        raise TypeError("weight must be a floating torch.Tensor of shape (out, in, kh, kw)")
-    if weight.ndim != 4 or weight.numel() == 0:
-        raise ValueError(f"weight must have shape (out, in, kh, kw), got {tuple(weight.shape)}")
-    return weight
+def _check_kernel(weight: object, *, finite: bool = False) -> Tensor:
+    check_tensor(weight, "weight", 4, floating=True, nonempty=True)  # (out, in, kh, kw)
+    return check_finite(weight, "weight") if finite else weight
 
 
-def _check_conv(weight: object, input_size: object) -> tuple[Tensor, tuple[int, int]]:
-    weight = _check_kernel(weight)
+def _check_conv(weight: object, input_size: object, *, finite: bool = False) -> tuple[Tensor, tuple[int, int]]:
+    weight = _check_kernel(weight, finite=finite)
     kh, kw = weight.shape[-2:]
     if kh % 2 == 0 or kw % 2 == 0:
         raise ValueError(f"weight must have odd kernel sizes ('same' padding), got {kh}x{kw}")
@@ -559,6 +646,11 @@ def _check_conv(weight: object, input_size: object) -> tuple[Tensor, tuple[int, 
     if H < kh or Wd < kw:
         raise ValueError(f"input_size {tuple(input_size)} must be at least the kernel size {kh}x{kw}")
     return weight, (H, Wd)
+
+
+def _check_padding_mode(padding_mode: object) -> None:
+    if padding_mode not in ("zeros", "circular"):
+        raise ValueError(f"padding_mode must be 'zeros' or 'circular', got {padding_mode!r}")
 
 
 PaddingMode = Literal["zeros", "circular"]
@@ -586,7 +678,7 @@ def reshaped_kernel_norm(weight: Tensor) -> Tensor:
     pixel is $W_{\text{mat}}$ times a patch, and every input pixel lies in $k_h k_w$ patches.
 
     Args:
-        weight: Convolution kernel.
+        weight: Convolution kernel (float16/bfloat16: computed in float32, rounded to its dtype).
 
     Returns:
         A 0-d tensor.
@@ -596,7 +688,7 @@ def reshaped_kernel_norm(weight: Tensor) -> Tensor:
 
     Raises:
         TypeError: If ``weight`` is not a floating tensor.
-        ValueError: If ``weight`` is not 4-D.
+        ValueError: If ``weight`` is not a non-empty 4-D kernel or holds NaN/inf.
 
     Examples:
         An all-ones $3\times 3$ kernel: the reshaped matrix has norm 3, the circular convolution
@@ -612,7 +704,7 @@ def reshaped_kernel_norm(weight: Tensor) -> Tensor:
         >>> round(conv_operator_norm(w, (8, 8), "zeros", n_iter=300, generator=g).item(), 3)
         8.291
     """
-    return torch.linalg.matrix_norm(_check_kernel(weight).flatten(1), ord=2)
+    return _exact_norm(_check_kernel(weight, finite=True).flatten(1))
 
 
 def conv_matrix(weight: Tensor, input_size: tuple[int, int], padding_mode: PaddingMode = "zeros") -> Tensor:
@@ -633,9 +725,10 @@ def conv_matrix(weight: Tensor, input_size: tuple[int, int], padding_mode: Paddi
 
     Raises:
         TypeError: If ``weight`` is not a floating tensor.
-        ValueError: For bad shapes, sizes or padding modes.
+        ValueError: For bad shapes, sizes or padding modes (NaN/inf entries of the kernel propagate).
     """
     weight, (H, Wd) = _check_conv(weight, input_size)
+    _check_padding_mode(padding_mode)
     c_in = weight.shape[1]
     n = c_in * H * Wd
     basis = torch.eye(n, dtype=weight.dtype, device=weight.device).reshape(n, c_in, H, Wd)
@@ -671,14 +764,17 @@ def conv_operator_norm(
         weight: ``(out, in, kh, kw)``.
 
     Raises:
-        TypeError: If ``weight`` is not a floating tensor.
-        ValueError: For bad shapes, sizes, padding modes or ``n_iter``.
+        TypeError: If ``weight`` is not a floating tensor or ``generator`` not a ``torch.Generator``.
+        ValueError: For bad shapes, sizes, padding modes or ``n_iter``, or a kernel with NaN/inf.
     """
-    weight, (H, Wd) = _check_conv(weight, input_size)
+    weight, (H, Wd) = _check_conv(weight, input_size, finite=True)
     n_iter = check_int(n_iter, "n_iter", 1)
-    if padding_mode not in ("zeros", "circular"):
-        raise ValueError(f"padding_mode must be 'zeros' or 'circular', got {padding_mode!r}")
+    _check_padding_mode(padding_mode)
+    if generator is not None:
+        check_generator(generator)
     w = weight.detach()
+    scale = _pow2_scale(w)  # exact rescaling: kernels of 1e-30 or 1e30 neither underflow nor overflow
+    w = w / scale
     w_adj = w.transpose(0, 1).flip(-2, -1)  # the adjoint of a 'same' convolution is one with this kernel
     x = torch.randn(1, w.shape[1], H, Wd, generator=generator, dtype=w.dtype, device=w.device)
     x = x / torch.linalg.vector_norm(x)
@@ -688,7 +784,7 @@ def conv_operator_norm(
         if norm == 0:
             break
         x = g / norm
-    return torch.linalg.vector_norm(_conv_same(x, w, padding_mode))
+    return torch.linalg.vector_norm(_conv_same(x, w, padding_mode)) * scale
 
 
 def conv_operator_norm_fft(weight: Tensor, input_size: tuple[int, int]) -> Tensor:
@@ -700,7 +796,8 @@ def conv_operator_norm_fft(weight: Tensor, input_size: tuple[int, int]) -> Tenso
     one per frequency, and $\|\mathcal{C}\| = \max_\omega \|\hat K(\omega)\|_2$.
 
     Args:
-        weight: Convolution kernel with odd kernel sizes.
+        weight: Convolution kernel with odd kernel sizes (float16/bfloat16: computed in float32,
+            rounded to its dtype).
         input_size: Spatial size ``(H, W)`` (at least the kernel size).
 
     Returns:
@@ -711,14 +808,15 @@ def conv_operator_norm_fft(weight: Tensor, input_size: tuple[int, int]) -> Tenso
 
     Raises:
         TypeError: If ``weight`` is not a floating tensor.
-        ValueError: For bad shapes or sizes.
+        ValueError: For bad shapes or sizes, or a kernel with NaN/inf.
 
     Source: H. Sedghi, V. Gupta, P. Long, "The Singular Values of Convolutional Layers", ICLR 2019,
     [arXiv:1805.10408](https://arxiv.org/abs/1805.10408).
     """
-    weight, (H, Wd) = _check_conv(weight, input_size)
-    freq = torch.fft.fft2(weight.detach(), s=(H, Wd))  # (out, in, H, W), zero-padded kernel
-    return torch.linalg.matrix_norm(freq.permute(2, 3, 0, 1), ord=2).max()
+    weight, (H, Wd) = _check_conv(weight, input_size, finite=True)
+    w = weight.detach().float() if weight.dtype in _LOW_PRECISION else weight.detach()  # no half-precision FFT on CPU
+    freq = torch.fft.fft2(w, s=(H, Wd))  # (out, in, H, W), zero-padded kernel
+    return torch.linalg.matrix_norm(freq.permute(2, 3, 0, 1), ord=2).max().to(weight.dtype)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -758,20 +856,25 @@ def gradient_norms(critic: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
         x: Points.
 
     Returns:
-        The norms.
+        The norms (a point with NaN/inf entries gets a NaN/inf norm: per-example, like a layer).
 
     Shapes:
         x: ``(n, ...)``; result: ``(n,)``.
 
     Raises:
         ValueError: If ``x`` is empty or the critic's output shape is wrong.
-        TypeError: If ``x`` is not a floating tensor.
+        TypeError: If ``critic`` is not callable or ``x`` is not a floating tensor.
     """
-    if not isinstance(x, Tensor) or not x.dtype.is_floating_point:
-        raise TypeError("x must be a floating torch.Tensor")
-    if x.ndim < 2 or x.shape[0] == 0:
-        raise ValueError(f"x must have shape (n, ...) with n >= 1, got {tuple(x.shape)}")
+    _check_callable(critic, "critic")
+    _check_points(x, "x")
     return _grad_norms(critic, x, create_graph=False).detach()
+
+
+def _check_points(x: object, name: str) -> Tensor:
+    check_tensor(x, name, floating=True, nonempty=True)
+    if x.ndim < 2:
+        raise ValueError(f"{name} must have shape (n, ...) with one point per row, got {tuple(x.shape)}")
+    return x
 
 
 # --8<-- [start:gp]
@@ -808,7 +911,10 @@ def gradient_penalty(
         real, fake: ``(n, ...)``.
 
     Raises:
-        ValueError: For mismatched or empty batches, a negative ``lam`` or an unknown ``kind``.
+        TypeError: If ``critic`` is not callable, ``real`` or ``fake`` not a floating tensor, or
+            ``generator`` not a ``torch.Generator``.
+        ValueError: For mismatched or empty batches, NaN/inf points, a negative ``lam`` or an
+            unknown ``kind``.
 
     Source: Gulrajani et al. (2017), [arXiv:1704.00028](https://arxiv.org/abs/1704.00028); one-sided
     form: Su (2018), Petzka et al. (2018).
@@ -826,19 +932,30 @@ def gradient_penalty(
         >>> gradient_penalty(critic, real, fake, lam=10.0, kind="one-sided").item()
         0.0
     """
-    if kind not in PENALTIES:
-        raise ValueError(f"kind must be one of {sorted(PENALTIES)}, got {kind!r}")
     lam = check_real(lam, "lam", at_least=0)
-    if not isinstance(real, Tensor) or not isinstance(fake, Tensor) or real.shape != fake.shape:
-        raise ValueError("real and fake must be tensors of the same shape")
-    if real.ndim < 2 or real.shape[0] == 0:
-        raise ValueError(f"real must have shape (n, ...) with n >= 1, got {tuple(real.shape)}")
+    _check_gp_inputs(critic, real, fake, kind, generator)
     shape = (real.shape[0],) + (1,) * (real.ndim - 1)
     eps = torch.rand(shape, generator=generator, dtype=real.dtype, device=real.device)
     x_hat = eps * real.detach() + (1 - eps) * fake.detach()
     norms = _grad_norms(critic, x_hat, create_graph=True)
     return lam * PENALTIES[kind](norms).mean()
 # --8<-- [end:gp]
+
+
+def _check_gp_inputs(critic: object, real: object, fake: object, kind: object, generator: object) -> None:
+    """Arguments of [`gradient_penalty`][kexue.lipschitz.gradient_penalty] other than ``lam``."""
+    if not isinstance(kind, str) or kind not in PENALTIES:
+        raise ValueError(f"kind must be one of {sorted(PENALTIES)}, got {kind!r}")
+    _check_callable(critic, "critic")
+    _check_points(real, "real")
+    check_tensor(fake, "fake", floating=True)
+    if real.shape != fake.shape or real.dtype != fake.dtype:
+        raise ValueError(f"real and fake must have the same shape and dtype, got {tuple(real.shape)} {real.dtype} "
+                         f"and {tuple(fake.shape)} {fake.dtype}")
+    check_finite(real, "real")
+    check_finite(fake, "fake")
+    if generator is not None:
+        check_generator(generator)
 
 
 @torch.no_grad()
@@ -853,8 +970,10 @@ def clip_weights_(module: nn.Module, c: float) -> nn.Module:
         The module.
 
     Raises:
+        TypeError: If ``module`` is not an ``nn.Module``.
         ValueError: If ``c <= 0``.
     """
+    _check_module(module)
     c = check_real(c, "c", above=0)
     for p in module.parameters():
         p.clamp_(-c, c)
@@ -875,8 +994,10 @@ def clip_frobenius_(module: nn.Module, c: float) -> nn.Module:
         The module.
 
     Raises:
+        TypeError: If ``module`` is not an ``nn.Module``.
         ValueError: If ``c <= 0``.
     """
+    _check_module(module)
     c = check_real(c, "c", above=0)
     for p in module.parameters():
         if p.ndim >= 2:
@@ -892,7 +1013,8 @@ def lipschitz_upper_bound(weights: Sequence[Tensor]) -> Tensor:
     r"""Upper bound $\prod_l \|W_l\|_2$ on the Lipschitz constant of an MLP with 1-Lipschitz activations.
 
     Args:
-        weights: The layers' weight matrices (exact spectral norms are taken).
+        weights: The layers' weight matrices in the order they are applied (exact spectral norms
+            are taken); consecutive layers must compose, ``weights[i + 1].shape[1] == weights[i].shape[0]``.
 
     Returns:
         A 0-d tensor.
@@ -901,20 +1023,30 @@ def lipschitz_upper_bound(weights: Sequence[Tensor]) -> Tensor:
         each weight: ``(out, in)``.
 
     Raises:
-        ValueError: If ``weights`` is empty or an entry is not a matrix.
+        TypeError: If ``weights`` is not a sequence or an entry is not a floating tensor.
+        ValueError: If ``weights`` is empty, an entry is not a finite matrix, or two consecutive
+            layers do not compose.
     """
+    if isinstance(weights, (str, bytes)) or not isinstance(weights, Sequence):
+        raise TypeError(f"weights must be a sequence of weight matrices, got {type(weights).__name__}")
     if len(weights) == 0:
         raise ValueError("weights must hold at least one matrix")
-    norms = [spectral_norm_exact(_check_matrix(W.detach(), f"weights[{i}]")) for i, W in enumerate(weights)]
-    return torch.stack(norms).prod()
+    for i, W in enumerate(weights):
+        _check_matrix(W, f"weights[{i}]", finite=True)
+        if i and W.shape[1] != weights[i - 1].shape[0]:
+            raise ValueError(f"weights[{i}] of shape {tuple(W.shape)} does not compose with weights[{i - 1}] of shape "
+                             f"{tuple(weights[i - 1].shape)}: its input size must be the previous output size")
+    return torch.stack([_exact_norm(W.detach()) for W in weights]).prod()
 
 
 def jacobian_norms(model: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
     r"""Spectral norm of the input Jacobian $\|\partial f(x_i)/\partial x_i\|_2$ at each point.
 
     The maximum over points is a lower bound on the Lipschitz constant of ``model`` (an upper bound
-    being [`lipschitz_upper_bound`][kexue.lipschitz.lipschitz_upper_bound]). Put spectrally normalised models in ``eval()`` mode first
-    so their buffers are not updated.
+    being [`lipschitz_upper_bound`][kexue.lipschitz.lipschitz_upper_bound]). An ``nn.Module`` is
+    differentiated in ``eval()`` mode and gets its own mode back afterwards: in training mode a
+    spectrally normalised layer would update its buffers (which the Jacobian transform cannot do)
+    and dropout would draw a random mask.
 
     Args:
         model: Maps ``(n, d)`` inputs to ``(n, k)`` outputs, one example at a time independently.
@@ -927,15 +1059,24 @@ def jacobian_norms(model: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
         x: ``(n, d)``; result: ``(n,)``.
 
     Raises:
-        ValueError: If ``x`` is not a non-empty ``(n, d)`` tensor.
+        TypeError: If ``model`` is not callable or ``x`` not a floating tensor.
+        ValueError: If ``x`` is not a non-empty finite ``(n, d)`` tensor.
     """
-    if not isinstance(x, Tensor) or x.ndim != 2 or x.shape[0] == 0 or not x.dtype.is_floating_point:
-        raise ValueError(f"x must be a non-empty floating (n, d) tensor, got {getattr(x, 'shape', x)!r}")
+    _check_callable(model, "model")
+    check_tensor(x, "x", 2, floating=True, nonempty=True)
+    check_finite(x, "x")
 
     def single(xi: Tensor) -> Tensor:
         return model(xi.unsqueeze(0)).squeeze(0)
 
-    jac = torch.func.vmap(torch.func.jacrev(single))(x.detach())  # (n, k, d)
+    was_training = isinstance(model, nn.Module) and model.training
+    if was_training:
+        model.eval()
+    try:
+        jac = torch.func.vmap(torch.func.jacrev(single))(x.detach())  # (n, k, d)
+    finally:
+        if was_training:
+            model.train()
     if jac.ndim == 2:  # scalar output
         return torch.linalg.vector_norm(jac, dim=1).detach()
     return torch.linalg.matrix_norm(jac, ord=2).detach()
@@ -959,7 +1100,8 @@ def exact_w1(x: Tensor, y: Tensor) -> float:
         x, y: ``(n, d)``.
 
     Raises:
-        ValueError: If the samples are empty or their shapes differ.
+        TypeError: If ``x`` or ``y`` is not a floating tensor.
+        ValueError: If the samples are empty, hold NaN/inf or their shapes differ.
 
     Examples:
         >>> import torch
@@ -971,10 +1113,12 @@ def exact_w1(x: Tensor, y: Tensor) -> float:
     """
     from scipy.optimize import linear_sum_assignment
 
-    if not isinstance(x, Tensor) or not isinstance(y, Tensor) or x.shape != y.shape:
-        raise ValueError("x and y must be tensors of the same shape (n, d)")
-    if x.ndim != 2 or x.shape[0] == 0:
-        raise ValueError(f"x must have shape (n, d) with n >= 1, got {tuple(x.shape)}")
+    check_tensor(x, "x", 2, floating=True, nonempty=True)
+    check_tensor(y, "y", 2, floating=True, nonempty=True)
+    if x.shape != y.shape:
+        raise ValueError(f"x and y must be samples of the same shape (n, d), got {tuple(x.shape)} and {tuple(y.shape)}")
+    check_finite(x, "x")
+    check_finite(y, "y")
     cost = torch.cdist(x.detach().double(), y.detach().double()).cpu().numpy()
     rows, cols = linear_sum_assignment(cost)
     return float(cost[rows, cols].mean())

@@ -7,7 +7,15 @@ import math
 import pytest
 import torch
 
-from kexue._checks import check_generator, check_int, check_real, check_tensor
+from kexue._checks import (
+    check_bool,
+    check_finite,
+    check_floating_dtype,
+    check_generator,
+    check_int,
+    check_real,
+    check_tensor,
+)
 
 
 @pytest.mark.parametrize(("value", "minimum"), [(1, 1), (0, 0), (7, 4), (10**12, 1)])
@@ -90,3 +98,33 @@ def test_check_generator():
         check_generator(0)
     with pytest.raises(TypeError, match="gen must be"):
         check_generator(None, "gen")
+
+
+def test_check_bool():
+    assert check_bool(True, "flag") is True
+    assert check_bool(False, "flag") is False
+    for value in ("yes", 1, 0, None, 1.0, torch.tensor(True)):
+        with pytest.raises(ValueError, match=r"^per_sample must be True or False, got "):
+            check_bool(value, "per_sample")
+
+
+def test_check_finite():
+    x = torch.tensor([1.0, -2.0])
+    assert check_finite(x, "x") is x
+    ids = torch.tensor([3, 4])
+    assert check_finite(ids, "ids") is ids  # integers are always finite
+    with pytest.raises(ValueError, match=r"^logits must be finite, got 1 NaN and 2 infinite entries"):
+        check_finite(torch.tensor([float("nan"), float("inf"), -float("inf"), 0.0]), "logits")
+    with pytest.raises(ValueError, match="z must be finite"):
+        check_finite(torch.tensor([1.0, float("nan")], requires_grad=True), "z")
+    with pytest.raises(TypeError, match="x must be a torch.Tensor, got list"):
+        check_finite([1.0], "x")
+
+
+def test_check_floating_dtype():
+    assert check_floating_dtype(torch.float64) is torch.float64
+    for value in (torch.int64, torch.bool, "float32", None, float):
+        with pytest.raises(TypeError, match=r"^dtype must be a floating torch.dtype"):
+            check_floating_dtype(value)
+    with pytest.raises(TypeError, match="out_dtype must be"):
+        check_floating_dtype(torch.int32, "out_dtype")

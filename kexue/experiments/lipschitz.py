@@ -31,7 +31,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from kexue._checks import check_generator, check_int, check_real, check_tensor
+from kexue._checks import (
+    check_finite,
+    check_floating_dtype,
+    check_generator,
+    check_int,
+    check_real,
+    check_tensor,
+)
 from kexue.experiments.training import LOSSES, LossFn, fit, seeded_mlp
 from kexue.lipschitz import (
     clip_frobenius_,
@@ -69,6 +76,41 @@ __all__ = [
 
 
 # ----------------------------------------------------------------------------------------------
+# validation helpers
+
+
+def _check_module(model: object, name: str = "model") -> nn.Module:
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"{name} must be a torch.nn.Module, got {type(model).__name__}")
+    return model
+
+
+def _check_reals(values: object, name: str, length: int | None = None) -> list[float]:
+    """A sequence of finite real numbers (of ``length`` entries if given), as a list of floats."""
+    if isinstance(values, (str, bytes)) or not isinstance(values, (Sequence, Tensor)):
+        raise TypeError(f"{name} must be a sequence of numbers, got {type(values).__name__}")
+    values = values.tolist() if isinstance(values, Tensor) else list(values)
+    if length is not None and len(values) != length:
+        raise ValueError(f"{name} must hold {length} numbers, got {values!r}")
+    return [check_real(v, f"{name}[{i}]") for i, v in enumerate(values)]
+
+
+def _check_hidden(hidden: object) -> list[int]:
+    if isinstance(hidden, (str, bytes)) or not isinstance(hidden, Sequence):
+        raise TypeError(f"hidden must be a sequence of hidden-layer widths, got {type(hidden).__name__}")
+    return [check_int(h, f"hidden[{i}]", 1) for i, h in enumerate(hidden)]
+
+
+def _check_training_data(x: object, name: str) -> Tensor:
+    """Finite float32/float64 points ``(n, d)``: the network is built in their dtype."""
+    check_tensor(x, name, 2, floating=True, nonempty=True)
+    if x.dtype not in (torch.float32, torch.float64):
+        raise TypeError(f"{name} must be float32 or float64 (the network is built in its dtype; float16 and "
+                        f"bfloat16 training is not supported), got {x.dtype}")
+    return check_finite(x, name)
+
+
+# ----------------------------------------------------------------------------------------------
 # test matrices
 
 
@@ -93,7 +135,8 @@ def sharpening_matrix(n: int, centre: float = 3.0, dtype: torch.dtype = torch.fl
         result: ``(n, n)``.
 
     Raises:
-        ValueError: If ``n < 3``.
+        ValueError: If ``n < 3`` or ``centre`` is not a finite number.
+        TypeError: If ``dtype`` is not a floating dtype.
 
     Examples:
         >>> sharpening_matrix(4)
@@ -103,6 +146,8 @@ def sharpening_matrix(n: int, centre: float = 3.0, dtype: torch.dtype = torch.fl
                 [-1.,  0., -1.,  3.]], dtype=torch.float64)
     """
     n = check_int(n, "n", 3)
+    check_real(centre, "centre")
+    check_floating_dtype(dtype)
     eye = torch.eye(n, dtype=dtype)
     shift = torch.roll(eye, 1, dims=1)
     return centre * eye - shift - shift.mT
@@ -114,8 +159,9 @@ def matrix_with_spectrum(
     r"""Random matrix $U \operatorname{diag}(s) V^\top$ with prescribed singular values (random orthogonal $U, V$).
 
     Args:
-        singular_values: The singular values (at most ``min(shape)`` of them; the rest are 0).
-        shape: ``(out, in)``.
+        singular_values: The singular values (finite, non-negative; at most ``min(shape)`` of them;
+            the rest are 0).
+        shape: ``(out, in)``, two positive integers.
         seed: Seed of the orthogonal factors.
         dtype: Floating dtype.
 
@@ -126,16 +172,24 @@ def matrix_with_spectrum(
         result: ``shape``.
 
     Raises:
-        ValueError: If there are more singular values than ``min(shape)`` or a value is negative.
+        TypeError: If ``singular_values`` or ``shape`` is not a sequence, or ``dtype`` not floating.
+        ValueError: If there are more singular values than ``min(shape)``, a value is negative or
+            not finite, or ``shape`` or ``seed`` is bad.
     """
-    m, n = shape
-    k = len(singular_values)
-    if k > min(m, n) or any(s < 0 for s in singular_values):
-        raise ValueError(f"singular_values must be <= min(shape) = {min(m, n)} non-negative numbers")
+    values = _check_reals(singular_values, "singular_values")
+    if isinstance(shape, (str, bytes)) or not isinstance(shape, Sequence) or len(shape) != 2:
+        raise ValueError(f"shape must be a pair of positive integers (out, in), got {shape!r}")
+    m, n = (check_int(d, f"shape[{i}]", 1) for i, d in enumerate(shape))
+    check_int(seed, "seed", 0)
+    check_floating_dtype(dtype)
+    k = len(values)
+    if k > min(m, n) or any(s < 0 for s in values):
+        raise ValueError(f"singular_values must be at most min(shape) = {min(m, n)} non-negative numbers, "
+                         f"got {values}")
     g = torch.Generator().manual_seed(seed)
     U, _ = torch.linalg.qr(torch.randn(m, m, generator=g, dtype=torch.float64))
     V, _ = torch.linalg.qr(torch.randn(n, n, generator=g, dtype=torch.float64))
-    s = torch.tensor(list(singular_values), dtype=torch.float64)
+    s = torch.tensor(values, dtype=torch.float64)
     return ((U[:, :k] * s) @ V[:, :k].mT).to(dtype)
 
 
@@ -154,10 +208,15 @@ def ones_start_recovery(W: Tensor, max_iter: int = 3000, tol: float = 1e-3) -> i
         tol: Relative error that counts as recovered (> 0).
 
     Returns:
-        The number of iterations, or ``None`` if the estimate never got within ``tol``.
+        The number of iterations, or ``None`` if the estimate never got within ``tol``; 1 for a zero
+        matrix (the estimate 0 is exact at once).
 
     Shapes:
         W: ``(out, in)``.
+
+    Raises:
+        TypeError: If ``W`` is not a floating tensor.
+        ValueError: If ``W`` is not a non-empty finite matrix, or ``max_iter`` or ``tol`` is bad.
 
     Examples:
         >>> ones_start_recovery(sharpening_matrix(64), max_iter=500) is None  # 1/8, 3/8, ... are exact
@@ -168,6 +227,8 @@ def ones_start_recovery(W: Tensor, max_iter: int = 3000, tol: float = 1e-3) -> i
     max_iter = check_int(max_iter, "max_iter", 1)
     tol = check_real(tol, "tol", above=0)
     exact = spectral_norm_exact(W)
+    if exact == 0:
+        return 1
     err = (exact - spectral_norm_estimate(W, max_iter, u0="ones").history) / exact
     hits = torch.nonzero(err <= tol)
     return int(hits[0, 0]) + 1 if hits.numel() else None
@@ -181,7 +242,7 @@ def shifted_gaussian(
 
     Args:
         n: Number of points (>= 1).
-        mean: Centre.
+        mean: Centre, two finite numbers.
         std: Standard deviation (> 0).
         seed: Seed.
         dtype: Floating dtype.
@@ -193,10 +254,14 @@ def shifted_gaussian(
         result: ``(n, 2)``.
 
     Raises:
-        ValueError: If ``n < 1`` or ``std <= 0``.
+        TypeError: If ``mean`` is not a sequence or ``dtype`` not floating.
+        ValueError: If ``n < 1``, ``std <= 0``, ``seed < 0`` or ``mean`` is not two finite numbers.
     """
     n = check_int(n, "n", 1)
+    mean = _check_reals(mean, "mean", 2)
     std = check_real(std, "std", above=0)
+    check_int(seed, "seed", 0)
+    check_floating_dtype(dtype)
     g = torch.Generator().manual_seed(seed)
     return (torch.randn(n, 2, generator=g, dtype=torch.float64) * std + torch.tensor(mean)).to(dtype)
 
@@ -213,13 +278,14 @@ class Scale(nn.Module):
         self.c = check_real(c, "c")
 
     def forward(self, x: Tensor) -> Tensor:
-        """Return ``c * x``."""
+        """Return ``c * x`` (elementwise: NaN/inf propagate, an empty batch stays empty; ``x`` must be floating)."""
+        check_tensor(x, "x", floating=True)
         return self.c * x
 
 
 def linears(model: nn.Module) -> list[nn.Linear]:
-    """The ``nn.Linear`` layers of ``model``, in order."""
-    return [m for m in model.modules() if isinstance(m, nn.Linear)]
+    """The ``nn.Linear`` layers of ``model``, in order (``TypeError`` if ``model`` is not an ``nn.Module``)."""
+    return [m for m in _check_module(model).modules() if isinstance(m, nn.Linear)]
 
 
 def network_upper_bound(model: nn.Module) -> float:
@@ -228,12 +294,19 @@ def network_upper_bound(model: nn.Module) -> float:
     An upper bound on the Lipschitz constant of an MLP with 1-Lipschitz activations (exact spectral
     norms of the weights as used, i.e. after any spectral normalisation), from
     [`lipschitz_upper_bound`][kexue.lipschitz.lipschitz_upper_bound].
+
+    Raises:
+        TypeError: If ``model`` is not an ``nn.Module``.
+        ValueError: If ``model`` has no ``nn.Linear`` layer, or its linear layers do not compose.
     """
+    layers = linears(model)
+    if not layers:
+        raise ValueError(f"model must contain at least one nn.Linear layer, got {type(model).__name__} without one")
     scale = 1.0
     for m in model.modules():
         if isinstance(m, Scale):
             scale *= abs(m.c)
-    return lipschitz_upper_bound([layer.weight for layer in linears(model)]).item() * scale
+    return lipschitz_upper_bound([layer.weight for layer in layers]).item() * scale
 
 
 # ----------------------------------------------------------------------------------------------
@@ -353,11 +426,13 @@ def train_classifier(
     batch_size: int = 300,
     lr: float = 3e-3,
     seed: int = 0,
+    n_classes: int | None = None,
     **options: float,
 ) -> tuple[nn.Sequential, list[float]]:
     """Train a ReLU MLP classifier under one of the Lipschitz controls of [`CLASSIFIER_CONTROLS`][kexue.experiments.lipschitz.CLASSIFIER_CONTROLS].
 
-    The network is [`seeded_mlp`][kexue.experiments.training.seeded_mlp] ``(d, *hidden, classes)``;
+    The network is [`seeded_mlp`][kexue.experiments.training.seeded_mlp] ``(d, *hidden, n_classes)``
+    in the dtype of ``x``;
     the control is applied to it and trained by the shared
     [`fit`][kexue.experiments.training.fit] loop (Adam, shuffled minibatches), with one generator
     seeded by ``seed`` for the power-iteration starts, the shuffling and any random draws of the loss.
@@ -371,6 +446,8 @@ def train_classifier(
         batch_size: Minibatch size (the default 300 is full-batch for the page's 300 images).
         lr: Adam learning rate.
         seed: Seed of the initial weights and of the run's generator.
+        n_classes: Number of classes; None infers ``max(y) + 1``, which may not exceed the number of
+            examples (a stray large label would otherwise build a huge output layer).
         **options: The control's own hyper-parameters (``lam``, ``lipschitz``, ``n_power_iterations``,
             ``n_iter``).
 
@@ -379,10 +456,13 @@ def train_classifier(
         of each epoch.
 
     Shapes:
-        x: ``(n, d)``; y: ``(n,)``.
+        x: ``(n, d)`` float32 or float64, finite; y: ``(n,)`` int64.
 
     Raises:
-        ValueError: For an unknown name, an unknown option or mismatched data.
+        TypeError: If ``x`` is not float32/float64 or ``y`` not an int64 tensor.
+        ValueError: For an unknown name or option, non-finite or mismatched data, a label outside
+            ``[0, n_classes)`` (or an inferred class count above the number of examples), or a bad
+            width or hyper-parameter.
 
     Examples:
         >>> import torch
@@ -393,13 +473,25 @@ def train_classifier(
         >>> history[-1] < history[0], network_upper_bound(model) < 5.5
         (True, True)
     """
-    if name not in CLASSIFIER_CONTROLS:
+    if not isinstance(name, str) or name not in CLASSIFIER_CONTROLS:
         raise ValueError(f"name must be one of {sorted(CLASSIFIER_CONTROLS)}, got {name!r}")
-    check_tensor(x, "x", 2, floating=True, nonempty=True)
+    _check_training_data(x, "x")
     check_tensor(y, "y", 1, floating=False)
+    if y.dtype != torch.int64:
+        raise TypeError(f"y must be an int64 tensor of class labels, got {y.dtype}")
     if y.shape[0] != x.shape[0]:
         raise ValueError(f"y must have one label per row of x ({x.shape[0]}), got {y.shape[0]}")
-    model = seeded_mlp([x.shape[1], *hidden, int(y.max()) + 1], seed=seed, dtype=x.dtype)
+    lo, hi = int(y.min()), int(y.max())
+    if n_classes is None:
+        if lo < 0 or hi >= x.shape[0]:
+            raise ValueError(f"y must hold class labels 0 .. n_classes - 1, got labels from {lo} to {hi} for "
+                             f"{x.shape[0]} examples; pass n_classes to allow more classes than examples")
+        n_classes = hi + 1
+    else:
+        check_int(n_classes, "n_classes", 1)
+        if lo < 0 or hi >= n_classes:
+            raise ValueError(f"y must hold class labels in [0, {n_classes}), got labels from {lo} to {hi}")
+    model = seeded_mlp([x.shape[1], *_check_hidden(hidden), n_classes], seed=seed, dtype=x.dtype)
     gen = torch.Generator().manual_seed(seed)
     try:
         control = CLASSIFIER_CONTROLS[name](model, generator=gen, **options)
@@ -530,10 +622,12 @@ def train_critic(
         the recorded estimates (empty unless ``record_every > 0``).
 
     Shapes:
-        real: ``(n_r, d)``; fake: ``(n_g, d)``.
+        real: ``(n_r, d)``; fake: ``(n_g, d)``, float32 or float64, finite.
 
     Raises:
-        ValueError: For an unknown name or option, mismatched data or bad hyper-parameters.
+        TypeError: If ``real`` or ``fake`` is not a float32/float64 tensor.
+        ValueError: For an unknown name or option, non-finite or mismatched data, or a bad width
+            or hyper-parameter.
 
     Examples:
         >>> import torch
@@ -543,17 +637,18 @@ def train_critic(
         >>> len(history), 0 < history[-1] <= 2.0 * 2**0.5  # at most W1 <= the shift of the means, 2*sqrt(2)
         (2, True)
     """
-    if name not in CRITIC_CONTROLS:
+    if not isinstance(name, str) or name not in CRITIC_CONTROLS:
         raise ValueError(f"name must be one of {sorted(CRITIC_CONTROLS)}, got {name!r}")
-    check_tensor(real, "real", 2, floating=True, nonempty=True)
-    check_tensor(fake, "fake", 2, floating=True, nonempty=True)
-    if real.shape[1] != fake.shape[1]:
-        raise ValueError(f"real and fake must have the same dimension, got {real.shape[1]} and {fake.shape[1]}")
+    _check_training_data(real, "real")
+    _check_training_data(fake, "fake")
+    if real.shape[1] != fake.shape[1] or real.dtype != fake.dtype:
+        raise ValueError(f"real and fake must have the same dimension and dtype, got {tuple(real.shape)} "
+                         f"{real.dtype} and {tuple(fake.shape)} {fake.dtype}")
     steps = check_int(steps, "steps", 1)
     batch_size = check_int(batch_size, "batch_size", 1)
     check_real(lr, "lr", above=0)
     record_every = check_int(record_every, "record_every", 0)
-    critic = seeded_mlp([real.shape[1], *hidden, 1], seed=seed, dtype=real.dtype)
+    critic = seeded_mlp([real.shape[1], *_check_hidden(hidden), 1], seed=seed, dtype=real.dtype)
     gen = torch.Generator().manual_seed(seed)
     try:
         control = CRITIC_CONTROLS[name](critic, generator=gen, **options)
@@ -601,9 +696,17 @@ def interpolates(real: Tensor, fake: Tensor, n: int, *, generator: torch.Generat
 
     Shapes:
         real: ``(n_r, d)``; fake: ``(n_g, d)``; result: ``(n, d)``.
+
+    Raises:
+        TypeError: If ``real`` or ``fake`` is not a floating tensor or ``generator`` not a generator.
+        ValueError: For empty samples, samples of different dimension or dtype, or ``n < 1``.
+        (Interpolation is elementwise: NaN/inf points propagate to their interpolates.)
     """
     check_tensor(real, "real", 2, floating=True, nonempty=True)
     check_tensor(fake, "fake", 2, floating=True, nonempty=True)
+    if real.shape[1] != fake.shape[1] or real.dtype != fake.dtype:
+        raise ValueError(f"real and fake must have the same dimension and dtype, got {tuple(real.shape)} "
+                         f"{real.dtype} and {tuple(fake.shape)} {fake.dtype}")
     n = check_int(n, "n", 1)
     check_generator(generator)
     xr = real[torch.randint(len(real), (n,), generator=generator)]
@@ -645,9 +748,18 @@ def nearest_distance(points: Tensor, reference: Tensor, *, chunk: int = 4096) ->
 
     Shapes:
         points: ``(n, d)``; reference: ``(m, d)``; result: ``(n,)``.
+
+    Raises:
+        TypeError: If ``points`` or ``reference`` is not a floating tensor.
+        ValueError: For empty or non-finite sets, different dimensions, or ``chunk < 1``.
     """
     check_tensor(points, "points", 2, floating=True, nonempty=True)
     check_tensor(reference, "reference", 2, floating=True, nonempty=True)
+    if points.shape[1] != reference.shape[1]:
+        raise ValueError(f"points and reference must have the same dimension, got {points.shape[1]} and "
+                         f"{reference.shape[1]}")
+    check_finite(points, "points")
+    check_finite(reference, "reference")
     chunk = check_int(chunk, "chunk", 1)
     ref = reference.detach().double()
     return torch.cat([torch.cdist(block.detach().double(), ref).min(dim=1).values for block in points.split(chunk)])
@@ -675,6 +787,11 @@ def gradient_profile(norms: Tensor, distance: Tensor, edges: Sequence[float]) ->
     Shapes:
         norms, distance: ``(n,)``.
 
+    Raises:
+        TypeError: If ``norms`` or ``distance`` is not a floating tensor, or ``edges`` not a sequence.
+        ValueError: For empty, mismatched or non-finite norms and distances, or edges that are not
+            at least two increasing finite numbers.
+
     Examples:
         >>> norms = torch.tensor([1.2, 1.1, 0.9, 0.5])
         >>> distance = torch.tensor([0.0, 0.2, 0.6, 2.0])
@@ -686,7 +803,9 @@ def gradient_profile(norms: Tensor, distance: Tensor, edges: Sequence[float]) ->
     check_tensor(distance, "distance", 1, floating=True)
     if distance.shape != norms.shape:
         raise ValueError(f"distance must have the shape of norms {tuple(norms.shape)}, got {tuple(distance.shape)}")
-    e = torch.as_tensor(list(edges), dtype=torch.float64)
+    check_finite(norms, "norms")
+    check_finite(distance, "distance")
+    e = torch.as_tensor(_check_reals(edges, "edges"), dtype=torch.float64)
     if e.ndim != 1 or e.numel() < 2 or not bool((e[1:] > e[:-1]).all()):
         raise ValueError(f"edges must be at least two increasing numbers, got {list(edges)}")
     norms, distance = norms.detach().double(), distance.detach().double()
@@ -728,10 +847,15 @@ def count_matmul_flops(fn: Callable[[], object]) -> int:
     Returns:
         The number of floating-point operations (multiply and add counted separately).
 
+    Raises:
+        TypeError: If ``fn`` is not callable.
+
     Examples:
         >>> count_matmul_flops(lambda: torch.ones(3, 4) @ torch.ones(4, 5))
         120
     """
+    if not callable(fn):
+        raise TypeError(f"fn must be a zero-argument callable, got {type(fn).__name__}")
     from torch.utils._python_dispatch import TorchDispatchMode
     from torch.utils.flop_counter import flop_registry
 
