@@ -20,14 +20,11 @@ Conventions (they differ between libraries by factors of 2, see the page):
 
 from __future__ import annotations
 
-import itertools
-import math
 from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
 import torch
-from torch import nn
 
 from kexue._checks import check_int, check_real, check_tensor
 
@@ -53,12 +50,7 @@ __all__ = [
     "permutation_test",
     "TESTS",
     "hsic_test",
-    "DEPENDENCES",
-    "make_dependence",
-    "HSICBottleneckMLP",
     "bottleneck_loss",
-    "fit_hsic_bottleneck",
-    "fit_backprop",
 ]
 
 
@@ -801,125 +793,7 @@ def hsic_test(
 
 
 # ----------------------------------------------------------------------------------------------
-# synthetic dependence shapes
-
-#: Names accepted by :func:`make_dependence`, with their default noise levels.
-DEPENDENCES: dict[str, float] = {
-    "linear": 0.5,
-    "parabola": 0.1,
-    "circle": 0.1,
-    "sinusoid": 0.2,
-    "checkerboard": 0.0,
-    "independent": 0.0,
-}
-
-
-def make_dependence(
-    kind: str, n: int, *, noise: float | None = None, seed: int = 0, dtype: torch.dtype = torch.float64
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Paired 1-D samples with a given shape of dependence (seeded).
-
-    * ``linear``: $x\\sim U(-1,1)$, $y = x + \\text{noise}\\cdot\\varepsilon$;
-    * ``parabola``: $y = x^2 + \\text{noise}\\cdot\\varepsilon$ (Pearson $r\\approx 0$);
-    * ``circle``: $(\\cos\\theta, \\sin\\theta) + \\text{noise}\\cdot\\varepsilon$, $\\theta\\sim U(0, 2\\pi)$;
-    * ``sinusoid``: $y = \\sin(4\\pi x) + \\text{noise}\\cdot\\varepsilon$;
-    * ``checkerboard``: uniform on the black squares of a 4x4 board (cells with even $i+j$), plus noise;
-    * ``independent``: $x, y \\sim N(0, 1)$ independent (noise ignored).
-
-    Args:
-        kind: A name of :data:`DEPENDENCES`.
-        n: Number of pairs (>= 1).
-        noise: Standard deviation of the added Gaussian noise (>= 0); default per kind.
-        seed: Seed of the generator.
-        dtype: Floating dtype.
-
-    Returns:
-        ``(x, y)``.
-
-    Shapes:
-        x, y: ``(n, 1)``.
-
-    Raises:
-        ValueError: On an unknown ``kind``, ``n < 1``, negative ``noise`` or a bad ``seed``.
-    """
-    if kind not in DEPENDENCES:
-        raise ValueError(f"kind must be one of {sorted(DEPENDENCES)}, got {kind!r}")
-    check_int(n, "n")
-    check_int(seed, "seed", 0)
-    s = DEPENDENCES[kind] if noise is None else noise
-    if not (s >= 0 and math.isfinite(s)):
-        raise ValueError(f"noise must be a finite number >= 0, got {noise!r}")
-    g = torch.Generator().manual_seed(seed)
-
-    def u(a: float, b: float) -> torch.Tensor:
-        return a + (b - a) * torch.rand(n, generator=g, dtype=torch.float64)
-
-    def eps() -> torch.Tensor:
-        return torch.randn(n, generator=g, dtype=torch.float64)
-
-    if kind == "independent":
-        x, y = eps(), eps()
-    elif kind == "circle":
-        theta = u(0.0, 2 * math.pi)
-        x, y = theta.cos() + s * eps(), theta.sin() + s * eps()
-    elif kind == "checkerboard":
-        col = torch.randint(0, 4, (n,), generator=g)
-        row = 2 * torch.randint(0, 2, (n,), generator=g) + col % 2  # row + col even
-        x = col + u(0.0, 1.0) + s * eps()
-        y = row + u(0.0, 1.0) + s * eps()
-    else:
-        x = u(-1.0, 1.0)
-        f = {"linear": x, "parabola": x * x, "sinusoid": torch.sin(4 * math.pi * x)}[kind]
-        y = f + s * eps()
-    return x.to(dtype).unsqueeze(1), y.to(dtype).unsqueeze(1)
-
-
-# ----------------------------------------------------------------------------------------------
-# the HSIC bottleneck (Ma, Lewis & Kleijn 2020)
-
-
-class HSICBottleneckMLP(nn.Module):
-    """An MLP whose hidden layers can be trained one by one with the HSIC-bottleneck objective.
-
-    :meth:`hidden` returns every hidden representation $Z_i = \\phi(W_i Z_{i-1})$ with each layer's
-    input detached, so a loss on $Z_i$ only reaches layer $i$ (no backpropagation across layers).
-    ``readout`` is the "format" layer trained afterwards on the last representation.
-
-    Args:
-        sizes: Widths ``(d_in, h_1, ..., h_L)``.
-        n_classes: Outputs of the readout.
-        activation: ``"tanh"`` or ``"relu"``.
-        seed: Seed of the weight initialisation.
-
-    Shapes:
-        x: ``(batch, d_in)``; logits: ``(batch, n_classes)``.
-    """
-
-    def __init__(
-        self, sizes: tuple[int, ...] = (64, 64, 64, 64), n_classes: int = 10, activation: str = "tanh", seed: int = 0
-    ) -> None:
-        super().__init__()
-        if len(sizes) < 2 or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in sizes):
-            raise ValueError(f"sizes must hold >= 2 positive integers, got {sizes!r}")
-        if activation not in ("tanh", "relu"):
-            raise ValueError(f"activation must be 'tanh' or 'relu', got {activation!r}")
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in itertools.pairwise(sizes))
-            self.readout = nn.Linear(sizes[-1], n_classes)
-        self.act: Callable[[torch.Tensor], torch.Tensor] = torch.tanh if activation == "tanh" else torch.relu
-
-    def hidden(self, x: torch.Tensor, *, detach: bool = True) -> list[torch.Tensor]:
-        """Hidden representations of every layer (inputs detached when ``detach``)."""
-        zs, z = [], x
-        for layer in self.layers:
-            z = self.act(layer(z.detach() if detach else z))
-            zs.append(z)
-        return zs
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits of the readout on the last hidden layer (end-to-end differentiable)."""
-        return self.readout(self.hidden(x, detach=False)[-1])
+# the HSIC bottleneck (Ma, Lewis & Kleijn 2020): the per-layer objective
 
 
 # --8<-- [start:bottleneck]
@@ -965,116 +839,3 @@ def bottleneck_loss(
         hx, hy = hsic_normalized_cca(Kz, Kx, eps=eps), hsic_normalized_cca(Kz, Ky, eps=eps)
     return hx - beta * hy, hx.detach(), hy.detach()
 # --8<-- [end:bottleneck]
-
-
-def _batches(n: int, batch_size: int, g: torch.Generator) -> list[torch.Tensor]:
-    return list(torch.randperm(n, generator=g).split(batch_size))
-
-
-def fit_hsic_bottleneck(
-    model: HSICBottleneckMLP,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    *,
-    epochs: int = 10,
-    batch_size: int = 256,
-    beta: float = 50.0,
-    lr: float = 1e-3,
-    readout_epochs: int = 10,
-    nhsic: str = "cka",
-    eps: float = 1e-5,
-    seed: int = 0,
-) -> dict[str, list[list[float]]]:
-    """Train ``model``'s hidden layers with the HSIC bottleneck, then its readout with cross-entropy.
-
-    Every hidden layer has its own Adam optimiser and minimises :func:`bottleneck_loss` on its own
-    representation (inputs detached, so nothing is backpropagated between layers). The Gaussian
-    bandwidths of $X$ and $Z_i$ are the batch medians; $Y$ is one-hot with a delta kernel. Then
-    the "format" readout is trained by cross-entropy on the frozen last representation.
-
-    Args:
-        model: The network (modified in place).
-        x: Training inputs.
-        y: Integer labels in ``0 .. n_classes - 1``.
-        epochs: Passes of HSIC training.
-        batch_size: Mini-batch size (>= 4).
-        beta: Label weight $\\beta$.
-        lr: Adam learning rate for every layer and the readout.
-        readout_epochs: Passes of readout training.
-        nhsic: Normalisation of HSIC, ``"cka"`` or ``"cca"`` (see :func:`bottleneck_loss`).
-        eps: Regulariser of ``"cca"``.
-        seed: Seed of the batch order.
-
-    Returns:
-        History with ``"nhsic_x"`` and ``"nhsic_y"``: per epoch, the batch-averaged nHSIC of each layer.
-
-    Shapes:
-        x: ``(n, d_in)``; y: ``(n,)``.
-    """
-    if x.dim() != 2 or y.dim() != 1 or x.shape[0] != y.shape[0]:
-        raise ValueError(f"x must be (n, d) and y (n,) with the same n, got {tuple(x.shape)} and {tuple(y.shape)}")
-    check_int(batch_size, "batch_size", 4)
-    g = torch.Generator().manual_seed(seed)
-    opts = [torch.optim.Adam(layer.parameters(), lr=lr) for layer in model.layers]
-    hist: dict[str, list[list[float]]] = {"nhsic_x": [], "nhsic_y": []}
-    for _ in range(epochs):
-        sums = torch.zeros(2, len(model.layers))
-        batches = [b for b in _batches(x.shape[0], batch_size, g) if len(b) >= 4]
-        for idx in batches:
-            xb, yb = x[idx], y[idx]
-            Kx, Ky = gaussian_kernel(xb), delta_kernel(yb, dtype=xb.dtype)
-            for i, (z, opt) in enumerate(zip(model.hidden(xb), opts)):
-                loss, hx, hy = bottleneck_loss(z, Kx, Ky, beta=beta, nhsic=nhsic, eps=eps)
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                sums[0, i] += hx
-                sums[1, i] += hy
-        hist["nhsic_x"].append((sums[0] / len(batches)).tolist())
-        hist["nhsic_y"].append((sums[1] / len(batches)).tolist())
-    opt = torch.optim.Adam(model.readout.parameters(), lr=lr * 10)
-    for _ in range(readout_epochs):
-        for idx in _batches(x.shape[0], batch_size, g):
-            with torch.no_grad():
-                z = model.hidden(x[idx])[-1]
-            loss = nn.functional.cross_entropy(model.readout(z), y[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    return hist
-
-
-def fit_backprop(
-    model: HSICBottleneckMLP,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    *,
-    epochs: int = 10,
-    batch_size: int = 256,
-    lr: float = 1e-3,
-    seed: int = 0,
-) -> None:
-    """Baseline: train the whole ``model`` end to end by backpropagating cross-entropy (Adam).
-
-    Args:
-        model: The network (modified in place).
-        x: Training inputs.
-        y: Integer labels.
-        epochs: Passes over the data.
-        batch_size: Mini-batch size.
-        lr: Adam learning rate.
-        seed: Seed of the batch order.
-
-    Shapes:
-        x: ``(n, d_in)``; y: ``(n,)``.
-    """
-    if x.dim() != 2 or y.dim() != 1 or x.shape[0] != y.shape[0]:
-        raise ValueError(f"x must be (n, d) and y (n,) with the same n, got {tuple(x.shape)} and {tuple(y.shape)}")
-    g = torch.Generator().manual_seed(seed)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    for _ in range(epochs):
-        for idx in _batches(x.shape[0], batch_size, g):
-            loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()

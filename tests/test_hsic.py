@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from kexue import hsic as H
+from kexue.experiments.hsic import make_dependence
 
 F64 = torch.float64
 
@@ -319,7 +320,7 @@ def test_p_values_roughly_uniform_under_independence_and_small_under_dependence(
     gen = torch.Generator().manual_seed(0)
     p_gamma, p_perm = [], []
     for s in range(100):
-        x, y = H.make_dependence("independent", 40, seed=s)
+        x, y = make_dependence("independent", 40, seed=s)
         K, L = H.gaussian_kernel(x), H.gaussian_kernel(y)
         p_gamma.append(H.gamma_test(K, L).p_value)
         p_perm.append(H.permutation_test(K, L, n_permutations=49, generator=gen).p_value)
@@ -328,7 +329,7 @@ def test_p_values_roughly_uniform_under_independence_and_small_under_dependence(
         assert (p < 0.05).sum() <= 13
         assert 0.35 < p.mean() < 0.65  # uniform: mean 0.5, standard error 0.03
     for kind in ("parabola", "circle"):
-        x, y = H.make_dependence(kind, 150, seed=1)
+        x, y = make_dependence(kind, 150, seed=1)
         assert H.hsic_test(x, y, "gamma").p_value < 1e-4
         assert H.hsic_test(x, y, "permutation", n_permutations=99, generator=gen).p_value == 1 / 100
 
@@ -337,7 +338,7 @@ def test_linear_kernel_misses_the_parabola_the_gaussian_kernel_finds():
     gen = torch.Generator().manual_seed(0)
     rejected = {"linear": 0, "gaussian": 0}
     for seed in range(20):
-        x, y = H.make_dependence("parabola", 100, seed=seed, noise=0.05)
+        x, y = make_dependence("parabola", 100, seed=seed, noise=0.05)
         for k in rejected:
             res = H.hsic_test(x, y, "permutation", kernel_x=k, kernel_y=k, n_permutations=99, generator=gen)
             rejected[k] += res.p_value < 0.05
@@ -477,64 +478,3 @@ def test_tiled_hsic_bad_inputs():
     for args, kwargs, error, match in cases:
         with pytest.raises(error, match=match):
             H.hsic_gaussian(*args, **kwargs)
-
-
-# ---------------------------------------------------------------------------------------------- data, bottleneck
-
-
-@pytest.mark.parametrize("kind", sorted(H.DEPENDENCES))
-def test_make_dependence_is_seeded_and_shaped(kind):
-    x, y = H.make_dependence(kind, 50, seed=3)
-    x2, y2 = H.make_dependence(kind, 50, seed=3)
-    assert x.shape == y.shape == (50, 1) and x.dtype == F64
-    assert torch.equal(x, x2) and torch.equal(y, y2)
-    if kind == "checkerboard":
-        cells = (x.floor() + y.floor()).squeeze() % 2
-        assert torch.all(cells == 0)
-
-
-def test_make_dependence_bad_inputs():
-    with pytest.raises(ValueError, match="kind"):
-        H.make_dependence("spiral", 10)
-    with pytest.raises(ValueError, match="n"):
-        H.make_dependence("linear", 0)
-    with pytest.raises(ValueError, match="noise"):
-        H.make_dependence("linear", 10, noise=-1.0)
-    with pytest.raises(ValueError, match="seed"):
-        H.make_dependence("linear", 10, seed=-1)
-
-
-def test_bottleneck_layers_get_gradients_only_from_their_own_loss():
-    model = H.HSICBottleneckMLP((6, 5, 4), n_classes=3, seed=0)
-    g = torch.Generator().manual_seed(0)
-    x, y = torch.randn(16, 6, generator=g), torch.randint(0, 3, (16,), generator=g)
-    zs = model.hidden(x)
-    Kx, Ky = H.gaussian_kernel(x), H.delta_kernel(y, dtype=torch.float32)
-    loss, hx, hy = H.bottleneck_loss(zs[1], Kx, Ky, beta=2.0)
-    assert loss.item() == pytest.approx(hx.item() - 2.0 * hy.item(), rel=1e-5)
-    loss.backward()
-    assert model.layers[0].weight.grad is None  # the input of layer 2 was detached
-    assert model.layers[1].weight.grad is not None
-    assert model(x).shape == (16, 3)
-    with pytest.raises(ValueError, match="beta"):
-        H.bottleneck_loss(zs[0], Kx, Ky, beta=-1.0)
-    with pytest.raises(ValueError, match="nhsic"):
-        H.bottleneck_loss(zs[0], Kx, Ky, beta=1.0, nhsic="rv")
-    with pytest.raises(ValueError, match="sizes"):
-        H.HSICBottleneckMLP((6,))
-    with pytest.raises(ValueError, match="activation"):
-        H.HSICBottleneckMLP((6, 4), activation="gelu")
-
-
-def test_hsic_bottleneck_training_beats_chance_on_digits():
-    from kexue.data import load_digits, train_test_split
-
-    images, labels = load_digits()
-    x = images.reshape(len(images), -1)
-    xtr, xte, ytr, yte = train_test_split(x, labels, test_size=0.25, seed=0)
-    model = H.HSICBottleneckMLP((64, 32, 32), seed=0)
-    hist = H.fit_hsic_bottleneck(model, xtr[:600], ytr[:600], epochs=3, batch_size=200, readout_epochs=10)
-    assert len(hist["nhsic_y"]) == 3 and len(hist["nhsic_y"][0]) == 2
-    with torch.no_grad():
-        acc = (model(xte).argmax(1) == yte).float().mean().item()
-    assert acc > 0.3  # chance is 0.1
