@@ -273,8 +273,47 @@ def test_normalized_cca_matches_its_explicit_formula():
     R = [M @ Hm @ torch.linalg.inv(M @ Hm + eps * n * torch.eye(n, dtype=F64)) for M in (K, L)]
     expected = (R[0] * R[1].T).sum()
     assert H.hsic_normalized_cca(K, L, eps=eps).item() == pytest.approx(expected.item(), rel=1e-8)
+    assert torch.allclose(H.cca_operator(K, eps=eps), R[0], atol=1e-10)
+    assert H.hsic_normalized_cca(K, L, eps=eps).item() == pytest.approx(torch.trace(R[0] @ R[1]).item(), rel=1e-8)
     with pytest.raises(ValueError, match="eps"):
         H.hsic_normalized_cca(K, L, eps=0.0)
+    with pytest.raises(ValueError, match="square"):
+        H.cca_operator(K[:, :5])
+
+
+def test_cca_self_value_counts_the_directions_the_kernel_resolves():
+    # A delta kernel on c classes: the centred kernel has rank c - 1, so tr(R R) -> c - 1 as eps -> 0.
+    labels = torch.arange(60) % 4
+    Ky = H.delta_kernel(labels)
+    assert H.hsic_normalized_cca(Ky, Ky, eps=1e-8).item() == pytest.approx(3.0, rel=1e-5)
+    # the eigenvalues of R are lambda / (lambda + eps n) for the eigenvalues lambda of K H
+    K, _ = _grams(30)
+    n, eps = 30, 1e-2
+    lam = torch.linalg.eigvalsh(K - K.mean(0, keepdim=True) - K.mean(1, keepdim=True) + K.mean())
+    expected = (lam.clamp_min(0) / (lam.clamp_min(0) + eps * n)).pow(2).sum()
+    assert H.hsic_normalized_cca(K, K, eps=eps).item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+@pytest.mark.parametrize("nhsic", ["cka", "cca"])
+def test_bottleneck_loss_cache_gives_the_same_values_and_gradients(nhsic):
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(24, 5, generator=g, dtype=F64)
+    y = torch.randint(0, 3, (24,), generator=g)
+    Kx, Ky = H.gaussian_kernel(x), H.delta_kernel(y)
+    w = torch.randn(5, 4, generator=g, dtype=F64, requires_grad=True)
+    cache: dict = {}
+    grads, values = [], []
+    for use_cache in (False, True, True):  # the second cached call reuses the operators of the first
+        z = torch.tanh(x @ w)
+        loss, hx, hy = H.bottleneck_loss(z, Kx, Ky, beta=3.0, nhsic=nhsic, cache=cache if use_cache else None)
+        (grad,) = torch.autograd.grad(loss, w)
+        values.append((loss.item(), hx.item(), hy.item()))
+        grads.append(grad)
+    assert values[0] == pytest.approx(values[1], rel=1e-12) and values[1] == pytest.approx(values[2], rel=1e-12)
+    assert torch.allclose(grads[0], grads[2], rtol=1e-10, atol=1e-14)
+    assert set(cache) == {f"{nhsic}_x", f"{nhsic}_y"}
+    with pytest.raises(ValueError, match="same shape"):
+        H.bottleneck_loss(torch.tanh(x[:10] @ w), Kx, Ky, beta=1.0, nhsic=nhsic)
 
 
 # ---------------------------------------------------------------------------------------------- tests

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import pytest
 import torch
 
@@ -21,9 +24,40 @@ def test_make_dependence_is_seeded_and_shaped(kind):
     x2, y2 = X.make_dependence(kind, 50, seed=3)
     assert x.shape == y.shape == (50, 1) and x.dtype == F64
     assert torch.equal(x, x2) and torch.equal(y, y2)
-    if kind == "checkerboard":
+    if kind.startswith("checkerboard"):
         cells = (x.floor() + y.floor()).squeeze() % 2
         assert torch.all(cells == 0)
+        size = int(kind[-1])
+        assert x.min() >= 0 and x.max() < size and y.min() >= 0 and y.max() < size
+
+
+# population correlations without noise: sin(4 pi x) against x ~ U(-1, 1) has Cov = -1/(4 pi),
+# Var = 1/3 and 1/2, so r = -sqrt(6)/(4 pi); the 4x4 board has Cov = 1/4 and Var = 5/4 + 1/12, r = 3/16;
+# the even or symmetric shapes have r = 0.
+POPULATION_R = {"linear": 1.0, "parabola": 0.0, "circle": 0.0, "sine": -math.sqrt(6) / (4 * math.pi),
+                "cosine": 0.0, "checkerboard-4": 3 / 16, "checkerboard-3": 0.0, "independent": 0.0}
+
+
+@pytest.mark.parametrize("kind", sorted(X.DEPENDENCES))
+def test_population_correlation_of_each_shape(kind):
+    r, _ = X.pearson_variance_ratio(*X.make_dependence(kind, 400_000, noise=0.0, seed=7))
+    assert r == pytest.approx(POPULATION_R[kind], abs=0.006)  # 4 standard errors of r at this n
+
+
+def test_pearson_variance_ratio_closed_form_and_its_meaning():
+    # parabola without noise: E[x^2 (x^2 - 1/3)^2] / (Var x Var x^2) = (1/7 - 2/15 + 1/27) / (4/135) = 11/7
+    x = torch.linspace(-1, 1, 200_001, dtype=F64)
+    _, rho = X.pearson_variance_ratio(x, x * x)
+    assert rho == pytest.approx(11 / 7, rel=1e-4)
+    # its meaning: the variance of sqrt(n) r over many samples of a zero-correlation shape
+    rs = [X.pearson_variance_ratio(*X.make_dependence("parabola", 200, noise=0.0, seed=s))[0] for s in range(600)]
+    assert 200 * float(np.var(rs)) == pytest.approx(11 / 7, rel=0.2)  # s.e. of a variance from 600 draws: ~6%
+    with pytest.raises(ValueError, match="constant"):
+        X.pearson_variance_ratio(torch.ones(5, dtype=F64), x[:5])
+    with pytest.raises(ValueError, match="same number"):
+        X.pearson_variance_ratio(x[:5], x[:6])
+    with pytest.raises(TypeError, match="floating"):
+        X.pearson_variance_ratio(torch.arange(5), x[:5])
 
 
 def test_make_dependence_bad_inputs():
@@ -35,6 +69,8 @@ def test_make_dependence_bad_inputs():
         X.make_dependence("linear", 10, noise=-1.0)
     with pytest.raises(ValueError, match="seed"):
         X.make_dependence("linear", 10, seed=-1)
+    with pytest.raises(TypeError, match="dtype"):
+        X.make_dependence("linear", 10, dtype=torch.int64)
 
 
 # ---------------------------------------------------------------------------------------------- bottleneck

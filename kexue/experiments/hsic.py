@@ -5,7 +5,10 @@ bottleneck objective [`bottleneck_loss`][kexue.hsic.bottleneck_loss]). This modu
 only the page needs to test it on a CPU in seconds:
 
 * [`make_dependence`][kexue.experiments.hsic.make_dependence]: seeded 1-D pairs with a named
-  shape of dependence;
+  shape of dependence, some with a linear trend and some without;
+* [`pearson_variance_ratio`][kexue.experiments.hsic.pearson_variance_ratio]: how far the spread of
+  Pearson's $r$ under a dependence departs from its spread under independence, which decides
+  how often Pearson's test rejects a shape whose correlation is zero;
 * the HSIC bottleneck of Ma, Lewis & Kleijn (2020) on an MLP built by
   [`seeded_mlp`][kexue.experiments.training.seeded_mlp] and trained by
   [`fit`][kexue.experiments.training.fit] with two loss callbacks: a
@@ -43,6 +46,7 @@ from kexue.hsic import bottleneck_loss, delta_kernel, gaussian_kernel
 __all__ = [
     "DEPENDENCES",
     "make_dependence",
+    "pearson_variance_ratio",
     "hidden_representations",
     "BottleneckObjective",
     "LOSSES",
@@ -57,31 +61,46 @@ DEPENDENCES: dict[str, float] = {
     "linear": 0.5,
     "parabola": 0.1,
     "circle": 0.1,
-    "sinusoid": 0.2,
-    "checkerboard": 0.0,
+    "sine": 0.2,
+    "cosine": 0.2,
+    "checkerboard-4": 0.0,
+    "checkerboard-3": 0.0,
     "independent": 0.0,
 }
 """Shapes [`make_dependence`][kexue.experiments.hsic.make_dependence] draws, with default noise levels."""
+
+# cells (column, row) of the two boards: every cell whose column + row is even
+_BOARDS = {
+    "checkerboard-4": torch.tensor([(c, r) for c in range(4) for r in range(4) if (c + r) % 2 == 0]),
+    "checkerboard-3": torch.tensor([(c, r) for c in range(3) for r in range(3) if (c + r) % 2 == 0]),
+}
 
 
 def make_dependence(
     kind: str, n: int, *, noise: float | None = None, seed: int = 0, dtype: torch.dtype = torch.float64
 ) -> tuple[Tensor, Tensor]:
-    r"""Paired 1-D samples with a given shape of dependence (seeded).
+    r"""Paired 1-D samples with a named shape of dependence (seeded).
 
-    * ``linear``: $x\sim U(-1,1)$, $y = x + \text{noise}\cdot\varepsilon$;
-    * ``parabola``: $y = x^2 + \text{noise}\cdot\varepsilon$ (Pearson $r\approx 0$);
-    * ``circle``: $(\cos\theta, \sin\theta) + \text{noise}\cdot\varepsilon$, $\theta\sim U(0, 2\pi)$;
-    * ``sinusoid``: $y = \sin(4\pi x) + \text{noise}\cdot\varepsilon$;
-    * ``checkerboard``: uniform on the black squares of a 4x4 board (cells with even $i+j$), plus noise;
-    * ``independent``: $x, y \sim N(0, 1)$ independent (noise ignored).
+    With $x\sim U(-1, 1)$ and $\varepsilon\sim N(0, 1)$ drawn independently for each coordinate:
+
+    * ``linear``: $y = x + s\varepsilon$;
+    * ``parabola``: $y = x^2 + s\varepsilon$ (population correlation 0, by symmetry);
+    * ``circle``: $(\cos\theta, \sin\theta) + s\varepsilon$, $\theta\sim U(0, 2\pi)$ (correlation 0);
+    * ``sine``: $y = \sin(4\pi x) + s\varepsilon$; odd like $x$, so it keeps a linear trend
+      (population correlation $-\sqrt6/(4\pi)\approx -0.195$ without noise);
+    * ``cosine``: $y = \cos(4\pi x) + s\varepsilon$; even, so its correlation with $x$ is 0;
+    * ``checkerboard-4``: uniform on the cells of a 4x4 board whose column + row is even, plus
+      noise; the cells lean along the diagonal (population correlation $3/16$ without noise);
+    * ``checkerboard-3``: the same on a 3x3 board, whose five cells are symmetric about both
+      middle lines (correlation 0);
+    * ``independent``: $x, y\sim N(0, 1)$ independent (``noise`` ignored).
 
     Args:
         kind: A name of [`DEPENDENCES`][kexue.experiments.hsic.DEPENDENCES].
         n: Number of pairs (>= 1).
-        noise: Standard deviation of the added Gaussian noise (>= 0); default per kind.
+        noise: Standard deviation $s \ge 0$ of the added Gaussian noise; default per kind.
         seed: Seed of the generator.
-        dtype: Floating dtype.
+        dtype: Floating dtype of the result.
 
     Returns:
         ``(x, y)``.
@@ -91,14 +110,20 @@ def make_dependence(
 
     Raises:
         ValueError: On an unknown ``kind``, ``n < 1``, negative ``noise`` or a bad ``seed``.
+        TypeError: If ``dtype`` is not floating.
+
+    Examples:
+        >>> x, y = make_dependence("parabola", 5, noise=0.0, seed=0)
+        >>> x.shape, bool(torch.allclose(y, x * x))
+        (torch.Size([5, 1]), True)
     """
     if kind not in DEPENDENCES:
         raise ValueError(f"kind must be one of {sorted(DEPENDENCES)}, got {kind!r}")
     check_int(n, "n")
     check_int(seed, "seed", 0)
-    s = DEPENDENCES[kind] if noise is None else noise
-    if not (s >= 0 and math.isfinite(s)):
-        raise ValueError(f"noise must be a finite number >= 0, got {noise!r}")
+    s = DEPENDENCES[kind] if noise is None else check_real(noise, "noise", at_least=0)
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise TypeError(f"dtype must be a floating torch.dtype, got {dtype!r}")
     g = torch.Generator().manual_seed(seed)
 
     def u(a: float, b: float) -> Tensor:
@@ -112,16 +137,57 @@ def make_dependence(
     elif kind == "circle":
         theta = u(0.0, 2 * math.pi)
         x, y = theta.cos() + s * eps(), theta.sin() + s * eps()
-    elif kind == "checkerboard":
-        col = torch.randint(0, 4, (n,), generator=g)
-        row = 2 * torch.randint(0, 2, (n,), generator=g) + col % 2  # row + col even
-        x = col + u(0.0, 1.0) + s * eps()
-        y = row + u(0.0, 1.0) + s * eps()
+    elif kind in _BOARDS:
+        cells = _BOARDS[kind][torch.randint(0, len(_BOARDS[kind]), (n,), generator=g)]
+        x = cells[:, 0] + u(0.0, 1.0) + s * eps()
+        y = cells[:, 1] + u(0.0, 1.0) + s * eps()
     else:
         x = u(-1.0, 1.0)
-        f = {"linear": x, "parabola": x * x, "sinusoid": torch.sin(4 * math.pi * x)}[kind]
-        y = f + s * eps()
+        shapes = {"linear": x, "parabola": x * x, "sine": torch.sin(4 * math.pi * x),
+                  "cosine": torch.cos(4 * math.pi * x)}
+        y = shapes[kind] + s * eps()
     return x.to(dtype).unsqueeze(1), y.to(dtype).unsqueeze(1)
+
+
+def pearson_variance_ratio(x: Tensor, y: Tensor) -> tuple[float, float]:
+    r"""Sample correlation $r$ and the variance ratio $\rho = \mathbb E[\tilde x^2\tilde y^2]$ of Pearson's $r$.
+
+    With $\tilde x$, $\tilde y$ the standardised variables, $\sqrt n\, r$ tends to a normal law with
+    variance $\rho$ when the population correlation is 0 (delta method on the sample moments); its
+    null distribution assumes independence, where $\rho = 1$. So on a dependence with zero correlation
+    Pearson's test at level $\alpha$ rejects at the rate
+    $P(|Z| > z_{1-\alpha/2}/\sqrt\rho)$: more often than $\alpha$ when $\rho > 1$, less often when
+    $\rho < 1$. Estimate it on a large sample of the shape.
+
+    Args:
+        x: Sample of $X$.
+        y: Sample of $Y$, paired with ``x``.
+
+    Returns:
+        ``(r, rho)`` as Python floats.
+
+    Shapes:
+        x, y: ``(n,)`` or ``(n, 1)`` with ``n >= 2``.
+
+    Raises:
+        ValueError: If the shapes differ, ``n < 2``, or a sample is constant.
+
+    Examples:
+        >>> g = torch.Generator().manual_seed(0)
+        >>> x, y = torch.randn(2, 100_000, generator=g, dtype=torch.float64)
+        >>> r, rho = pearson_variance_ratio(x, y)
+        >>> abs(r) < 0.01, abs(rho - 1) < 0.02
+        (True, True)
+    """
+    x, y = (check_tensor(t, name, (1, 2), floating=True).reshape(-1).double() for t, name in ((x, "x"), (y, "y")))
+    if x.shape != y.shape or x.numel() < 2:
+        raise ValueError(f"x and y must hold the same number n >= 2 of values, got {x.numel()}, {y.numel()}")
+    xs, ys = x - x.mean(), y - y.mean()
+    sx, sy = xs.pow(2).mean().sqrt(), ys.pow(2).mean().sqrt()
+    if sx == 0 or sy == 0:
+        raise ValueError("x and y must not be constant")
+    xs, ys = xs / sx, ys / sy
+    return (xs * ys).mean().item(), (xs * xs * ys * ys).mean().item()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -229,10 +295,10 @@ class BottleneckObjective:
             return sum(z.sum() for z in zs) * 0.0
         Kx = gaussian_kernel(xb, self._sigma(xb))
         Ky = delta_kernel(yb, dtype=xb.dtype)
-        total, hx, hy = xb.new_zeros(()), [], []
+        total, hx, hy, cache = xb.new_zeros(()), [], [], {}
         for z in zs:
             loss, zx, zy = bottleneck_loss(
-                z, Kx, Ky, beta=self.beta, sigma=self._sigma(z), nhsic=self.nhsic, eps=self.eps
+                z, Kx, Ky, beta=self.beta, sigma=self._sigma(z), nhsic=self.nhsic, eps=self.eps, cache=cache
             )
             total = total + loss
             hx.append(zx)
