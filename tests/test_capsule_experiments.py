@@ -103,8 +103,13 @@ def test_models_take_any_even_image_size_and_score_in_unit_interval():
 
 def test_capsule_inputs_are_feature_map_positions():
     model = build_model("capsule", seed=0)
-    v, c = model.capsules(torch.rand(2, 1, 16, 8))
+    x = torch.rand(2, 1, 16, 8, generator=torch.Generator().manual_seed(0))
+    v, c = model.capsules(x)
     assert v.shape == (2, 10, 16) and c.shape == (2, 8 * 4, 10)  # 16x8 image -> 8x4 positions
+    u = model.input_capsules(x)
+    f = model.trunk(x)  # (2, 64, 8, 4)
+    assert u.shape == (2, 32, 64) and torch.equal(u[:, 4 * 2 + 3], f[:, :, 2, 3])  # row-major positions
+    assert torch.equal(model.caps(u)[0], v) and torch.equal(model(x), v.norm(dim=-1))
 
 
 def test_parameter_counts_are_similar():
@@ -191,13 +196,18 @@ def test_evaluate_members_per_member_accuracies():
     images, labels = torch.rand(20, 1, 8, 8, generator=gen), torch.arange(20) % 4
     stack = _stack(seeds=(0, 1))
     pairs = {"vertical": make_pairs(images, labels, seed=0)}
-    acc = evaluate_members(stack, images, labels, pairs)
+    acc = evaluate_members(stack, pairs, single=(images, labels))
     assert set(acc) == {"single", "vertical", "vertical>0.5"}
     assert all(v.shape == (2,) and v.dtype == torch.float64 for v in acc.values())
     with torch.no_grad():
         scores = stack.member(1)(pairs["vertical"][0])
     assert acc["vertical"][1].item() == pair_accuracy(scores, pairs["vertical"][1])
     assert (acc["vertical>0.5"] <= acc["vertical"]).all()
+    assert set(evaluate_members(stack, pairs)) == {"vertical", "vertical>0.5"}
+    with pytest.raises(TypeError, match="stack"):
+        evaluate_members(stack.member(0), pairs)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="single"):
+        evaluate_members(stack, pairs, single=(images, labels[:3]))
 
 
 def test_seed_stack_rejects_bad_input():
@@ -225,5 +235,5 @@ def test_short_training_beats_chance_on_single_digits():
     stack = SeedStack(lambda s: build_model("capsule", seed=s, routing="su5112", squash_c=0.5), (0, 1, 2))
     hist = train_members(stack, images[:600], labels[:600], epochs=6, batch_size=32, lr=3e-3)
     assert hist[-1] < hist[0]
-    acc = evaluate_members(stack, images[1400:1600], labels[1400:1600], {})["single"]
+    acc = evaluate_members(stack, {}, single=(images[1400:1600], labels[1400:1600]))["single"]
     assert (acc > 0.4).all()  # chance is 0.1

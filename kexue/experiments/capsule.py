@@ -29,7 +29,7 @@ Examples:
     >>> len(history), history[-1] < history[0]
     (2, True)
     >>> pairs = {"vertical": make_pairs(images[300:400], labels[300:400], mode="vertical", seed=1)}
-    >>> acc = evaluate_members(stack, images[300:400], labels[300:400], pairs)
+    >>> acc = evaluate_members(stack, pairs, single=(images[300:400], labels[300:400]))
     >>> sorted(acc), acc["single"].shape  # one accuracy per seed
     (['single', 'vertical', 'vertical>0.5'], torch.Size([3]))
 """
@@ -274,13 +274,17 @@ class CapsuleClassifier(nn.Module):
             channels[2], num_classes, dim_caps, iterations=iterations, routing=routing, squash_c=squash_c
         )
 
-    def capsules(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """Output capsules and couplings of ``x``: ``(batch, classes, dim_caps)``, ``(batch, n_in, classes)``.
+    def input_capsules(self, x: Tensor) -> Tensor:
+        """The input capsules of ``x``: one per feature-map position, in row-major order.
 
-        The inputs are the feature-map positions in row-major order (``n_in = H/2 * W/2``).
+        Shapes:
+            x: ``(batch, 1, H, W)``; output: ``(batch, H/2 * W/2, channels[2])``.
         """
-        f = self.trunk(x)
-        return self.caps(f.flatten(2).transpose(1, 2))  # (B, H*W, C): one capsule per position
+        return self.trunk(x).flatten(2).transpose(1, 2)
+
+    def capsules(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Output capsules and couplings of ``x``: ``(batch, classes, dim_caps)``, ``(batch, n_in, classes)``."""
+        return self.caps(self.input_capsules(x))
 
     def forward(self, x: Tensor) -> Tensor:
         """Class scores (capsule lengths) of ``x``."""
@@ -538,38 +542,48 @@ def train_members(
 
 def evaluate_members(
     stack: SeedStack,
-    images: Tensor,
-    labels: Tensor,
     pairs: Mapping[str, tuple[Tensor, Tensor]],
     *,
+    single: tuple[Tensor, Tensor] | None = None,
     threshold: float = 0.5,
 ) -> dict[str, Tensor]:
-    """Every member's accuracy on single digits and on each set of two-digit images.
+    """Every member's accuracy on each set of two-digit images, and optionally on single digits.
 
     Args:
         stack: Trained members.
-        images: Single-digit test images.
-        labels: Their labels.
         pairs: Two-digit test sets by name, as [`make_pairs`][kexue.experiments.capsule.make_pairs]
             returns them.
+        single: Optional ``(images, labels)`` of single digits (top-1 accuracy, key ``"single"``).
         threshold: The strict metric's minimum score for both digits.
 
     Returns:
-        ``{"single": ..., name: ..., name + ">0.5": ...}``, each a float64 tensor with one
-        accuracy per member (the strict key uses the threshold's value).
+        ``{name: ..., name + ">0.5": ..., "single": ...}`` (the strict key uses the threshold's
+        value), each a float64 tensor with one accuracy per member.
 
     Shapes:
-        images: ``(n, 1, H, W)``; labels: ``(n,)``; every output: ``(members,)``.
+        pairs: ``{name: ((n, 1, H, W), (n, 2))}``; single: ``((m, 1, h, w), (m,))``; every
+        output: ``(members,)``.
+
+    Raises:
+        TypeError: If ``stack`` is not a [`SeedStack`][kexue.experiments.capsule.SeedStack].
+        ValueError: On mismatched single-digit shapes or a bad threshold.
     """
-    check_tensor(images, "images", 4, floating=True, nonempty=True)
+    if not isinstance(stack, SeedStack):
+        raise TypeError(f"stack must be a SeedStack, got {type(stack).__name__}")
     threshold = check_real(threshold, "threshold")
     out: dict[str, Tensor] = {}
     with evaluating(stack):
-        out["single"] = (stack.same_input(images).argmax(-1) == labels.unsqueeze(1)).double().mean(0)
+        if single is not None:
+            images, labels = single
+            check_tensor(images, "single[0]", 4, floating=True, nonempty=True)
+            if not isinstance(labels, Tensor) or labels.shape != images.shape[:1]:
+                raise ValueError(f"single[1] must be a tensor of shape ({images.shape[0]},)")
+            out["single"] = (stack.same_input(images).argmax(-1) == labels.unsqueeze(1)).double().mean(0)
         for name, (x2, y2) in pairs.items():
             scores = stack.same_input(x2)
-            out[name] = torch.tensor([pair_accuracy(scores[:, k], y2) for k in range(stack.members)], dtype=torch.float64)
+            members = range(stack.members)
+            out[name] = torch.tensor([pair_accuracy(scores[:, k], y2) for k in members], dtype=torch.float64)
             out[f"{name}>{threshold:g}"] = torch.tensor(
-                [pair_accuracy(scores[:, k], y2, threshold) for k in range(stack.members)], dtype=torch.float64
+                [pair_accuracy(scores[:, k], y2, threshold) for k in members], dtype=torch.float64
             )
     return out
