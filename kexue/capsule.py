@@ -71,8 +71,8 @@ def squash(s: Tensor, dim: int = -1, c: float = 1.0) -> Tensor:
 
     ``c = 1`` is the paper's choice (Sabour, Frosst & Hinton 2017, eq. 1); the article
     ([kexue.fm/archives/4819](https://kexue.fm/archives/4819)) prefers ``c = 0.5``. Near zero the
-    output length is $\lVert s\rVert^2/c$, so ``c = 0.5`` shrinks short vectors half as much as
-    ``c = 1``; for $c > 1/4$ neither ever lengthens a vector. Written as
+    output length is $\lVert s\rVert^2/c$, so with ``c = 0.5`` a short vector keeps twice as much
+    of its length as with ``c = 1``; for $c \ge 1/4$ no vector ever gets longer. Written as
     $s\,\lVert s\rVert/(c + \lVert s\rVert^2)$, it is exactly zero at the zero vector, with
     gradient zero there (no NaN).
 

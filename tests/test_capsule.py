@@ -107,7 +107,7 @@ def test_squash_gradient_against_finite_differences():
     assert torch.autograd.gradgradcheck(lambda x: squash(x, c=1.0), (s,))
 
 
-def test_squash_never_lengthens_for_c_at_least_a_quarter_and_halves_the_shrink_near_zero():
+def test_squash_never_lengthens_for_c_at_least_a_quarter_and_keeps_twice_the_length_near_zero():
     # ||squash_c(s)|| / ||s|| = x / (c + x^2) peaks at x = sqrt(c) with value 1 / (2 sqrt(c)).
     x = torch.logspace(-4, 3, 4001, dtype=F64)
     s = torch.stack([x, torch.zeros_like(x)], dim=-1)
