@@ -1,31 +1,39 @@
-"""Capsules and dynamic routing read as clustering (kexue.fm/archives/4819 and 5112).
+r"""Capsules and dynamic routing read as clustering.
 
-A capsule is a vector treated as one unit: its length says how sure the layer is
-that an entity is present, its direction describes it. A capsule layer turns
-``n`` input capsules into ``k`` output capsules by "dynamic routing", which Su
-Jianlin reads as a few steps of a clustering algorithm: every input capsule
-splits itself among the outputs with a softmax over its agreement with them, and
-every output is the squashed weighted sum of what it receives.
+Companion to Su Jianlin, "揭开迷雾，来一顿美味的Capsule盛宴"
+([kexue.fm/archives/4819](https://kexue.fm/archives/4819), 2018-01-23) and its sequel
+([kexue.fm/archives/5112](https://kexue.fm/archives/5112), 2018-02-12).
 
-This module gives the pieces as pure functions on tensors:
+A capsule is a vector treated as one unit: its length says how sure the layer is that an
+entity is present, its direction describes it. A capsule layer turns ``n`` input capsules into
+``k`` output capsules by "dynamic routing", which Su reads as a few steps of a clustering
+algorithm: every input capsule splits itself among the outputs with a softmax over its agreement
+with them, and every output is the squashed weighted sum of what it receives.
 
-* :func:`squash` with the constant as a parameter (1 in the paper, 0.5 in the article);
-* :func:`route` with three registered routings (:data:`ROUTINGS`): ``"hinton"`` (logits
-  accumulate, Sabour, Frosst & Hinton 2017), ``"su4819"`` (logits overwritten, the article)
-  and ``"su5112"`` (normalised centres during the iterations, one squash at the end,
-  the sequel kexue.fm/archives/5112), plus the slow loop :func:`route_reference`;
-* :func:`margin_loss`, :func:`coupling_entropy`, :func:`pair_accuracy`;
+This module holds the article's math as pure functions on tensors, and one thin layer:
 
-thin ``nn.Module``\\ s that hold weights (:class:`CapsuleLayer`, :class:`CNNClassifier`,
-:class:`CapsuleClassifier`), and the article's generalisation test built from the
-8x8 digits (:func:`make_pairs`: two different digits stacked into one image).
+* [`squash`][kexue.capsule.squash] with the constant as a parameter (1 in the paper, 0.5 in the
+  article), and the other length maps the article names
+  ([`SQUASH_PROFILES`][kexue.capsule.SQUASH_PROFILES]);
+* the prediction vectors [`predict_shared`][kexue.capsule.predict_shared] (Su's default) and
+  [`predict_dense`][kexue.capsule.predict_dense] (the paper's);
+* [`route`][kexue.capsule.route] with three registered routings
+  ([`ROUTINGS`][kexue.capsule.ROUTINGS]): ``"hinton"`` (logits accumulate; Sabour, Frosst &
+  Hinton 2017), ``"su4819"`` (logits overwritten; the article) and ``"su5112"`` (normalised
+  centres during the iterations, one squash at the end; the sequel), plus the slow loop
+  [`route_reference`][kexue.capsule.route_reference];
+* [`coupling_entropy`][kexue.capsule.coupling_entropy] and the paper's
+  [`margin_loss`][kexue.capsule.margin_loss];
+* [`CapsuleLayer`][kexue.capsule.CapsuleLayer], which holds the weights and calls the functions.
+
+The page's experiment (the CPU-sized classifiers, the two-digit test images, the seed-stacked
+training) lives in [`kexue.experiments.capsule`][kexue.experiments.capsule].
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -37,15 +45,9 @@ __all__ = [
     "DEFAULT_SQUASH_C",
     "ROUTINGS",
     "SQUASH_PROFILES",
-    "CNNClassifier",
-    "CapsuleClassifier",
     "CapsuleLayer",
-    "ConvTrunk",
-    "build_classifier",
     "coupling_entropy",
-    "make_pairs",
     "margin_loss",
-    "pair_accuracy",
     "predict_dense",
     "predict_shared",
     "route",
@@ -54,11 +56,7 @@ __all__ = [
     "routing_su4819",
     "routing_su5112",
     "squash",
-    "train_classifier",
 ]
-
-
-# ----------------------------------------------------------------------------- checks
 
 
 # ----------------------------------------------------------------------------- squash
@@ -72,9 +70,11 @@ def squash(s: Tensor, dim: int = -1, c: float = 1.0) -> Tensor:
     \qquad \lVert \operatorname{squash}_c(s)\rVert = \frac{\lVert s\rVert^2}{c + \lVert s\rVert^2}.$$
 
     ``c = 1`` is the paper's choice (Sabour, Frosst & Hinton 2017, eq. 1); the article
-    (kexue.fm/archives/4819) prefers ``c = 0.5``, which lengthens short vectors instead of
-    shrinking every vector. Written as $s\,\lVert s\rVert/(c + \lVert s\rVert^2)$, it is
-    exactly zero at the zero vector, with gradient zero there (no NaN).
+    ([kexue.fm/archives/4819](https://kexue.fm/archives/4819)) prefers ``c = 0.5``. Near zero the
+    output length is $\lVert s\rVert^2/c$, so with ``c = 0.5`` a short vector keeps twice as much
+    of its length as with ``c = 1``; for $c \ge 1/4$ no vector ever gets longer. Written as
+    $s\,\lVert s\rVert/(c + \lVert s\rVert^2)$, it is exactly zero at the zero vector, with
+    gradient zero there (no NaN).
 
     Args:
         s: Vectors to squash.
@@ -90,6 +90,14 @@ def squash(s: Tensor, dim: int = -1, c: float = 1.0) -> Tensor:
     Raises:
         TypeError: If ``s`` is not a floating tensor.
         ValueError: If ``c`` is not positive or ``dim`` is out of range.
+
+    Examples:
+        >>> import torch
+        >>> s = torch.tensor([[3.0, 4.0], [0.0, 0.0]])  # lengths 5 and 0
+        >>> squash(s).norm(dim=-1)  # 25 / 26 with the paper's constant
+        tensor([0.9615, 0.0000])
+        >>> squash(s, c=0.5).norm(dim=-1)  # 25 / 25.5
+        tensor([0.9804, 0.0000])
     """
     check_tensor(s, "s", floating=True)
     c = check_real(c, "c", above=0)
@@ -102,8 +110,6 @@ def squash(s: Tensor, dim: int = -1, c: float = 1.0) -> Tensor:
 # --8<-- [end:squash]
 
 
-#: Other ways to map a length $x = \lVert s\rVert \ge 0$ into $[0, 1)$ that the article lists
-#: beside the paper's; each maps 0 to 0 and increases towards 1.
 SQUASH_PROFILES: dict[str, Callable[[Tensor], Tensor]] = {
     "x^2/(1+x^2) (paper)": lambda x: x * x / (1.0 + x * x),
     "x^2/(0.5+x^2) (article)": lambda x: x * x / (0.5 + x * x),
@@ -111,6 +117,8 @@ SQUASH_PROFILES: dict[str, Callable[[Tensor], Tensor]] = {
     "1-exp(-x)": lambda x: -torch.expm1(-x),
     "x/(1+x)": lambda x: x / (1.0 + x),
 }
+r"""Ways to map a length $x = \lVert s\rVert \ge 0$ into $[0, 1)$: the paper's, the article's, and
+the alternatives the article lists. Each maps 0 to 0 and increases towards 1."""
 
 
 # ----------------------------------------------------------------------------- predictions
@@ -137,6 +145,7 @@ def predict_shared(u: Tensor, weight: Tensor) -> Tensor:
         output: ``(batch, n_in, n_out, dim_out)``.
 
     Raises:
+        TypeError: If ``u`` or ``weight`` is not a floating tensor.
         ValueError: On wrong ranks or mismatched ``dim_in``.
     """
     check_tensor(u, "u", 3, floating=True)
@@ -163,6 +172,7 @@ def predict_dense(u: Tensor, weight: Tensor) -> Tensor:
         output: ``(batch, n_in, n_out, dim_out)``.
 
     Raises:
+        TypeError: If ``u`` or ``weight`` is not a floating tensor.
         ValueError: On wrong ranks, a different number of inputs, or mismatched ``dim_in``.
     """
     check_tensor(u, "u", 3, floating=True)
@@ -184,7 +194,7 @@ def _agreement(u_hat: Tensor, v: Tensor) -> Tensor:
 
 
 def routing_hinton(u_hat: Tensor, iterations: int, squash_c: float) -> tuple[Tensor, Tensor]:
-    """Paper routing: the logits accumulate, ``b += <u_hat, v>``. See :func:`route`."""
+    """Paper routing: the logits accumulate, ``b += <u_hat, v>``. See [`route`][kexue.capsule.route]."""
     b = u_hat.new_zeros(u_hat.shape[:3])  # zero logits, per example
     for t in range(iterations):
         c = torch.softmax(b, dim=2)  # each input splits itself over the outputs
@@ -195,7 +205,7 @@ def routing_hinton(u_hat: Tensor, iterations: int, squash_c: float) -> tuple[Ten
 
 
 def routing_su4819(u_hat: Tensor, iterations: int, squash_c: float) -> tuple[Tensor, Tensor]:
-    """Article routing: the logits are overwritten, ``b = <u_hat, v>``. See :func:`route`."""
+    """Article routing: the logits are overwritten, ``b = <u_hat, v>``. See [`route`][kexue.capsule.route]."""
     b = u_hat.new_zeros(u_hat.shape[:3])
     for t in range(iterations):
         c = torch.softmax(b, dim=2)
@@ -206,7 +216,7 @@ def routing_su4819(u_hat: Tensor, iterations: int, squash_c: float) -> tuple[Ten
 
 
 def routing_su5112(u_hat: Tensor, iterations: int, squash_c: float) -> tuple[Tensor, Tensor]:
-    """Sequel routing: agreement with unit-length centres, one squash at the end. See :func:`route`."""
+    """Sequel routing: agreement with unit-length centres, one squash at the end. See [`route`][kexue.capsule.route]."""
     b = u_hat.new_zeros(u_hat.shape[:3])
     for t in range(iterations):
         c = torch.softmax(b, dim=2)
@@ -219,15 +229,17 @@ def routing_su5112(u_hat: Tensor, iterations: int, squash_c: float) -> tuple[Ten
 # --8<-- [end:routings]
 
 
-#: Routing algorithms by name; each is ``f(u_hat, iterations, squash_c) -> (v, couplings)``.
 ROUTINGS: dict[str, Callable[[Tensor, int, float], tuple[Tensor, Tensor]]] = {
     "hinton": routing_hinton,
     "su4819": routing_su4819,
     "su5112": routing_su5112,
 }
+"""Routing algorithms by name; each is ``f(u_hat, iterations, squash_c) -> (v, couplings)``."""
 
-#: The squash constant each routing uses unless told otherwise (paper: 1; Su's code: 0.5).
 DEFAULT_SQUASH_C: dict[str, float] = {"hinton": 1.0, "su4819": 0.5, "su5112": 0.5}
+"""The squash constant each routing's source uses (paper: 1; Su's code: 0.5), taken when a
+caller passes ``squash_c=None``. The constant is not part of the routing rule: pass it
+explicitly to compare rules at the same constant."""
 
 
 def _check_route_args(u_hat: object, iterations: object, method: object, squash_c: object) -> float:
@@ -256,23 +268,25 @@ def route(
 
     then differ in what the logits become before the next pass (no update after the last):
 
-    * ``"hinton"`` (Sabour, Frosst & Hinton 2017, Procedure 1): $v_j = \operatorname{squash}_1(s_j)$,
+    * ``"hinton"`` (Sabour, Frosst & Hinton 2017, Procedure 1): $v_j = \operatorname{squash}_c(s_j)$,
       $b_{ij} \leftarrow b_{ij} + \langle \hat u_{j|i}, v_j\rangle$ (the logits accumulate);
-    * ``"su4819"`` (the article, kexue.fm/archives/4819, and Su's ``Capsule_Keras.py`` of
-      January 2018): $v_j = \operatorname{squash}_{0.5}(s_j)$,
+    * ``"su4819"`` (the article, [kexue.fm/archives/4819](https://kexue.fm/archives/4819), and
+      Su's ``Capsule_Keras.py`` of January 2018): $v_j = \operatorname{squash}_c(s_j)$,
       $b_{ij} \leftarrow \langle \hat u_{j|i}, v_j\rangle$ (overwritten: a fixed-point iteration);
-    * ``"su5112"`` (the sequel, kexue.fm/archives/5112): $b_{ij} \leftarrow
-      \langle \hat u_{j|i}, s_j/\lVert s_j\rVert\rangle$, and only the result is squashed,
-      $v_j = \operatorname{squash}_{0.5}(s_j)$.
+    * ``"su5112"`` (the sequel, [kexue.fm/archives/5112](https://kexue.fm/archives/5112)):
+      $b_{ij} \leftarrow \langle \hat u_{j|i}, s_j/\lVert s_j\rVert\rangle$, and only the result
+      is squashed, $v_j = \operatorname{squash}_c(s_j)$.
 
-    The softmax runs over the **output** capsules $j$: each input's couplings sum to 1.
+    The softmax runs over the **output** capsules $j$: each input's couplings sum to 1. With
+    ``iterations=1`` the couplings are uniform, and ``"hinton"`` and ``"su4819"`` coincide for
+    ``iterations <= 2`` (from zero logits, adding and overwriting give the same first update).
 
     Args:
         u_hat: Prediction vectors $\hat u_{j|i}$.
         iterations: Number of routing passes $r \ge 1$ (``1`` means uniform couplings).
-        method: A key of :data:`ROUTINGS`.
-        squash_c: The squash constant; ``None`` takes the method's own
-            (:data:`DEFAULT_SQUASH_C`).
+        method: A key of [`ROUTINGS`][kexue.capsule.ROUTINGS].
+        squash_c: The squash constant $c$; ``None`` takes the method's source's
+            ([`DEFAULT_SQUASH_C`][kexue.capsule.DEFAULT_SQUASH_C]: 1 for ``"hinton"``, 0.5 for Su's).
 
     Returns:
         ``(v, couplings)``: the output capsules and the couplings of the last pass.
@@ -285,6 +299,17 @@ def route(
         TypeError: If ``u_hat`` is not a floating tensor.
         ValueError: If ``u_hat`` is not 4-D, ``iterations < 1``, ``method`` is unknown
             or ``squash_c`` is not positive.
+
+    Examples:
+        >>> import torch
+        >>> u_hat = torch.randn(2, 5, 3, 4, generator=torch.Generator().manual_seed(0))
+        >>> v, c = route(u_hat, iterations=3, method="su4819", squash_c=0.5)
+        >>> v.shape, c.shape  # 2 examples, 5 inputs, 3 outputs of dimension 4
+        (torch.Size([2, 3, 4]), torch.Size([2, 5, 3]))
+        >>> torch.allclose(c.sum(dim=-1), torch.ones(2, 5))  # each input splits itself over the outputs
+        True
+        >>> bool((v.norm(dim=-1) < 1).all())
+        True
     """
     c = _check_route_args(u_hat, iterations, method, squash_c)
     return ROUTINGS[method](u_hat, iterations, c)
@@ -296,9 +321,18 @@ def route_reference(
     method: str = "hinton",
     squash_c: float | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """Slow, obvious version of :func:`route`: explicit loops over examples, inputs and outputs.
+    """Slow, obvious version of [`route`][kexue.capsule.route]: explicit loops over examples, inputs and outputs.
 
-    Same arguments, results and errors as :func:`route`; use it to check the fast path.
+    Same arguments, results and errors as [`route`][kexue.capsule.route]; use it to check the fast path.
+
+    Args:
+        u_hat: Prediction vectors.
+        iterations: Number of routing passes.
+        method: A key of [`ROUTINGS`][kexue.capsule.ROUTINGS].
+        squash_c: The squash constant; ``None`` takes the method's source's.
+
+    Returns:
+        ``(v, couplings)`` as [`route`][kexue.capsule.route] returns them.
 
     Shapes:
         u_hat: ``(batch, n_in, n_out, dim)``; v: ``(batch, n_out, dim)``;
@@ -322,14 +356,13 @@ def route_reference(
                 e = [math.exp(z - m) for z in logits[i]]
                 coup.append([x / sum(e) for x in e])
             s = [sum(coup[i][j] * u_hat[b_, i, j] for i in range(n_in)) for j in range(n_out)]
-            if method == "su5112":
+            out = [sq(s[j]) for j in range(n_out)]
+            if method == "su5112":  # agreement with the unit-length centres
                 centres = []
                 for j in range(n_out):
                     norm = math.sqrt(float((s[j] * s[j]).sum()))
                     centres.append(s[j] / norm if norm > 0 else s[j] * 0.0)
-                out = [sq(s[j]) for j in range(n_out)]
             else:
-                out = [sq(s[j]) for j in range(n_out)]
                 centres = out
             if t < iterations - 1:
                 for i in range(n_in):
@@ -358,13 +391,21 @@ def coupling_entropy(couplings: Tensor) -> Tensor:
         couplings: ``(batch, n_in, n_out)``; output: ``(batch,)``.
 
     Raises:
+        TypeError: If ``couplings`` is not a floating tensor.
         ValueError: If ``couplings`` is not 3-D.
+
+    Examples:
+        >>> import torch
+        >>> coupling_entropy(torch.full((1, 6, 4), 0.25))  # even split: log 4
+        tensor([1.3863])
+        >>> coupling_entropy(torch.eye(4).unsqueeze(0))  # one-hot
+        tensor([0.])
     """
     check_tensor(couplings, "couplings", 3, floating=True)
     return -(torch.special.xlogy(couplings, couplings)).sum(-1).mean(-1)
 
 
-# ----------------------------------------------------------------------------- loss and metric
+# ----------------------------------------------------------------------------- loss
 
 
 # --8<-- [start:margin]
@@ -398,13 +439,21 @@ def margin_loss(
         lengths: ``(batch, classes)``; targets: ``(batch,)`` int64 or ``(batch, classes)``.
 
     Raises:
+        TypeError: If ``lengths`` or ``targets`` is not a tensor.
         ValueError: On wrong shapes, labels out of range or ``lam < 0``.
+
+    Examples:
+        >>> import torch
+        >>> lengths = torch.tensor([[0.95, 0.30, 0.05]])  # class 0 present and long enough
+        >>> margin_loss(lengths, torch.tensor([0]))  # only class 1 is too long: 0.5 * 0.2**2
+        tensor(0.0200)
+        >>> margin_loss(lengths, torch.tensor([0]), lam=0.25)  # the article's weight
+        tensor(0.0100)
     """
     check_tensor(lengths, "lengths", 2, floating=True)
     if not isinstance(targets, Tensor):
         raise TypeError(f"targets must be a torch.Tensor, got {type(targets).__name__}")
-    if not (lam >= 0):
-        raise ValueError(f"lam must be >= 0, got {lam!r}")
+    lam = check_real(lam, "lam", at_least=0)
     if targets.dtype in (torch.int64, torch.int32, torch.int16, torch.uint8):
         if targets.shape != lengths.shape[:1]:
             raise ValueError(
@@ -425,130 +474,48 @@ def margin_loss(
 # --8<-- [end:margin]
 
 
-def pair_accuracy(scores: Tensor, pair_labels: Tensor, threshold: float | None = None) -> float:
-    """Share of images whose two highest scores are exactly the two digits in it.
-
-    The article's test: the set of the top-2 classes must equal the set of true labels.
-    With ``threshold`` (the article uses 0.5), both of those scores must also exceed it,
-    i.e. the model must be confident that both digits are there.
-
-    Args:
-        scores: Class scores of two-digit images.
-        pair_labels: The two (different) labels of each image.
-        threshold: Optional minimum score for both top-2 classes.
-
-    Returns:
-        Accuracy in [0, 1].
-
-    Shapes:
-        scores: ``(n, classes)``; pair_labels: ``(n, 2)``.
-
-    Raises:
-        ValueError: On mismatched shapes, an empty batch, or fewer than 2 classes.
-    """
-    check_tensor(scores, "scores", 2, floating=True)
-    if not isinstance(pair_labels, Tensor) or pair_labels.shape != (scores.shape[0], 2):
-        got = tuple(pair_labels.shape) if isinstance(pair_labels, Tensor) else type(pair_labels).__name__
-        raise ValueError(f"pair_labels must have shape ({scores.shape[0]}, 2), got {got}")
-    if scores.shape[0] == 0:
-        raise ValueError("scores must hold at least one image")
-    if scores.shape[1] < 2:
-        raise ValueError(f"scores need at least 2 classes, got {scores.shape[1]}")
-    top, idx = scores.topk(2, dim=1)
-    ok = (idx.sort(dim=1).values == pair_labels.sort(dim=1).values).all(dim=1)
-    if threshold is not None:
-        ok = ok & (top[:, 1] > threshold)
-    return float(ok.double().mean())
-
-
-# ----------------------------------------------------------------------------- data
-
-
-# --8<-- [start:pairs]
-def make_pairs(
-    images: Tensor,
-    labels: Tensor,
-    *,
-    mode: Literal["vertical", "horizontal", "overlay"] = "vertical",
-    seed: int = 0,
-) -> tuple[Tensor, Tensor]:
-    """Two-digit test images: each image joined with a random partner of another class.
-
-    ``"vertical"`` stacks the partner below the image (``2H x W``, no overlap), as the
-    article's test script does with MNIST; ``"horizontal"`` puts it to the right
-    (``H x 2W``); ``"overlay"`` takes the pixel-wise maximum (``H x W``), closer to the
-    paper's MultiMNIST (which also shifts the digits).
-
-    Args:
-        images: Single-digit images.
-        labels: Their labels; at least two classes must occur.
-        mode: How to join the two digits.
-        seed: Seed for choosing partners.
-
-    Returns:
-        ``(pair_images, pair_labels)``: one pair per input image, ``pair_labels[:, 0]`` being
-        the image's own label and ``pair_labels[:, 1]`` its partner's.
-
-    Shapes:
-        images: ``(n, 1, H, W)``; labels: ``(n,)``; pair_images: ``(n, 1, 2H, W)``,
-        ``(n, 1, H, 2W)`` or ``(n, 1, H, W)``; pair_labels: ``(n, 2)``.
-
-    Raises:
-        ValueError: On wrong shapes, an unknown ``mode`` or a single class.
-    """
-    check_tensor(images, "images", 4, floating=True)
-    if not isinstance(labels, Tensor) or labels.shape != images.shape[:1]:
-        raise ValueError(f"labels must be a tensor of shape ({images.shape[0]},)")
-    if mode not in ("vertical", "horizontal", "overlay"):
-        raise ValueError(f"mode must be 'vertical', 'horizontal' or 'overlay', got {mode!r}")
-    if labels.numel() == 0 or labels.unique().numel() < 2:
-        raise ValueError("labels must contain at least two different classes")
-    gen = torch.Generator().manual_seed(seed)
-    n = images.shape[0]
-    partner = torch.randint(n, (n,), generator=gen)
-    clash = labels[partner] == labels
-    while clash.any():  # redraw partners with the same label until none is left
-        partner[clash] = torch.randint(n, (int(clash.sum()),), generator=gen)
-        clash = labels[partner] == labels
-    other = images[partner]
-    if mode == "vertical":
-        joined = torch.cat([images, other], dim=2)
-    elif mode == "horizontal":
-        joined = torch.cat([images, other], dim=3)
-    else:
-        joined = torch.maximum(images, other)
-    return joined, torch.stack([labels, labels[partner]], dim=1)
-
-
-# --8<-- [end:pairs]
-
-
-# ----------------------------------------------------------------------------- modules
+# ----------------------------------------------------------------------------- the layer
 
 
 class CapsuleLayer(nn.Module):
-    """A capsule layer: predictions from the input capsules, then dynamic routing.
+    r"""A capsule layer: predictions from the input capsules, then dynamic routing.
 
     With ``num_inputs=None`` one matrix per output capsule is shared by all inputs
-    (:func:`predict_shared`, the article's default, any number of inputs); with an
-    integer ``num_inputs`` every (input, output) pair has its own matrix
-    (:func:`predict_dense`, the paper's layer, fixed number of inputs).
+    ([`predict_shared`][kexue.capsule.predict_shared], the article's default, any number of
+    inputs); with an integer ``num_inputs`` every (input, output) pair has its own matrix
+    ([`predict_dense`][kexue.capsule.predict_dense], the paper's layer, fixed number of inputs).
 
-    Weights start uniform in $\\pm\\sqrt{6/(d_{in} + k\\,d_{out})}$ (Glorot, as in
-    Su's Keras layer).
+    Weights start uniform in $\pm\sqrt{6/(d_{in} + k\,d_{out})}$ (Glorot, as in
+    Su's Keras layer), drawn from the global generator (seed it, or build the layer inside
+    ``torch.random.fork_rng``).
 
     Args:
         dim_in: Input capsule dimension.
         num_caps: Number of output capsules ``k``.
         dim_caps: Output capsule dimension.
         iterations: Routing passes.
-        routing: A key of :data:`ROUTINGS`.
+        routing: A key of [`ROUTINGS`][kexue.capsule.ROUTINGS].
         num_inputs: ``None`` for shared weights, else the fixed number of input capsules.
-        squash_c: Squash constant; ``None`` takes the routing's default.
+        squash_c: Squash constant; ``None`` takes the routing's source's
+            ([`DEFAULT_SQUASH_C`][kexue.capsule.DEFAULT_SQUASH_C]).
 
     Shapes:
         input: ``(batch, n_in, dim_in)``; output ``v``: ``(batch, num_caps, dim_caps)``;
         couplings: ``(batch, n_in, num_caps)``.
+
+    Raises:
+        ValueError: On a non-positive size or iteration count, an unknown routing or a
+            non-positive ``squash_c``.
+
+    Examples:
+        >>> import torch
+        >>> _ = torch.manual_seed(0)
+        >>> layer = CapsuleLayer(dim_in=8, num_caps=10, dim_caps=16, routing="su5112", squash_c=0.5)
+        >>> v, couplings = layer(torch.randn(4, 6, 8))  # 4 examples, 6 input capsules of dim 8
+        >>> v.shape, couplings.shape
+        (torch.Size([4, 10, 16]), torch.Size([4, 6, 10]))
+        >>> v.norm(dim=-1).shape  # the class scores are the lengths
+        torch.Size([4, 10])
     """
 
     def __init__(
@@ -589,181 +556,3 @@ class CapsuleLayer(nn.Module):
         """Route ``u`` to the output capsules; returns ``(v, couplings)``."""
         u_hat = predict_shared(u, self.weight) if self.shared else predict_dense(u, self.weight)
         return route(u_hat, self.iterations, self.routing, self.squash_c)
-
-
-class ConvTrunk(nn.Module):
-    """The shared feature extractor: two 3x3 convolutions, 2x2 average pooling, one more.
-
-    A CPU-sized version of the article's trunk (its 'valid' 3x3 stack would leave
-    nothing of an 8x8 image, so we pad): ``(B, 1, H, W) -> (B, C, H/2, W/2)``.
-
-    Args:
-        channels: Output channels of the three convolutions.
-
-    Shapes:
-        input: ``(batch, 1, H, W)`` with even ``H`` and ``W``; output: ``(batch, channels[2], H/2, W/2)``.
-    """
-
-    def __init__(self, channels: tuple[int, int, int] = (32, 32, 64)) -> None:
-        super().__init__()
-        c1, c2, c3 = channels
-        self.net = nn.Sequential(
-            nn.Conv2d(1, c1, 3, padding=1), nn.ReLU(),
-            nn.Conv2d(c1, c2, 3, padding=1), nn.ReLU(),
-            nn.AvgPool2d(2),
-            nn.Conv2d(c2, c3, 3, padding=1), nn.ReLU(),
-        )  # fmt: skip
-        self.out_channels = c3
-
-    def forward(self, x: Tensor) -> Tensor:
-        """Feature map of ``x``."""
-        check_tensor(x, "x", 4, floating=True)
-        return self.net(x)
-
-
-class CNNClassifier(nn.Module):
-    """Trunk, global average pooling, a hidden layer and one sigmoid per class.
-
-    Args:
-        num_classes: Number of classes.
-        hidden: Width of the hidden layer.
-        channels: Trunk channels.
-
-    Shapes:
-        input: ``(batch, 1, H, W)``; output scores: ``(batch, num_classes)`` in (0, 1).
-    """
-
-    def __init__(
-        self, num_classes: int = 10, hidden: int = 128, channels: tuple[int, int, int] = (32, 32, 64)
-    ) -> None:
-        super().__init__()
-        self.trunk = ConvTrunk(channels)
-        self.head = nn.Sequential(nn.Linear(channels[2], hidden), nn.ReLU(), nn.Linear(hidden, num_classes))
-
-    def forward(self, x: Tensor) -> Tensor:
-        """Class scores of ``x``."""
-        return torch.sigmoid(self.head(self.trunk(x).mean(dim=(2, 3))))
-
-
-class CapsuleClassifier(nn.Module):
-    """Trunk, every feature-map position as an input capsule, a shared capsule layer; scores are lengths.
-
-    Args:
-        num_classes: Number of output capsules (classes).
-        dim_caps: Output capsule dimension.
-        iterations: Routing passes.
-        routing: A key of :data:`ROUTINGS`.
-        channels: Trunk channels (the last one is the input capsule dimension).
-        squash_c: Squash constant; ``None`` takes the routing's default.
-
-    Shapes:
-        input: ``(batch, 1, H, W)``; output scores: ``(batch, num_classes)`` in [0, 1).
-    """
-
-    def __init__(
-        self,
-        num_classes: int = 10,
-        dim_caps: int = 16,
-        *,
-        iterations: int = 3,
-        routing: str = "su4819",
-        channels: tuple[int, int, int] = (32, 32, 64),
-        squash_c: float | None = None,
-    ) -> None:
-        super().__init__()
-        self.trunk = ConvTrunk(channels)
-        self.caps = CapsuleLayer(
-            channels[2], num_classes, dim_caps, iterations=iterations, routing=routing, squash_c=squash_c
-        )
-
-    def capsules(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """Output capsules and couplings of ``x``: ``(batch, classes, dim_caps)``, ``(batch, n_in, classes)``."""
-        f = self.trunk(x)
-        return self.caps(f.flatten(2).transpose(1, 2))  # (B, H*W, C): one capsule per position
-
-    def forward(self, x: Tensor) -> Tensor:
-        """Class scores (capsule lengths) of ``x``."""
-        return torch.linalg.vector_norm(self.capsules(x)[0], dim=-1)
-
-
-def build_classifier(kind: str, *, seed: int = 0, **kwargs: object) -> nn.Module:
-    """Build ``"cnn"`` or ``"capsule"`` classifier with seeded initial weights.
-
-    The global torch generator is forked, so the caller's random state is untouched.
-
-    Args:
-        kind: ``"cnn"`` (:class:`CNNClassifier`) or ``"capsule"`` (:class:`CapsuleClassifier`).
-        seed: Seed of the initial weights.
-        **kwargs: Passed to the class.
-
-    Returns:
-        The model.
-
-    Raises:
-        ValueError: If ``kind`` is unknown.
-    """
-    classes = {"cnn": CNNClassifier, "capsule": CapsuleClassifier}
-    if kind not in classes:
-        raise ValueError(f"kind must be 'cnn' or 'capsule', got {kind!r}")
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return classes[kind](**kwargs)  # type: ignore[arg-type]
-
-
-def train_classifier(
-    model: nn.Module,
-    images: Tensor,
-    labels: Tensor,
-    *,
-    epochs: int = 20,
-    batch_size: int = 64,
-    lr: float = 3e-3,
-    lam: float = 0.25,
-    seed: int = 0,
-) -> list[float]:
-    """Train a classifier on single digits with the margin loss and Adam.
-
-    Every class score is trained as a yes/no detector (:func:`margin_loss`, the article's
-    ``lam=0.25`` by default), for the CNN's sigmoids and the capsules' lengths alike.
-
-    Args:
-        model: Maps ``(batch, 1, H, W)`` images to ``(batch, classes)`` scores.
-        images: Training images.
-        labels: Their integer labels.
-        epochs: Passes over the data.
-        batch_size: Mini-batch size.
-        lr: Adam learning rate.
-        lam: Absent-class weight of the margin loss.
-        seed: Seed of the shuffling.
-
-    Returns:
-        The mean training loss of each epoch.
-
-    Shapes:
-        images: ``(n, 1, H, W)``; labels: ``(n,)``.
-
-    Raises:
-        ValueError: On mismatched shapes or non-positive ``epochs``/``batch_size``.
-    """
-    check_tensor(images, "images", 4, floating=True)
-    if not isinstance(labels, Tensor) or labels.shape != images.shape[:1]:
-        raise ValueError(f"labels must be a tensor of shape ({images.shape[0]},)")
-    check_int(epochs, "epochs")
-    check_int(batch_size, "batch_size")
-    gen = torch.Generator().manual_seed(seed)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    history: list[float] = []
-    model.train()
-    for _ in range(epochs):
-        perm = torch.randperm(images.shape[0], generator=gen)
-        total = 0.0
-        for k in range(0, images.shape[0], batch_size):
-            idx = perm[k : k + batch_size]
-            loss = margin_loss(model(images[idx]), labels[idx], lam=lam)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            total += loss.item() * idx.numel()
-        history.append(total / images.shape[0])
-    model.eval()
-    return history
