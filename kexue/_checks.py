@@ -20,7 +20,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-__all__ = ["check_generator", "check_int", "check_real", "check_tensor"]
+__all__ = ["check_finite", "check_flag", "check_generator", "check_int", "check_real", "check_tensor"]
 
 
 def check_int(value: object, name: str, minimum: int = 1) -> int:
@@ -114,3 +114,22 @@ def check_generator(generator: object, name: str = "generator") -> torch.Generat
     if not isinstance(generator, torch.Generator):
         raise TypeError(f"{name} must be a torch.Generator, got {type(generator).__name__}")
     return generator
+
+
+def check_flag(value: object, name: str) -> bool:
+    """Return ``value`` if it is a ``bool``; raise ``TypeError`` naming ``name`` otherwise (``"yes"``, ``1``, None)."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return value
+
+
+def check_finite(x: Tensor, name: str) -> Tensor:
+    """Return the tensor ``x`` if it has no NaN or infinite entry; raise ``ValueError`` naming ``name`` otherwise.
+
+    For functions that reduce data to a statistic, a test, a loss or a decision (the NaN/inf policy);
+    integer and bool tensors pass unchecked. Call [`check_tensor`][kexue._checks.check_tensor] first.
+    """
+    if (x.is_floating_point() or x.is_complex()) and x.numel() and not bool(torch.isfinite(x).all()):
+        bad = "NaN" if bool(torch.isnan(x).any()) else "an infinite value"
+        raise ValueError(f"{name} must be finite, got a tensor of shape {tuple(x.shape)} containing {bad}")
+    return x

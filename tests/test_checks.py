@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from kexue._checks import check_generator, check_int, check_real, check_tensor
+from kexue._checks import check_finite, check_flag, check_generator, check_int, check_real, check_tensor
 
 
 @pytest.mark.parametrize(("value", "minimum"), [(1, 1), (0, 0), (7, 4), (10**12, 1)])
@@ -90,3 +90,21 @@ def test_check_generator():
         check_generator(0)
     with pytest.raises(TypeError, match="gen must be"):
         check_generator(None, "gen")
+
+
+def test_check_flag():
+    assert check_flag(True, "clip") is True and check_flag(False, "clip") is False
+    for value in ("yes", 1, 0, None, torch.tensor(True)):
+        with pytest.raises(TypeError, match=r"^clip must be True or False, got "):
+            check_flag(value, "clip")
+
+
+def test_check_finite():
+    x = torch.tensor([0.0, 1e38, -2.0])
+    assert check_finite(x, "x") is x
+    assert check_finite(torch.tensor([1, 2]), "ids") is not None  # integers are always finite
+    assert check_finite(torch.zeros(0), "x").numel() == 0
+    with pytest.raises(ValueError, match=r"^scores must be finite, got a tensor of shape \(3,\) containing NaN"):
+        check_finite(torch.tensor([0.0, math.nan, math.inf]), "scores")
+    with pytest.raises(ValueError, match="containing an infinite value"):
+        check_finite(torch.tensor([[0.0, -math.inf]], dtype=torch.float16), "p")
