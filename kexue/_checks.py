@@ -127,7 +127,7 @@ def check_finite(x: Tensor, name: str) -> Tensor:
     """Return the tensor ``x`` if it has no NaN or infinite entry; raise ``ValueError`` naming ``name`` otherwise.
 
     For functions that reduce data to a statistic, a test, a loss or a decision (the NaN/inf policy);
-    integer and bool tensors pass unchecked. Call [`check_tensor`][kexue._checks.check_tensor] first.
+    integer and bool tensors pass unchecked. Call ``check_tensor`` first.
     """
     if (x.is_floating_point() or x.is_complex()) and x.numel() and not bool(torch.isfinite(x).all()):
         bad = "NaN" if bool(torch.isnan(x).any()) else "an infinite value"

@@ -137,6 +137,12 @@ def _check_kernel_size(kernel_size: object) -> int:
     return kernel_size
 
 
+def _check_layer_dtype(x: object, weight: Tensor) -> None:
+    """A module's input must have the module's dtype (named from the caller's side: ``x``, not ``weight``)."""
+    if isinstance(x, Tensor) and x.is_floating_point() and x.dtype != weight.dtype:
+        raise TypeError(f"x must have the layer's dtype {weight.dtype} (convert x or the module), got {x.dtype}")
+
+
 def _check_probabilities(p: object, name: str, ndim: tuple[int, ...] = tuple(range(1, 9))) -> Tensor:
     """A non-empty floating tensor of finite values in [0, 1]."""
     check_finite(check_tensor(p, name, ndim, floating=True, nonempty=True), name)
@@ -373,6 +379,7 @@ class GatedConv1d(nn.Module):
         self.conv = nn.Conv1d(d_in, 2 * d_out, kernel_size)
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        _check_layer_dtype(x, self.conv.weight)
         _check_gated_conv(x, self.conv.weight, self.conv.bias, self.dilation, mask, None)
         return self._forward(x, mask)
 
@@ -418,6 +425,7 @@ class DGCNNEncoder(nn.Module):
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         first = self.blocks[0].conv
+        _check_layer_dtype(x, first.weight)
         _check_gated_conv(x, first.weight, first.bias, 1, mask, None)  # every block has first's shapes
         return self._forward(x, mask)
 
@@ -528,6 +536,7 @@ class AttentionPooling1d(nn.Module):
         nn.init.uniform_(self.alpha, -1 / math.sqrt(h), 1 / math.sqrt(h))
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        _check_layer_dtype(x, self.weight)
         return attention_pooling(x, self.weight, self.alpha, mask)
 
     def _forward(self, x: Tensor, mask: Tensor | None) -> Tensor:

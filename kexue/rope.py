@@ -34,6 +34,7 @@ measures) is in [`kexue.experiments.rope`][kexue.experiments.rope].
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -87,13 +88,14 @@ def _no_params(method: str, params: dict[str, Any]) -> None:
         raise TypeError(f"method {method!r} takes no extra parameters, got {sorted(params)}")
 
 
-def _grown_base(base: float, growth: float, exponent: float, names: str) -> float:
-    """``base * growth ** exponent``, or a ValueError naming ``names`` when it overflows a float."""
-    try:
-        return base * growth**exponent
-    except OverflowError:
+def _check_base_fits(base: float, growth: float, exponent: float, names: str) -> None:
+    """Raise a ValueError naming ``names`` if the scaled base ``base * growth ** exponent`` overflows a float."""
+    if math.log(base) + exponent * math.log(growth) > _LOG_FLOAT_MAX:
         raise ValueError(f"{names} too large: the scaled base {base:g} * {growth:g} ** {exponent:g} "
-                         "overflows a float") from None
+                         "overflows a float")
+
+
+_LOG_FLOAT_MAX = math.log(sys.float_info.max) - 1e-9
 
 
 def _check_positions(positions: object, name: str = "positions") -> Tensor:
@@ -198,7 +200,8 @@ def ntk_inv_freq(d: int, base: float = 10000.0, k: float = 1.0, **params: Any) -
     """
     _check_scaling(d, base, k, min_d=4)
     _no_params("ntk", params)
-    return _theta(d, _grown_base(base, k, d / (d - 2), "k is"))
+    _check_base_fits(base, k, d / (d - 2), "k is")
+    return _theta(d, base * k ** (d / (d - 2)))
 # --8<-- [end:ntk]
 
 
@@ -293,7 +296,8 @@ def dynamic_inv_freq(
     check_int(seq_len, "seq_len")
     check_int(train_len, "train_len")
     s = max(seq_len, train_len)
-    return _theta(d, _grown_base(base, k * s / train_len - (k - 1), d / (d - 2), "k and seq_len / train_len are"))
+    _check_base_fits(base, k * s / train_len - (k - 1), d / (d - 2), "k and seq_len / train_len are")
+    return _theta(d, base * (k * s / train_len - (k - 1)) ** (d / (d - 2)))
 
 
 SCALINGS: dict[str, ScalingFn] = {
