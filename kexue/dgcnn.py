@@ -290,7 +290,8 @@ def gated_conv1d_reference(
         As [`gated_conv1d`][kexue.dgcnn.gated_conv1d].
 
     Raises:
-        As [`gated_conv1d`][kexue.dgcnn.gated_conv1d].
+        TypeError: As [`gated_conv1d`][kexue.dgcnn.gated_conv1d].
+        ValueError: As [`gated_conv1d`][kexue.dgcnn.gated_conv1d].
     """
     _check_gated_conv(x, weight, bias, dilation, mask, gate_noise)
     two_d_out, d_in, k = weight.shape
@@ -502,7 +503,8 @@ def attention_pooling(x: Tensor, weight: Tensor, alpha: Tensor, mask: Tensor | N
         output: ``(..., d)``.
 
     Raises:
-        As [`attention_weights`][kexue.dgcnn.attention_weights].
+        TypeError: As [`attention_weights`][kexue.dgcnn.attention_weights].
+        ValueError: As [`attention_weights`][kexue.dgcnn.attention_weights].
     """
     _check_attention(x, weight, alpha, mask)
     return _attention_pooling(x, weight, alpha, mask)
@@ -678,8 +680,9 @@ def binary_focal_loss(
         p, y, mask: any common shape; output: scalar.
 
     Raises:
-        As [`binary_cross_entropy`][kexue.dgcnn.binary_cross_entropy], and a ``ValueError`` for
-        ``alpha`` or ``gamma`` out of range.
+        TypeError: As [`binary_cross_entropy`][kexue.dgcnn.binary_cross_entropy].
+        ValueError: As [`binary_cross_entropy`][kexue.dgcnn.binary_cross_entropy], and for ``alpha``
+            or ``gamma`` out of range.
     """
     y = _check_loss_inputs(p, y, mask, eps)
     check_real(alpha, "alpha", at_least=0, at_most=1)
@@ -726,6 +729,8 @@ class DGCNNReader(nn.Module):
     The article's model froze pretrained 128-d word2vec vectors and used 128 channels; the defaults
     here are toy widths for the CPU experiments.
 
+    NaN/inf in ``features`` propagate to the outputs, as in any torch layer.
+
     Args:
         vocab_size: Number of token ids (id 0 is padding).
         d: Channels of the encoders.
@@ -753,8 +758,6 @@ class DGCNNReader(nn.Module):
             included), token ids outside ``[0, vocab_size)`` and masks that are not left-aligned.
         TypeError: If token ids are floating, masks are not bool, features are not floating or a
             flag is not a bool.
-
-    NaN/inf in ``features`` propagate to the outputs, like in any torch layer.
 
     Examples:
         >>> _ = torch.manual_seed(0)
@@ -1112,7 +1115,8 @@ def best_spans(
         p_start, p_end, mask: ``(..., seq)``; each output: ``(...)``.
 
     Raises:
-        As [`span_scores`][kexue.dgcnn.span_scores].
+        TypeError: As [`span_scores`][kexue.dgcnn.span_scores].
+        ValueError: As [`span_scores`][kexue.dgcnn.span_scores].
     """
     _check_spans(p_start, p_end, mask, max_len)
     return _best_spans(p_start, p_end, mask, max_len)
@@ -1242,7 +1246,8 @@ def pick_answer(candidates: Sequence[Mapping[Hashable, float]], rule: str = "smo
     """The answer with the highest [`vote`][kexue.dgcnn.vote] total (ties: first seen), or ``None`` if there is none.
 
     Raises:
-        As [`vote`][kexue.dgcnn.vote].
+        TypeError: As [`vote`][kexue.dgcnn.vote].
+        ValueError: As [`vote`][kexue.dgcnn.vote].
 
     Examples:
         The article's case: one confident passage says A, four lukewarm ones say B.

@@ -83,12 +83,15 @@ def _check_freqs(inv_freq: object, name: str = "inv_freq") -> Tensor:
     return check_finite(check_tensor(inv_freq, name, 1, floating=True, nonempty=True), name)
 
 
-def _check_pair(inv_freq: Tensor, scaled_inv_freq: Tensor) -> None:
+def _check_pair(inv_freq: Tensor, scaled_inv_freq: Tensor, *, nonnegative: bool = False) -> None:
     _check_freqs(inv_freq)
     _check_freqs(scaled_inv_freq, "scaled_inv_freq")
     if inv_freq.shape != scaled_inv_freq.shape:
         raise ValueError(f"inv_freq and scaled_inv_freq must have equal shapes, got {tuple(inv_freq.shape)} "
                          f"and {tuple(scaled_inv_freq.shape)}")
+    for name, f in (("inv_freq", inv_freq), ("scaled_inv_freq", scaled_inv_freq)) if nonnegative else ():
+        if bool((f < 0).any()):
+            raise ValueError(f"{name} must be non-negative (the angles seen are [0, L theta)), got {f.min().item()}")
 
 
 # --8<-- [start:tradeoff]
@@ -116,10 +119,7 @@ def unseen_angle(inv_freq: Tensor, scaled_inv_freq: Tensor, train_len: int, test
         TypeError: If a frequency tensor is not floating.
         ValueError: On mismatched shapes, empty, negative or non-finite frequencies, or non-positive lengths.
     """
-    _check_pair(inv_freq, scaled_inv_freq)
-    for name, f in (("inv_freq", inv_freq), ("scaled_inv_freq", scaled_inv_freq)):
-        if bool((f < 0).any()):
-            raise ValueError(f"{name} must be non-negative (the angles seen are [0, L theta)), got {f.min().item()}")
+    _check_pair(inv_freq, scaled_inv_freq, nonnegative=True)
     check_int(train_len, "train_len")
     check_int(test_len, "test_len")
     seen = train_len * inv_freq.to(torch.float64)
