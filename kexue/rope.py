@@ -20,6 +20,12 @@ Conventions (used by every function here):
 * ``layout="interleaved"`` pairs dimensions ``(2i, 2i+1)`` (RoFormer, Meta's LLaMA code, GPT-J,
   rotary-embedding-torch); ``layout="half"`` pairs ``(i, i + d/2)`` (Hugging Face ``rotate_half``,
   GPT-NeoX).
+* The rotations ([`rope_angles`][kexue.rope.rope_angles], [`apply_rope`][kexue.rope.apply_rope],
+  [`apply_rope_reference`][kexue.rope.apply_rope_reference], [`rope_tables`][kexue.rope.rope_tables],
+  [`apply_rope_tables`][kexue.rope.apply_rope_tables]) and the digit maps
+  ([`beta_digits`][kexue.rope.beta_digits], [`rope_phases`][kexue.rope.rope_phases],
+  [`logn_scale`][kexue.rope.logn_scale]) are elementwise: NaN/inf entries propagate elementwise, like
+  torch, and are not checked.
 
 What only the page needs (synthetic data, a tiny language model, the page's own trade-off
 measures) is in [`kexue.experiments.rope`][kexue.experiments.rope].
@@ -28,13 +34,14 @@ measures) is in [`kexue.experiments.rope`][kexue.experiments.rope].
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Callable
 from typing import Any, Literal
 
 import torch
 from torch import Tensor
 
-from kexue._checks import check_int, check_real
+from kexue._checks import check_bool, check_int, check_real, check_tensor
 
 __all__ = [
     "default_inv_freq",
@@ -79,6 +86,31 @@ def _check_scaling(d: int, base: float, k: float, *, min_d: int = 2) -> None:
 def _no_params(method: str, params: dict[str, Any]) -> None:
     if params:
         raise TypeError(f"method {method!r} takes no extra parameters, got {sorted(params)}")
+
+
+def _check_base_fits(base: float, growth: float, exponent: float, names: str) -> None:
+    """Raise a ValueError naming ``names`` if the scaled base ``base * growth ** exponent`` overflows a float."""
+    if math.log(base) + exponent * math.log(growth) > _LOG_FLOAT_MAX:
+        raise ValueError(f"{names} too large: the scaled base {base:g} * {growth:g} ** {exponent:g} "
+                         "overflows a float")
+
+
+_LOG_FLOAT_MAX = math.log(sys.float_info.max) - 1e-9
+
+
+def _check_positions(positions: object, name: str = "positions") -> Tensor:
+    """A tensor of non-negative real positions (integer or floating, not bool or complex)."""
+    check_tensor(positions, name)
+    if positions.dtype == torch.bool or positions.is_complex():
+        raise TypeError(f"{name} must be an integer or floating tensor, got {positions.dtype}")
+    if positions.numel() and bool((positions < 0).any()):
+        raise ValueError(f"{name} must be non-negative, got a minimum of {positions.min().item()}")
+    return positions
+
+
+def _check_inv_freq(inv_freq: object) -> Tensor:
+    """A non-empty 1-D floating tensor of frequencies (values unchecked: they propagate elementwise)."""
+    return check_tensor(inv_freq, "inv_freq", 1, floating=True, nonempty=True)
 
 
 # ----------------------------------------------------------------------------- frequencies
@@ -168,6 +200,7 @@ def ntk_inv_freq(d: int, base: float = 10000.0, k: float = 1.0, **params: Any) -
     """
     _check_scaling(d, base, k, min_d=4)
     _no_params("ntk", params)
+    _check_base_fits(base, k, d / (d - 2), "k is")
     return _theta(d, base * k ** (d / (d - 2)))
 # --8<-- [end:ntk]
 
@@ -263,6 +296,7 @@ def dynamic_inv_freq(
     check_int(seq_len, "seq_len")
     check_int(train_len, "train_len")
     s = max(seq_len, train_len)
+    _check_base_fits(base, k * s / train_len - (k - 1), d / (d - 2), "k and seq_len / train_len are")
     return _theta(d, base * (k * s / train_len - (k - 1)) ** (d / (d - 2)))
 
 
@@ -316,19 +350,17 @@ def frequencies(d: int, base: float = 10000.0, method: str = "default", k: float
 
 def _check_rope_inputs(x: Tensor, positions: Tensor, inv_freq: Tensor, layout: str) -> None:
     if not isinstance(x, Tensor) or not x.is_floating_point():
-        raise TypeError(f"x must be a floating-point tensor, got {type(x).__name__}")
+        raise TypeError(f"x must be a floating-point tensor, got {getattr(x, 'dtype', type(x).__name__)}")
     if x.dim() < 2:
         raise ValueError(f"x must have shape (..., seq, d), got {tuple(x.shape)}")
-    if not isinstance(inv_freq, Tensor) or inv_freq.dim() != 1:
-        raise ValueError(f"inv_freq must be a 1-D tensor, got {getattr(inv_freq, 'shape', inv_freq)!r}")
+    _check_inv_freq(inv_freq)
     d = x.shape[-1]
     if d % 2 or inv_freq.shape[0] != d // 2:
         raise ValueError(f"x's last dimension must be even and equal 2 * len(inv_freq) = {2 * inv_freq.shape[0]}, got {d}")
-    if not isinstance(positions, Tensor) or positions.dim() < 1 or positions.shape[-1] != x.shape[-2]:
-        raise ValueError(f"positions must have shape (..., seq) with seq = {x.shape[-2]}, got "
-                         f"{getattr(positions, 'shape', positions)!r}")
-    if positions.numel() and bool((positions < 0).any()):
-        raise ValueError("positions must be non-negative")
+    check_tensor(positions, "positions")
+    if positions.dim() < 1 or positions.shape[-1] != x.shape[-2]:
+        raise ValueError(f"positions must have shape (..., seq) with seq = {x.shape[-2]}, got {tuple(positions.shape)}")
+    _check_positions(positions)
     if layout not in ("interleaved", "half"):
         raise ValueError(f"layout must be 'interleaved' or 'half', got {layout!r}")
 
@@ -345,7 +377,13 @@ def rope_angles(positions: Tensor, inv_freq: Tensor) -> Tensor:
 
     Shapes:
         positions: ``(..., seq)``; inv_freq: ``(d // 2,)``; output: ``(..., seq, d // 2)``.
+
+    Raises:
+        TypeError: If ``positions`` is not an integer or floating tensor, or ``inv_freq`` not a floating one.
+        ValueError: If a position is negative or ``inv_freq`` is not a non-empty 1-D tensor.
     """
+    _check_positions(positions)
+    _check_inv_freq(inv_freq)
     dtype = torch.float64 if inv_freq.dtype == torch.float64 else torch.float32
     return positions.to(dtype)[..., None] * inv_freq.to(dtype)
 
@@ -465,6 +503,16 @@ def half_permutation(d: int) -> Tensor:
     return torch.cat((torch.arange(0, d, 2), torch.arange(1, d, 2)))
 
 
+def _check_count(n: object, name: str) -> Tensor | int | float:
+    """A real tensor (integer or floating) or a Python number, not a bool, list or complex value."""
+    if isinstance(n, Tensor):
+        if n.dtype == torch.bool or n.is_complex():
+            raise TypeError(f"{name} must be an integer or floating tensor, got {n.dtype}")
+    elif not isinstance(n, (int, float)) or isinstance(n, bool):
+        raise TypeError(f"{name} must be a tensor or a number, got {type(n).__name__}")
+    return n
+
+
 # --8<-- [start:logn]
 def logn_scale(n: Tensor | int, train_len: int, *, clip: bool = True) -> Tensor:
     r"""The $\log n$ factor on the query that sees $n$ keys, after training or during it.
@@ -491,6 +539,7 @@ def logn_scale(n: Tensor | int, train_len: int, *, clip: bool = True) -> Tensor:
         n: any; output: like ``n``.
 
     Raises:
+        TypeError: If ``n`` is not a real tensor or number, or ``clip`` not a bool.
         ValueError: If ``n < 1`` somewhere or ``train_len < 2``.
 
     Examples:
@@ -502,7 +551,8 @@ def logn_scale(n: Tensor | int, train_len: int, *, clip: bool = True) -> Tensor:
         tensor([0.0000, 0.5000, 1.0000, 1.5000], dtype=torch.float64)
     """
     check_int(train_len, "train_len", 2)
-    n = torch.as_tensor(n, dtype=torch.float64)
+    check_bool(clip, "clip")
+    n = torch.as_tensor(_check_count(n, "n"), dtype=torch.float64)
     if n.numel() and bool((n < 1).any()):
         raise ValueError("n (number of visible keys) must be >= 1")
     scale = n.log() / math.log(train_len)
@@ -517,7 +567,7 @@ def _quotients(n: Tensor, beta: float, num_digits: int) -> Tensor:
     r"""The quotients $n/\beta^{m-1}$, $m = 1, \dots$, that base-$\beta$ digits and RoPE share (float64)."""
     check_real(beta, "beta", above=1)
     check_int(num_digits, "num_digits")
-    n = torch.as_tensor(n, dtype=torch.float64)
+    n = torch.as_tensor(_check_count(n, "n"), dtype=torch.float64)
     if n.numel() and bool((n < 0).any()):
         raise ValueError("n must be non-negative")
     powers = torch.tensor(beta, dtype=torch.float64) ** torch.arange(num_digits, dtype=torch.float64)
@@ -608,12 +658,14 @@ def rope_tables(positions: Tensor, inv_freq: Tensor, dtype: torch.dtype = torch.
 
     Shapes:
         positions: ``(seq,)``; inv_freq: ``(d // 2,)``; cos, sin: ``(seq, d // 2)``.
+
+    Raises:
+        TypeError: If ``dtype`` is not a floating dtype, or as [`rope_angles`][kexue.rope.rope_angles].
+        ValueError: If ``positions`` is not 1-D, or as [`rope_angles`][kexue.rope.rope_angles].
     """
-    if not isinstance(positions, Tensor) or positions.ndim != 1:
-        raise ValueError(f"positions must be a 1-D tensor, got {type(positions).__name__} "
-                         f"of shape {tuple(getattr(positions, 'shape', ()))}")
-    if not dtype.is_floating_point:
-        raise TypeError(f"dtype must be a floating dtype, got {dtype}")
+    check_tensor(positions, "positions", 1)
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise TypeError(f"dtype must be a floating torch.dtype, got {dtype!r}")
     angles = rope_angles(positions, inv_freq)
     return angles.cos().to(dtype), angles.sin().to(dtype)
 
@@ -665,7 +717,9 @@ def apply_rope_tables(
 
     Raises:
         TypeError: On non-floating or mismatched dtypes.
-        ValueError: On mismatched shapes, an unknown ``layout`` or an ``out`` that overlaps ``x``.
+        ValueError: On mismatched shapes, an unknown ``layout``, an ``out`` that overlaps ``x``, or
+            inputs that require grad while grad mode is on (the output is written into a buffer,
+            which autograd cannot follow: train with [`apply_rope`][kexue.rope.apply_rope]).
     """
     if not isinstance(x, Tensor) or not x.is_floating_point():
         raise TypeError(f"x must be a floating-point tensor, got {getattr(x, 'dtype', type(x).__name__)}")
@@ -679,9 +733,12 @@ def apply_rope_tables(
             raise ValueError(f"{name} must have shape (seq, d // 2) = {(seq, h)}, got {tuple(getattr(t, 'shape', ()))}")
         if t.dtype != x.dtype:
             raise TypeError(f"{name} must have x's dtype {x.dtype}, got {t.dtype}")
+    if torch.is_grad_enabled() and any(isinstance(t, Tensor) and t.requires_grad for t in (x, cos, sin, out)):
+        raise ValueError("x, cos, sin and out must not require grad (apply_rope_tables writes into a buffer, "
+                         "which autograd cannot follow): use apply_rope, or call it under torch.no_grad()")
     if out is None:
         out = torch.empty_like(x, memory_format=torch.contiguous_format)
-    elif out.shape != x.shape or out.dtype != x.dtype:
+    elif not isinstance(out, Tensor) or out.shape != x.shape or out.dtype != x.dtype:
         raise ValueError(f"out must match x's shape {tuple(x.shape)} and dtype {x.dtype}")
     elif _spans_overlap(out, x):
         raise ValueError("out must not overlap x (rotate into a separate buffer)")

@@ -518,7 +518,7 @@ def test_bad_inputs_raise_naming_the_argument():
     with pytest.raises(TypeError, match="p_mask"):
         model(data.question, data.q_mask, data.passages, data.p_mask.float(), None)
     with pytest.raises(ValueError, match="max_len"):
-        DGCNNReader(10, max_len=8)(data.question, data.q_mask, data.passages, data.p_mask)
+        DGCNNReader(len(data.words), max_len=8)(data.question, data.q_mask, data.passages, data.p_mask)
     with pytest.raises(ValueError, match="d_pos"):
         DGCNNReader(10, d_pos=3)
     with pytest.raises(ValueError, match="tokens"):

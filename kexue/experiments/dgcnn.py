@@ -42,7 +42,7 @@ Examples:
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -51,7 +51,18 @@ from torch import Tensor, nn
 from torch.func import functional_call, stack_module_state, vmap
 
 from kexue._checks import check_int, check_real, check_tensor
-from kexue.dgcnn import LOSSES, DGCNNReader, best_spans, extract_candidates, pick_answer
+from kexue.dgcnn import (
+    _LOSS_CORES,
+    LOSSES,
+    SPAN_SCORES,
+    VOTING,
+    DGCNNReader,
+    _best_spans,
+    _check_mask,
+    _pick_answer,
+    _vote,
+    extract_candidates,
+)
 from kexue.experiments.training import evaluating, fit
 
 __all__ = [
@@ -126,6 +137,20 @@ class MultiPassageQA:
         }
 
 
+def _check_data(data: object, name: str = "data") -> MultiPassageQA:
+    if not isinstance(data, MultiPassageQA):
+        raise TypeError(f"{name} must be a MultiPassageQA (see make_multipassage_qa), got {type(data).__name__}")
+    return data
+
+
+def _check_seeds(seeds: object) -> tuple[int, ...]:
+    if not isinstance(seeds, Sequence) or isinstance(seeds, str):
+        raise TypeError(f"seeds must be a sequence of integers >= 0, got {type(seeds).__name__}")
+    if not seeds:
+        raise ValueError("seeds must name at least one seed, got none")
+    return tuple(check_int(s, "seeds", 0) for s in seeds)
+
+
 def _vocab(n_fillers: int, n_entities: int, n_relations: int, n_values: int) -> dict[str, list[int] | int]:
     words = ["<pad>", "<unk>", "what", "which", "is", "of", "'s", "the", "was"]
     ids: dict[str, list[int] | int] = {w: k for k, w in enumerate(words)}
@@ -198,8 +223,10 @@ def make_multipassage_qa(
     """
     check_int(n_questions, "n_questions")
     check_int(n_passages, "n_passages", 2)
+    if not isinstance(passage_len, (tuple, list)) or len(passage_len) != 2:
+        raise ValueError(f"passage_len must be a pair (min, max) of integers 16 <= min <= max, got {passage_len!r}")
     lo, hi = passage_len
-    if not (isinstance(lo, int) and isinstance(hi, int) and 16 <= lo <= hi):
+    if not (isinstance(lo, int) and isinstance(hi, int) and not isinstance(lo, bool) and 16 <= lo <= hi):
         raise ValueError(f"passage_len must be integers 16 <= min <= max, got {passage_len!r}")
     for name, v, least in (("n_fillers", n_fillers, 1), ("n_entities", n_entities, 2),
                            ("n_relations", n_relations, 2), ("n_values", n_values, 6)):
@@ -353,19 +380,21 @@ class ReaderStack(nn.Module):
 
     Raises:
         ValueError: If ``variants`` or ``seeds`` is empty, a seed is not a non-negative integer, or
-            ``config`` names ``global_gate``.
-        TypeError: If a variant is not a [`Variant`][kexue.experiments.dgcnn.Variant].
+            ``config`` names ``global_gate``; in ``forward``, as
+            [`DGCNNReader`][kexue.dgcnn.DGCNNReader]'s ``forward`` and for inputs without the leading
+            ``members`` dimension when ``question`` has one.
+        TypeError: If ``variants`` is not a mapping, ``seeds`` not a sequence, or a variant is not
+            a [`Variant`][kexue.experiments.dgcnn.Variant].
     """
 
     def __init__(self, vocab_size: int, variants: dict[str, Variant], *, seeds: Sequence[int], **config: object):
         super().__init__()
-        seeds = tuple(seeds)
+        check_int(vocab_size, "vocab_size")
+        if not isinstance(variants, Mapping):
+            raise TypeError(f"variants must be a mapping name -> Variant, got {type(variants).__name__}")
         if not variants:
             raise ValueError("variants must name at least one variant, got none")
-        if not seeds:
-            raise ValueError("seeds must name at least one seed, got none")
-        for s in seeds:
-            check_int(s, "seeds", 0)
+        seeds = _check_seeds(seeds)
         for name, v in variants.items():
             if not isinstance(v, Variant):
                 raise TypeError(f"variants[{name!r}] must be a Variant, got {type(v).__name__}")
@@ -415,9 +444,14 @@ class ReaderStack(nn.Module):
             for name, x in zip(("question", "q_mask", "passages", "p_mask", "features"), [*inputs, features]):
                 if x is not None and (not isinstance(x, Tensor) or x.dim() == 0 or x.shape[0] != len(self)):
                     raise ValueError(f"{name} must have a leading members dimension of {len(self)}")
+        # Every member is a reader of one architecture: check the inputs once, as one reader's, with
+        # the members' batches side by side; the vmapped readers below then skip their own checks.
+        def flat(t: object) -> object:
+            return t if shared or not isinstance(t, Tensor) or t.dim() < 2 else t.flatten(0, 1)
+
+        self.template._check_inputs(flat(question), flat(q_mask), flat(passages), flat(p_mask), flat(features))
         in_dims: list[int | None] = [None if shared else 0] * 4
         if features is not None:
-            check_tensor(features, "features", (4, 5), floating=True)
             if bool((~self.feature_on).any()):  # members without hand features see zeros
                 on = self.feature_on.to(features.dtype)
                 features = features * on.view(-1, 1, 1, 1, 1)  # (members, batch, n_passages, lp, n_features)
@@ -428,7 +462,7 @@ class ReaderStack(nn.Module):
 
         def one(params: dict[str, Tensor], *xs: Tensor) -> tuple[Tensor, Tensor, Tensor]:
             args = xs if features is not None else (*xs, None)
-            return functional_call(self.template, params, args, {"gated": False})
+            return functional_call(self.template, params, args, {"gated": False, "validate_args": False})
 
         ps, pe, pg = vmap(one, in_dims=(0, *in_dims), randomness="different")(self._params(), *inputs)
         # eq. (8) per member: gated members multiply by p_global, the others by 1
@@ -465,8 +499,11 @@ class TaggingLoss:
         unk_rate: Share of tokens replaced by ``<unk>``, in ``[0, 1)``; a float or one per member.
 
     Raises:
-        ValueError: On an unknown ``loss``, an ``unk_rate`` outside ``[0, 1)`` or of the wrong
-            length, or ``features`` whose length differs from ``data``'s.
+        TypeError: If ``data`` is not a [`MultiPassageQA`][kexue.experiments.dgcnn.MultiPassageQA],
+            ``features`` not a floating tensor, ``seeds`` not a sequence or ``unk_rate`` not a number
+            or a sequence of numbers.
+        ValueError: On an unknown ``loss``, no seeds, an ``unk_rate`` outside ``[0, 1)`` or of the
+            wrong length, or ``features`` whose shape does not fit ``data``'s passages.
     """
 
     def __init__(
@@ -480,19 +517,27 @@ class TaggingLoss:
     ):
         if loss not in LOSSES:
             raise ValueError(f"loss must be one of {sorted(LOSSES)}, got {loss!r}")
-        if len(data) == 0:
+        if len(_check_data(data)) == 0:
             raise ValueError("data must hold at least one question")
-        if features is not None and (not isinstance(features, Tensor) or features.shape[:3] != data.passages.shape):
-            raise ValueError(f"features must have shape {tuple(data.passages.shape)} + (n_features,)")
-        seeds = tuple(seeds)
-        rates = [unk_rate] * len(seeds) if isinstance(unk_rate, (int, float)) else list(unk_rate)
+        if features is not None:
+            check_tensor(features, "features", 4, floating=True)
+            if features.shape[:3] != data.passages.shape:
+                raise ValueError(f"features must have shape {tuple(data.passages.shape)} + (n_features,), "
+                                 f"got {tuple(features.shape)}")
+        seeds = _check_seeds(seeds)
+        if isinstance(unk_rate, (int, float)):
+            rates = [unk_rate] * len(seeds)
+        elif isinstance(unk_rate, Sequence) and not isinstance(unk_rate, str):
+            rates = list(unk_rate)
+        else:
+            raise TypeError(f"unk_rate must be a number or one number per member, got {type(unk_rate).__name__}")
         if len(rates) != len(seeds):
             raise ValueError(f"unk_rate must be one number or one per member ({len(seeds)}), got {len(rates)}")
         for r in rates:
             check_real(r, "unk_rate", at_least=0, hint=" and < 1")
             if r >= 1:
                 raise ValueError(f"unk_rate must lie in [0, 1), got {r!r}")
-        self.data, self.features, self.loss = data, features, LOSSES[loss]
+        self.data, self.features, self.loss = data, features, _LOSS_CORES[loss]  # vmapped: checks cannot run
         self.unk_rate = torch.tensor(rates, dtype=torch.float32)
         self.order = torch.stack([torch.randperm(len(data), generator=torch.Generator().manual_seed(s)) for s in seeds])
         self.history: list[tuple[int, int, Tensor]] = []  # (epoch, batch size, loss of each member)
@@ -562,12 +607,26 @@ def fit_readers(
         ``(epochs, members)`` over all stages; ``"heldout"`` only when ``heldout`` is given.
 
     Raises:
-        TypeError: If ``stack`` is not a [`ReaderStack`][kexue.experiments.dgcnn.ReaderStack].
-        ValueError: On an empty or malformed ``schedule``, and as
+        TypeError: If ``stack`` is not a [`ReaderStack`][kexue.experiments.dgcnn.ReaderStack],
+            ``data`` not a [`MultiPassageQA`][kexue.experiments.dgcnn.MultiPassageQA] or
+            ``schedule`` not a sequence.
+        ValueError: On an empty or malformed ``schedule``, a negative ``seed``, a malformed
+            ``heldout``, and as
             [`TaggingLoss`][kexue.experiments.dgcnn.TaggingLoss] and [`fit`][kexue.experiments.training.fit].
     """
     if not isinstance(stack, ReaderStack):
         raise TypeError(f"stack must be a ReaderStack, got {type(stack).__name__}")
+    _check_data(data)
+    check_int(seed, "seed", 0)
+    if heldout is not None:
+        if not isinstance(heldout, tuple) or len(heldout) != 2:
+            raise ValueError(f"heldout must be a pair (questions, features), got {type(heldout).__name__}")
+        _check_data(heldout[0], "heldout[0]")
+        # the held-out batch must fit the readers, as one shared batch
+        stack.template._check_inputs(heldout[0].question, heldout[0].q_mask, heldout[0].passages,
+                                     heldout[0].p_mask, heldout[1])
+    if not isinstance(schedule, Sequence):
+        raise TypeError(f"schedule must be a non-empty list of (lr, epochs) pairs, got {schedule!r}")
     stages = list(schedule)
     if not stages or any(not isinstance(st, tuple) or len(st) != 2 for st in stages):
         raise ValueError(f"schedule must be a non-empty list of (lr, epochs) pairs, got {schedule!r}")
@@ -581,7 +640,7 @@ def fit_readers(
     after_step = None
     if heldout is not None:
         held, held_features = heldout
-        per_member = vmap(lambda p, y, m: LOSSES[loss](p, y, m))
+        per_member = vmap(lambda p, y, m: _LOSS_CORES[loss](p, y, m))  # vmapped: checks cannot run
         steps = itertools.count(1)
 
         def after_step(model: nn.Module) -> None:
@@ -613,7 +672,6 @@ def fit_readers(
 # evaluation
 
 
-@torch.no_grad()
 def reader_probabilities(
     model: nn.Module, data: MultiPassageQA, features: Tensor | None = None, *, batch_size: int = 256
 ) -> tuple[Tensor, Tensor, Tensor]:
@@ -621,18 +679,34 @@ def reader_probabilities(
 
     ``model`` is a [`DGCNNReader`][kexue.dgcnn.DGCNNReader] or a
     [`ReaderStack`][kexue.experiments.dgcnn.ReaderStack] (then every output has a leading
-    ``members`` dimension). The model is left in eval mode.
+    ``members`` dimension). The model runs in eval mode without gradients and is put back in the
+    mode it had.
 
     Shapes:
         p_start, p_end: ``([members,] n, n_passages, lp)``; p_global: ``([members,] n, n_passages)``.
+
+    Raises:
+        TypeError: If ``model`` is not a reader or a stack of readers, ``data`` not a
+            [`MultiPassageQA`][kexue.experiments.dgcnn.MultiPassageQA] or ``features`` not a
+            floating tensor.
+        ValueError: If ``batch_size`` is not positive or ``features`` does not fit ``data``, and as
+            the model's ``forward``.
     """
+    if not isinstance(model, (DGCNNReader, ReaderStack)):
+        raise TypeError(f"model must be a DGCNNReader or a ReaderStack, got {type(model).__name__}")
+    _check_data(data)
+    if features is not None:
+        check_tensor(features, "features", 4, floating=True)
+        if features.shape[:3] != data.passages.shape:
+            raise ValueError(f"features must have shape {tuple(data.passages.shape)} + (n_features,), "
+                             f"got {tuple(features.shape)}")
     check_int(batch_size, "batch_size")
-    model.eval()
     outs = []
-    for b0 in range(0, len(data), batch_size):
-        s = slice(b0, b0 + batch_size)
-        feats = None if features is None else features[s]
-        outs.append(model(data.question[s], data.q_mask[s], data.passages[s], data.p_mask[s], feats))
+    with evaluating(model):
+        for b0 in range(0, len(data), batch_size):
+            s = slice(b0, b0 + batch_size)
+            feats = None if features is None else features[s]
+            outs.append(model(data.question[s], data.q_mask[s], data.passages[s], data.p_mask[s], feats))
     axis = 1 if isinstance(model, ReaderStack) else 0  # the question axis
     return tuple(torch.cat(parts, dim=axis) for parts in zip(*outs))  # type: ignore[return-value]
 
@@ -655,20 +729,31 @@ def decode_answers(
 
     Shapes:
         p_start, p_end: ``(n, n_passages, lp)`` (one reader's probabilities).
+
+    Raises:
+        TypeError: If ``data`` is not a [`MultiPassageQA`][kexue.experiments.dgcnn.MultiPassageQA]
+            or ``p_start``/``p_end`` not floating tensors.
+        ValueError: If ``p_start`` or ``p_end`` does not have the passages' shape or holds values
+            outside [0, 1] (NaN and inf included), or ``span_rule``, ``voting``, ``max_len`` or
+            ``threshold`` is invalid.
     """
-    check_tensor(p_start, "p_start", 3, floating=True)
-    if tuple(p_start.shape) != tuple(data.passages.shape) or tuple(p_end.shape) != tuple(data.passages.shape):
-        raise ValueError(
-            f"p_start and p_end must have the passages' shape {tuple(data.passages.shape)}, got "
-            f"{tuple(p_start.shape)} and {tuple(p_end.shape)}"
-        )
-    candidates = extract_candidates(
+    _check_data(data)
+    shape = tuple(data.passages.shape)
+    for name, p in (("p_start", p_start), ("p_end", p_end)):
+        check_tensor(p, name, 3, floating=True)
+        if tuple(p.shape) != shape:
+            raise ValueError(f"{name} must have the passages' shape {shape}, got {tuple(p.shape)}")
+    if span_rule not in SPAN_SCORES:
+        raise ValueError(f"span_rule must be one of {sorted(SPAN_SCORES)}, got {span_rule!r}")
+    if voting not in VOTING:
+        raise ValueError(f"voting must be one of {sorted(VOTING)}, got {voting!r}")
+    candidates = extract_candidates(  # checks the probabilities, max_len and threshold
         data.passages, p_start, p_end, data.p_mask, max_len=max_len, threshold=threshold, rule=span_rule
     )
-    preds: list[tuple[int, ...] | None] = [pick_answer(cands, voting) for cands in candidates]
+    preds: list[tuple[int, ...] | None] = [_pick_answer(_vote(cands, voting)) for cands in candidates]
     for k, answer in enumerate(preds):
         if answer is None:  # nothing above the threshold: the best product-scored span of any passage
-            st, en, sc = best_spans(p_start[k], p_end[k], data.p_mask[k], max_len=max_len)  # each (n_passages,)
+            st, en, sc = _best_spans(p_start[k], p_end[k], data.p_mask[k], max_len)  # each (n_passages,)
             e = int(sc.argmax())
             preds[k] = tuple(data.passages[k, e, int(st[e]) : int(en[e]) + 1].tolist())
     return preds
@@ -694,7 +779,9 @@ class BiLSTMEncoder(nn.Module):
         x: ``(batch, seq, d)``; mask: ``(batch, seq)``; output: ``(batch, seq, d)``.
 
     Raises:
-        ValueError: If ``d`` is not a positive even integer or ``num_layers`` is not positive.
+        ValueError: If ``d`` is not a positive even integer or ``num_layers`` is not positive; in
+            ``forward``, if ``x`` does not have ``d`` channels or ``mask`` not ``x``'s ``(batch, seq)``.
+        TypeError: In ``forward``, if ``x`` is not floating (of the encoder's dtype) or ``mask`` not bool.
     """
 
     def __init__(self, d: int, num_layers: int = 1):
@@ -706,6 +793,13 @@ class BiLSTMEncoder(nn.Module):
         self.lstm = nn.LSTM(d, d // 2, num_layers=num_layers, batch_first=True, bidirectional=True)
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        check_tensor(x, "x", 3, floating=True)
+        if x.dtype != self.lstm.weight_ih_l0.dtype:
+            raise TypeError(f"x must have the encoder's dtype {self.lstm.weight_ih_l0.dtype}, got {x.dtype}")
+        if x.shape[-1] != self.lstm.input_size:
+            raise ValueError(f"x must have d = {self.lstm.input_size} channels, got shape {tuple(x.shape)}")
+        if mask is not None:
+            _check_mask("mask", mask, tuple(x.shape[:2]), "x's (batch, seq)")
         y, _ = self.lstm(x)
         if mask is not None:
             y = y * mask.unsqueeze(-1).to(y.dtype)
@@ -733,6 +827,7 @@ def best_constant_tagger(data: MultiPassageQA, loss: str = "focal") -> tuple[flo
         ``(p, loss)``: the best constant probability and its mean loss.
 
     Raises:
+        TypeError: If ``data`` is not a [`MultiPassageQA`][kexue.experiments.dgcnn.MultiPassageQA].
         ValueError: On an unknown ``loss``.
 
     Examples:
@@ -740,12 +835,13 @@ def best_constant_tagger(data: MultiPassageQA, loss: str = "focal") -> tuple[flo
         >>> 0.05 < p < 0.2  # far above the tag rate: the focal loss punishes confident negatives little
         True
     """
+    _check_data(data)
     if loss not in LOSSES:
         raise ValueError(f"loss must be one of {sorted(LOSSES)}, got {loss!r}")
     rate = data.start.sum(dtype=torch.float64) / data.p_mask.sum()
     grid = torch.arange(1, 100_000, dtype=torch.float64) / 100_000
     one, zero = torch.ones(1, dtype=torch.float64), torch.zeros(1, dtype=torch.float64)
-    f = LOSSES[loss]
+    f = _LOSS_CORES[loss]  # vmapped: checks cannot run
     values = vmap(lambda p: rate * f(p.view(1), one) + (1 - rate) * f(p.view(1), zero))(grid)
     best = int(values.argmin())
     return grid[best].item(), values[best].item()

@@ -24,7 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from kexue._checks import check_int, check_real, check_tensor
+from kexue._checks import check_bool, check_finite, check_int, check_real, check_tensor
+from kexue.experiments.training import evaluating
 from kexue.rope import apply_rope
 
 __all__ = [
@@ -57,7 +58,7 @@ def base_for_longest_wavelength(d: int, wavelength: float) -> float:
         The base.
 
     Raises:
-        ValueError: If ``d`` or ``wavelength`` is out of range.
+        ValueError: If ``d`` or ``wavelength`` is out of range, or so large that the base overflows a float.
 
     Examples:
         >>> from kexue.experiments.rope import base_for_longest_wavelength
@@ -67,18 +68,30 @@ def base_for_longest_wavelength(d: int, wavelength: float) -> float:
     if check_int(d, "d", 4) % 2:
         raise ValueError(f"d must be an even integer >= 4, got {d!r}")
     check_real(wavelength, "wavelength", above=2 * math.pi)
-    return (wavelength / (2 * math.pi)) ** (d / (d - 2))
+    try:
+        return (wavelength / (2 * math.pi)) ** (d / (d - 2))
+    except OverflowError:
+        raise ValueError(f"wavelength is too large for d={d}: the base (wavelength / 2 pi) ** (d / (d - 2)) "
+                         f"overflows a float, got {wavelength!r}") from None
 
 
 # ----------------------------------------------------------------------------- the page's trade-off measures
 
 
-def _check_pair(inv_freq: Tensor, scaled_inv_freq: Tensor) -> None:
-    check_tensor(inv_freq, "inv_freq", 1, floating=True)
-    check_tensor(scaled_inv_freq, "scaled_inv_freq", 1, floating=True)
+def _check_freqs(inv_freq: object, name: str = "inv_freq") -> Tensor:
+    """A non-empty 1-D floating tensor of finite frequencies (the page's measures reduce them to one number)."""
+    return check_finite(check_tensor(inv_freq, name, 1, floating=True, nonempty=True), name)
+
+
+def _check_pair(inv_freq: Tensor, scaled_inv_freq: Tensor, *, nonnegative: bool = False) -> None:
+    _check_freqs(inv_freq)
+    _check_freqs(scaled_inv_freq, "scaled_inv_freq")
     if inv_freq.shape != scaled_inv_freq.shape:
         raise ValueError(f"inv_freq and scaled_inv_freq must have equal shapes, got {tuple(inv_freq.shape)} "
                          f"and {tuple(scaled_inv_freq.shape)}")
+    for name, f in (("inv_freq", inv_freq), ("scaled_inv_freq", scaled_inv_freq)) if nonnegative else ():
+        if bool((f < 0).any()):
+            raise ValueError(f"{name} must be non-negative (the angles seen are [0, L theta)), got {f.min().item()}")
 
 
 # --8<-- [start:tradeoff]
@@ -91,8 +104,8 @@ def unseen_angle(inv_freq: Tensor, scaled_inv_freq: Tensor, train_len: int, test
     $$U = \sum_{m:\ L\theta_m < 2\pi} \max\!\big(0,\ \min(L'\theta'_m, 2\pi) - L\theta_m\big).$$
 
     Args:
-        inv_freq: Training frequencies $\theta_m$.
-        scaled_inv_freq: Test-time frequencies $\theta'_m$.
+        inv_freq: Training frequencies $\theta_m \ge 0$.
+        scaled_inv_freq: Test-time frequencies $\theta'_m \ge 0$.
         train_len: Training length $L$ (>= 1).
         test_len: Test length $L'$ (>= 1).
 
@@ -103,9 +116,10 @@ def unseen_angle(inv_freq: Tensor, scaled_inv_freq: Tensor, train_len: int, test
         inv_freq, scaled_inv_freq: ``(d // 2,)``.
 
     Raises:
-        ValueError: On mismatched shapes or non-positive lengths.
+        TypeError: If a frequency tensor is not floating.
+        ValueError: On mismatched shapes, empty, negative or non-finite frequencies, or non-positive lengths.
     """
-    _check_pair(inv_freq, scaled_inv_freq)
+    _check_pair(inv_freq, scaled_inv_freq, nonnegative=True)
     check_int(train_len, "train_len")
     check_int(test_len, "test_len")
     seen = train_len * inv_freq.to(torch.float64)
@@ -135,7 +149,10 @@ def local_resolution(inv_freq: Tensor, scaled_inv_freq: Tensor) -> Tensor:
         inv_freq, scaled_inv_freq: ``(d // 2,)``.
 
     Raises:
-        ValueError: On mismatched shapes.
+        TypeError: If a frequency tensor is not floating.
+        ValueError: On mismatched shapes, empty or non-finite frequencies, or ``inv_freq`` that does
+            not separate neighbouring positions at all (every $\theta_m = 0$): the ratio has no
+            denominator.
 
     Examples:
         >>> from kexue.rope import frequencies
@@ -150,6 +167,9 @@ def local_resolution(inv_freq: Tensor, scaled_inv_freq: Tensor) -> Tensor:
     _check_pair(inv_freq, scaled_inv_freq)
     num = (scaled_inv_freq.to(torch.float64) / 2).sin().square().sum()
     den = (inv_freq.to(torch.float64) / 2).sin().square().sum()
+    if not den > 0:
+        raise ValueError("inv_freq does not separate neighbouring positions (every frequency is 0 modulo 2 pi), "
+                         "so the resolution relative to it is undefined")
     return (num / den).sqrt()
 # --8<-- [end:tradeoff]
 
@@ -183,6 +203,8 @@ def markov_table(vocab: int, *, concentration: float = 0.1, seed: int = 0) -> Te
     check_int(seed, "seed", 0)
     rng = np.random.default_rng(seed)
     rows = rng.dirichlet(np.full(vocab, float(concentration)), size=(vocab, vocab))
+    if not (np.isfinite(rows).all() and np.allclose(rows.sum(-1), 1.0)):  # numpy's Dirichlet fails near 1e308
+        raise ValueError(f"concentration is too large for numpy's Dirichlet sampler, got {concentration!r}")
     return torch.as_tensor(rows, dtype=torch.float64)
 
 
@@ -202,11 +224,16 @@ def sample_markov(table: Tensor, n: int, length: int, *, seed: int = 0) -> Tenso
         table: ``(V, V, V)``; output: ``(n, length)``.
 
     Raises:
-        ValueError: On a malformed table, non-positive ``n``/``length`` or a negative ``seed``.
+        TypeError: If ``table`` is not a floating tensor.
+        ValueError: On a malformed table (wrong shape, negative or non-finite entries, rows not
+            summing to 1), non-positive ``n``/``length`` or a negative ``seed``.
     """
-    check_tensor(table, "table", 3, floating=True)
+    check_finite(check_tensor(table, "table", 3, floating=True, nonempty=True), "table")
     if len(set(table.shape)) != 1:
         raise ValueError(f"table must have shape (V, V, V), got {tuple(table.shape)}")
+    rows = table.sum(-1, dtype=torch.float64)
+    if bool((table < 0).any()) or bool(((rows - 1).abs() > max(1e-6, torch.finfo(table.dtype).eps)).any()):
+        raise ValueError("table must hold probabilities: non-negative rows table[a, b] that sum to 1")
     check_int(n, "n")
     check_int(length, "length")
     check_int(seed, "seed", 0)
@@ -214,7 +241,7 @@ def sample_markov(table: Tensor, n: int, length: int, *, seed: int = 0) -> Tenso
     g = torch.Generator().manual_seed(seed)
     out = torch.empty(n, length, dtype=torch.int64)
     out[:, : min(2, length)] = torch.randint(vocab, (n, min(2, length)), generator=g)
-    cdf = table.cumsum(-1)
+    cdf = table.to(torch.float64).cumsum(-1)  # float64 whatever the table's dtype
     for t in range(2, length):
         u = torch.rand(n, 1, generator=g, dtype=torch.float64)
         row = cdf[out[:, t - 2], out[:, t - 1]]
@@ -255,6 +282,7 @@ class TinyRoPELM(nn.Module):
         seeds: One seed per member.
 
     Raises:
+        TypeError: If ``seeds`` is not a sequence.
         ValueError: On a non-positive size, an odd head size or no seeds.
     """
 
@@ -270,10 +298,12 @@ class TinyRoPELM(nn.Module):
         check_int(mlp_ratio, "mlp_ratio")
         if width % heads or (width // heads) % 2:
             raise ValueError(f"width // heads must be an even integer, got width={width}, heads={heads}")
+        if not isinstance(seeds, Sequence) or isinstance(seeds, str):
+            raise TypeError(f"seeds must be a sequence of integers, got {type(seeds).__name__}")
         seeds = [check_int(s, "seeds[i]", 0) for s in seeds]
         if not seeds:
             raise ValueError("seeds must name at least one seed")
-        self.heads, self.head_dim, self.members = heads, width // heads, len(seeds)
+        self.heads, self.head_dim, self.members, self.vocab = heads, width // heads, len(seeds), vocab
         gens = [torch.Generator().manual_seed(s) for s in seeds]
         hidden = mlp_ratio * width
 
@@ -308,9 +338,9 @@ class TinyRoPELM(nn.Module):
         """Next-token logits of every member.
 
         Args:
-            tokens: int64 token ids, shared by all members or one batch per member.
-            inv_freq: RoPE frequencies, ``head_dim // 2`` of them (float32 is used inside).
-            q_scale: Optional factor on the queries per position, shared or one row per member.
+            tokens: Integer token ids in ``[0, vocab)``, shared by all members or one batch per member.
+            inv_freq: Finite RoPE frequencies, ``head_dim // 2`` of them (float32 is used inside).
+            q_scale: Optional finite factor on the queries per position, shared or one row per member.
 
         Returns:
             Logits.
@@ -318,16 +348,50 @@ class TinyRoPELM(nn.Module):
         Shapes:
             tokens: ``(batch, seq)`` or ``(members, batch, seq)``; inv_freq: ``(head_dim // 2,)``;
             q_scale: ``(seq,)`` or ``(members, seq)``; output: ``(members, batch, seq, vocab)``.
+
+        Raises:
+            TypeError: If ``tokens`` is not an integer tensor, or ``inv_freq``/``q_scale`` not floating.
+            ValueError: On empty or mismatched shapes, token ids outside ``[0, vocab)`` or NaN/inf
+                frequencies or scales (attention would silently turn them into finite garbage).
         """
+        self._check_tokens(tokens)
+        self._check_inv_freq(inv_freq)
+        self._check_q_scale(q_scale, tokens.shape[-1], values=True)
+        return self._logits(tokens, inv_freq, q_scale)
+
+    def _check_tokens(self, tokens: object, name: str = "tokens") -> Tensor:
+        check_tensor(tokens, name, (2, 3), floating=False, nonempty=True)
+        if tokens.dtype == torch.bool:
+            raise TypeError(f"{name} must be an integer tensor of token ids, got {tokens.dtype}")
+        if tokens.dim() == 3 and tokens.shape[0] != self.members:
+            raise ValueError(f"{name} must have {self.members} member batches, got shape {tuple(tokens.shape)}")
+        lo, hi = int(tokens.min()), int(tokens.max())
+        if lo < 0 or hi >= self.vocab:
+            raise ValueError(f"{name} must be token ids in [0, {self.vocab}), got values in [{lo}, {hi}]")
+        return tokens
+
+    def _check_inv_freq(self, inv_freq: object) -> Tensor:
+        check_finite(check_tensor(inv_freq, "inv_freq", 1, floating=True), "inv_freq")
+        if inv_freq.shape[0] != self.head_dim // 2:
+            raise ValueError(f"inv_freq must hold head_dim // 2 = {self.head_dim // 2} frequencies, "
+                             f"got shape {tuple(inv_freq.shape)}")
+        return inv_freq
+
+    def _check_q_scale(self, q_scale: object, seq: int, *, values: bool) -> None:
+        if q_scale is None:
+            return
+        check_tensor(q_scale, "q_scale", (1, 2), floating=True)
+        if q_scale.shape not in ((seq,), (self.members, seq)):
+            raise ValueError(f"q_scale must have shape ({seq},) or ({self.members}, {seq}), got {tuple(q_scale.shape)}")
+        if values:
+            check_finite(q_scale, "q_scale")
+
+    def _logits(self, tokens: Tensor, inv_freq: Tensor, q_scale: Tensor | None) -> Tensor:
+        """``forward`` without the argument checks (callers have checked)."""
         S = self.members
-        check_tensor(tokens, "tokens", (2, 3), floating=False)
         if tokens.dim() == 2:
             tokens = tokens.expand(S, *tokens.shape)
-        if tokens.shape[0] != S:
-            raise ValueError(f"tokens must have {S} member batches, got shape {tuple(tokens.shape)}")
         _, B, T = tokens.shape
-        if q_scale is not None and q_scale.shape not in ((T,), (S, T)):
-            raise ValueError(f"q_scale must have shape ({T},) or ({S}, {T}), got {tuple(q_scale.shape)}")
         positions = torch.arange(T)
         # Every head rotates its (2i, 2i+1) pairs by the same frequencies: with the heads side by side,
         # that is one interleaved RoPE over the full width with the frequencies tiled once per head.
@@ -351,8 +415,8 @@ class TinyRoPELM(nn.Module):
 
 
 def _member_losses(model: TinyRoPELM, tokens: Tensor, inv_freq: Tensor, q_scale: Tensor | None) -> Tensor:
-    """Mean next-token cross-entropy of each member, ``(members,)``."""
-    logits = model(tokens[..., :-1], inv_freq, q_scale)  # (S, B, T, V)
+    """Mean next-token cross-entropy of each member, ``(members,)`` (arguments checked by the caller)."""
+    logits = model._logits(tokens[..., :-1], inv_freq, q_scale)  # (S, B, T, V)
     targets = tokens[..., 1:].expand(logits.shape[:-1])  # (S, B, T)
     ce = F.cross_entropy(logits.flatten(0, 2), targets.flatten(), reduction="none")
     return ce.view(model.members, -1).mean(1)
@@ -385,8 +449,9 @@ def train_tiny_lm(
 
     Args:
         model: The stacked model (trained in place, left in ``eval()`` mode).
-        batches: ``batches(step) -> tokens``, one sequence longer than the training length.
-        inv_freq: RoPE frequencies used in training.
+        batches: ``batches(step) -> tokens``, one sequence longer than the training length (each
+            batch is checked like [`TinyRoPELM.forward`][kexue.experiments.rope.TinyRoPELM]'s ``tokens``).
+        inv_freq: RoPE frequencies used in training (finite).
         steps: Optimiser steps (>= 1).
         lr: Peak learning rate (> 0).
         warmup: Warm-up steps (>= 1).
@@ -402,10 +467,17 @@ def train_tiny_lm(
         q_scale: ``(seq,)`` or ``(members, seq)``; output: ``(steps, members)``.
 
     Raises:
-        ValueError: If a hyper-parameter is out of range.
+        TypeError: If ``model`` is not a [`TinyRoPELM`][kexue.experiments.rope.TinyRoPELM] or
+            ``batches`` is not callable, and as ``TinyRoPELM.forward``.
+        ValueError: If a hyper-parameter is out of range, and as ``TinyRoPELM.forward``.
     """
     if not isinstance(model, TinyRoPELM):
         raise TypeError(f"model must be a TinyRoPELM, got {type(model).__name__}")
+    if not callable(batches):
+        raise TypeError(f"batches must be a function of the step, got {type(batches).__name__}")
+    model._check_inv_freq(inv_freq)
+    if q_scale is not None:
+        check_finite(check_tensor(q_scale, "q_scale", (1, 2), floating=True), "q_scale")
     check_int(steps, "steps")
     check_real(lr, "lr", above=0)
     check_int(warmup, "warmup")
@@ -419,7 +491,11 @@ def train_tiny_lm(
     losses = torch.empty(steps, model.members, dtype=torch.float64)
     model.train()
     for step in range(steps):
-        loss = _member_losses(model, batches(step), inv_freq, q_scale)  # (S,)
+        tokens = model._check_tokens(batches(step), "batches(step)")
+        if tokens.shape[-1] < 2:
+            raise ValueError(f"batches(step) must hold sequences of at least two tokens, got shape {tuple(tokens.shape)}")
+        model._check_q_scale(q_scale, tokens.shape[-1] - 1, values=False)
+        loss = _member_losses(model, tokens, inv_freq, q_scale)  # (S,)
         opt.zero_grad(set_to_none=True)
         loss.sum().backward()
         with torch.no_grad():  # clip each member's gradient norm separately
@@ -434,16 +510,17 @@ def train_tiny_lm(
     return losses
 
 
-@torch.no_grad()
 def next_token_accuracy(
     model: TinyRoPELM, tokens: Tensor, inv_freq: Tensor, q_scale: Tensor | None = None, *, per_position: bool = False
 ) -> Tensor:
     """Whether each member's arg-max prediction is the next token, averaged over the batch.
 
+    The model is run in ``eval()`` mode without gradients and put back in the mode it had.
+
     Args:
         model: A trained model.
-        tokens: int64 tokens (shared by all members, or one batch per member).
-        inv_freq: RoPE frequencies used at test time.
+        tokens: Integer tokens (shared by all members, or one batch per member).
+        inv_freq: RoPE frequencies used at test time (finite).
         q_scale: Query scale per position (e.g. [`logn_scale`][kexue.rope.logn_scale]), or None.
         per_position: Return the accuracy at each predicted position instead of the mean.
 
@@ -456,12 +533,19 @@ def next_token_accuracy(
         output: ``(members,)`` or ``(members, seq - 1)``.
 
     Raises:
-        ValueError: If ``tokens`` has fewer than two positions.
+        TypeError: If ``model`` is not a [`TinyRoPELM`][kexue.experiments.rope.TinyRoPELM] or
+            ``per_position`` not a bool, and as ``TinyRoPELM.forward``.
+        ValueError: If ``tokens`` has fewer than two positions, and as ``TinyRoPELM.forward``.
     """
-    check_tensor(tokens, "tokens", (2, 3), floating=False)
+    if not isinstance(model, TinyRoPELM):
+        raise TypeError(f"model must be a TinyRoPELM, got {type(model).__name__}")
+    check_bool(per_position, "per_position")
+    model._check_tokens(tokens)
     if tokens.shape[-1] < 2:
         raise ValueError(f"tokens must have at least two positions, got shape {tuple(tokens.shape)}")
-    model.eval()
-    logits = model(tokens[..., :-1], inv_freq, q_scale)  # (S, B, T, V)
+    model._check_inv_freq(inv_freq)
+    model._check_q_scale(q_scale, tokens.shape[-1] - 1, values=True)
+    with evaluating(model):
+        logits = model._logits(tokens[..., :-1], inv_freq, q_scale)  # (S, B, T, V)
     hits = (logits.argmax(-1) == tokens[..., 1:]).double()  # (S, B, T)
     return hits.mean(1) if per_position else hits.mean((1, 2))
