@@ -277,14 +277,17 @@ def _sigmoid(h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return F.logsigmoid(a + 2.0), t
 
 
-#: Coupling variants: ``name -> f(h) -> (log_s, t)`` from the coupling net's raw output ``h``.
-#: ``"additive"`` needs ``C`` output channels (NICE); the others ``2 C`` (first half -> log s).
 COUPLINGS: dict[str, Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]] = {
     "additive": _additive,
     "exp": _exp,
     "tanh": _tanh,
     "sigmoid": _sigmoid,
 }
+r"""Coupling variants: ``name -> f(h) -> (log_s, t)`` from the coupling net's raw output ``h``.
+
+``"additive"`` (NICE) needs ``C`` output channels; the others ``2 C`` (first half -> log s):
+``"exp"`` (RealNVP paper, unbounded), ``"tanh"`` (bounded) and ``"sigmoid"`` (Glow's code,
+$s = \sigma(h + 2)$)."""
 
 
 def _coupling_params(kind: str) -> int:
@@ -912,13 +915,16 @@ def _lu(c: int, g: torch.Generator | None) -> nn.Module:
     return InvConv1x1LU(c, g)
 
 
-#: Channel-mixing variants of a Glow step: ``name -> f(channels, generator) -> layer``.
 PERMUTATIONS: dict[str, Callable[[int, torch.Generator | None], nn.Module]] = {
     "reverse": _reverse,
     "shuffle": _shuffle,
     "conv": _conv,
     "lu": _lu,
 }
+"""Channel-mixing variants of a Glow step: ``name -> f(channels, generator) -> layer``.
+
+``"reverse"`` (NICE), ``"shuffle"`` (a fixed random permutation), ``"conv"`` (Glow's 1x1
+convolution with a float64 ``slogdet``) and ``"lu"`` (its LU parameterisation)."""
 
 
 # --8<-- [start:step]

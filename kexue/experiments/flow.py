@@ -6,15 +6,18 @@ page [RealNVP and Glow](../articles/realnvp-glow.md) needs to reproduce the arti
 * **Baselines** in bits per dimension, fitted on the same split as the flows: the uniform
   distribution over the levels, an independent categorical per pixel and one full-covariance
   Gaussian on the dequantised pixels.
-* **A toy model**, [`realnvp_2d`][kexue.experiments.flow.realnvp_2d], for two-dimensional data,
-  trained with the shared [`fit`][kexue.experiments.training.fit] and the
-  [`LOSSES`][kexue.experiments.flow.LOSSES] callbacks of this module.
-* **A stacked trainer for Glow**, [`fit_stacked`][kexue.experiments.flow.fit_stacked]. It trains
-  several flows of one architecture (several seeds, or several ablation variants embedded in one
+* **A toy model**, [`realnvp_2d`][kexue.experiments.flow.realnvp_2d], for two-dimensional data.
+* **Objectives**: [`DequantizedFlow`][kexue.experiments.flow.DequantizedFlow] (bits/dim of integer
+  levels, with uniform or learned dequantisation by
+  [`LogisticDequantizer`][kexue.experiments.flow.LogisticDequantizer]) and
+  [`ContinuousNLL`][kexue.experiments.flow.ContinuousNLL] (nats of real-valued points).
+* **A stacked trainer**, [`fit_stacked`][kexue.experiments.flow.fit_stacked]. It trains several
+  flows of one architecture (several seeds, or several ablation variants embedded in one
   architecture by [`glow_variant`][kexue.experiments.flow.glow_variant]) as one batched model with
-  ``torch.func.vmap``. It does not fit the shared ``fit``: it stacks many models, freezes some of
-  their entries, clips gradients per model, follows a learning-rate schedule and evaluates held-out
-  bits/dim during training to show when the curves flatten.
+  ``torch.func.vmap``. It does not fit the shared [`fit`][kexue.experiments.training.fit], which
+  trains one model: it stacks many, freezes some of their entries, clips gradients per model,
+  follows a learning-rate schedule and evaluates held-out data during training to show when the
+  curves flatten.
 
 Examples:
     >>> import torch
@@ -38,7 +41,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, stack_module_state, vmap
 
 from kexue._checks import check_int, check_real, check_tensor
-from kexue.experiments.training import LossFn, minibatches, seeded_mlp
+from kexue.experiments.training import minibatches, seeded_mlp
 from kexue.flow import (
     COUPLINGS,
     ActNorm,
@@ -47,8 +50,8 @@ from kexue.flow import (
     InvConv1x1LU,
     MaskedCoupling,
     Permutation,
+    SplitPrior,
     bits_per_dim,
-    dequantize,
     glow,
 )
 
@@ -57,12 +60,11 @@ __all__ = [
     "categorical_bpd",
     "gaussian_bpd",
     "realnvp_2d",
-    "LOSSES",
-    "dequantized_nll",
     "SCHEDULES",
     "glow_variant",
     "LogisticDequantizer",
     "DequantizedFlow",
+    "ContinuousNLL",
     "fit_stacked",
     "multiply_adds",
 ]
@@ -164,7 +166,7 @@ def gaussian_bpd(x_train: Tensor, x_test: Tensor, levels: int, ridge: float = 1e
 
 
 # ----------------------------------------------------------------------------------------------
-# The toy model and the losses for the shared fit loop
+# The toy model
 # ----------------------------------------------------------------------------------------------
 
 
@@ -222,37 +224,6 @@ def realnvp_2d(
     return Flow(FlowSequential(layers), (2,))
 
 
-def _nll(model: nn.Module, xb: Tensor, yb: Tensor, *, generator: torch.Generator, epoch: int) -> Tensor:
-    """Mean negative log-likelihood (nats per example) of continuous data; ``yb`` is ignored."""
-    return -model.log_prob(xb).mean()
-
-
-LOSSES: dict[str, LossFn] = {"nll": _nll}
-"""Loss callbacks for the shared [`fit`][kexue.experiments.training.fit]: ``"nll"`` for continuous
-data. Use [`dequantized_nll`][kexue.experiments.flow.dequantized_nll] for integer levels."""
-
-
-def dequantized_nll(levels: int) -> LossFn:
-    r"""A loss callback for integer levels: dequantise each batch afresh, return bits/dim.
-
-    The batch ``xb`` of levels $v$ becomes $x = (v + u)/L$ with $u$ drawn from the run's generator,
-    and the loss is the mean of [`bits_per_dim`][kexue.flow.bits_per_dim].
-
-    Args:
-        levels: Number of levels $L$.
-
-    Returns:
-        A [`LossFn`][kexue.experiments.training.LossFn].
-    """
-    check_int(levels, "levels", 2)
-
-    def loss(model: nn.Module, xb: Tensor, yb: Tensor, *, generator: torch.Generator, epoch: int) -> Tensor:
-        x = dequantize(xb, levels, generator=generator)
-        return bits_per_dim(model.log_prob(x), model.dims, levels).mean()
-
-    return loss
-
-
 # ----------------------------------------------------------------------------------------------
 # Stacked training of Glow models
 # ----------------------------------------------------------------------------------------------
@@ -273,7 +244,12 @@ SCHEDULES: dict[str, Callable[[int, int, int], float]] = {"constant": _constant,
 
 
 def glow_variant(
-    permutation: str = "lu", actnorm: bool = True, *, seed: int = 0, **kwargs: object
+    permutation: str = "lu",
+    actnorm: bool = True,
+    *,
+    conditional_prior: bool = True,
+    seed: int = 0,
+    **kwargs: object,
 ) -> tuple[Flow, dict[str, Tensor]]:
     r"""Build a [`glow`][kexue.flow.glow] variant inside the LU + ActNorm architecture, with a freeze mask.
 
@@ -282,12 +258,17 @@ def glow_variant(
     $W x = x_\pi$ with log-det 0. A step without ActNorm is ActNorm with $b = 0$, $\log s = 0$ and no
     data-dependent initialisation, the identity. Holding those entries fixed during training gives
     exactly the variant ``glow(permutation=..., actnorm=...)``; every other weight is copied from it.
+    With ``conditional_prior=False`` the convolutions of the [`SplitPrior`][kexue.flow.SplitPrior]
+    layers stay at zero, so every factored-out half gets a plain $\mathcal{N}(0, I)$ instead of
+    Glow's $\mathcal{N}(\mu(z_\text{keep}), \sigma(z_\text{keep})^2)$ (the top prior stays learned).
     So variants that differ only in these choices share one architecture and can be trained as one
     stacked model by [`fit_stacked`][kexue.experiments.flow.fit_stacked].
 
     Args:
         permutation: ``"lu"``, ``"shuffle"`` or ``"reverse"``.
         actnorm: Whether the variant has ActNorm.
+        conditional_prior: Whether the split priors are conditioned on the kept half (Glow) or
+            fixed at $\mathcal{N}(0, I)$.
         seed: Seed of [`glow`][kexue.flow.glow] (the same seed gives the same coupling nets in every
             variant).
         **kwargs: Other arguments of [`glow`][kexue.flow.glow] (``event_shape``, ``levels``,
@@ -335,6 +316,12 @@ def glow_variant(
             for pname in frozen:
                 getattr(module, pname).zero_()
                 trainable[f"{name}.{pname}"].zero_()
+        if not conditional_prior:
+            for name, module in model.named_modules():
+                if isinstance(module, SplitPrior):
+                    for pname in ("weight", "bias"):
+                        getattr(module.conv, pname).zero_()
+                        trainable[f"{name}.conv.{pname}"].zero_()
     return model, trainable
 
 
@@ -410,8 +397,29 @@ class DequantizedFlow(nn.Module):
         return bits_per_dim(self.flow.log_prob(x) - log_q, self.flow.dims, self.levels)
 
 
+class ContinuousNLL(nn.Module):
+    r"""A flow on real-valued points, returning the negative log-likelihood of every example (nats).
+
+    The objective for continuous data in [`fit_stacked`][kexue.experiments.flow.fit_stacked]; the
+    ``noise`` argument is accepted (the trainer passes one) and ignored.
+
+    Args:
+        flow: The density model.
+
+    Shapes:
+        x, noise: ``(batch, *flow.event_shape)``; output: ``(batch,)``.
+    """
+
+    def __init__(self, flow: Flow) -> None:
+        super().__init__()
+        self.flow = flow
+
+    def forward(self, x: Tensor, noise: Tensor) -> Tensor:
+        return -self.flow.log_prob(x)
+
+
 def fit_stacked(
-    models: Sequence[DequantizedFlow],
+    models: Sequence[DequantizedFlow | ContinuousNLL],
     data: Tensor,
     *,
     seeds: Sequence[int],
@@ -427,11 +435,14 @@ def fit_stacked(
     eval_noise: Tensor | None = None,
     eval_every: int = 5,
 ) -> dict[str, Tensor | list[int]]:
-    r"""Train flows of one architecture as one stacked model, by their bits/dim bound on dequantised levels.
+    r"""Train flows of one architecture as one stacked model, each by its own objective.
 
-    Model $i$ is trained exactly as it would be alone: its own generator (seeded ``seeds[i]``)
-    draws the data-dependent ActNorm initialisation batch, the minibatch order and the
-    dequantisation noise; the loss is its mean bits/dim; its gradient norm is clipped to ``clip``;
+    The models are objectives ``model(batch, noise) -> loss per example``:
+    [`DequantizedFlow`][kexue.experiments.flow.DequantizedFlow] (bits/dim of integer levels) or
+    [`ContinuousNLL`][kexue.experiments.flow.ContinuousNLL] (nats of real-valued points). Model $i$
+    is trained exactly as it would be alone: its own generator (seeded ``seeds[i]``) draws the
+    data-dependent ActNorm initialisation batch, the minibatch order and the uniform noise of each
+    batch; the loss is the mean objective; its gradient norm is clipped to ``clip``;
     Adam (element-wise, so stacking does not couple the models) follows the learning-rate
     ``schedule`` of [`SCHEDULES`][kexue.experiments.flow.SCHEDULES]. Entries where
     ``trainable[i]`` is 0 keep their initial value. The forward pass is ``torch.func.vmap`` over the
@@ -440,13 +451,12 @@ def fit_stacked(
 
     Why not the shared [`fit`][kexue.experiments.training.fit]: it trains one model, and this loop
     stacks many, clips gradients per model, freezes entries, follows a schedule and evaluates
-    held-out bits/dim during training (to show where the curves flatten).
+    held-out data during training (to show where the curves flatten).
 
     Args:
-        models: [`DequantizedFlow`][kexue.experiments.flow.DequantizedFlow] models of identical
-            architecture (e.g. several seeds of one model, or
+        models: Objectives of identical architecture (e.g. several seeds of one model, or
             [`glow_variant`][kexue.experiments.flow.glow_variant] models).
-        data: Integer levels of the training set.
+        data: The training set (integer levels for ``DequantizedFlow``).
         seeds: One seed per model (models with the same seed see the same batches and noise).
         epochs: Passes over the data (>= 1).
         batch_size: Examples per step.
@@ -455,17 +465,18 @@ def fit_stacked(
         warmup: Steps of linear warm-up.
         clip: Maximum gradient norm per model.
         init_batch: Examples for the data-dependent ActNorm initialisation.
-        trainable: Per model, a 0/1 mask for parameters of its flow, by their name in
-            ``model.flow.named_parameters()`` (as [`glow_variant`][kexue.experiments.flow.glow_variant]
-            returns them); missing names, and the dequantiser, are trainable.
-        eval_data: Held-out levels, evaluated every ``eval_every`` epochs and after the last one.
-        eval_noise: Uniform noise in (0, 1) of ``eval_data``'s shape, the same for every model and
-            evaluation (required with ``eval_data``).
+        trainable: Per model, parameter name (as in ``model.named_parameters()``, so ``"flow."``
+            before the names [`glow_variant`][kexue.experiments.flow.glow_variant] returns) -> 0/1
+            mask of the entries that train; missing names are trainable.
+        eval_data: Held-out data, evaluated every ``eval_every`` epochs and after the last one.
+        eval_noise: Noise in (0, 1) of ``eval_data``'s shape, the same for every model and
+            evaluation (required with ``eval_data``; ignored by ``ContinuousNLL``).
         eval_every: Evaluation period in epochs.
 
     Returns:
-        ``{"loss": (models, epochs) mean training bits/dim per epoch, "eval_epoch": [...],
-        "eval": (models, evaluations) held-out bits/dim}`` (``eval`` is empty without ``eval_data``).
+        ``{"loss": (models, epochs) mean training objective per epoch, "eval_epoch": [...],
+        "eval": (models, evaluations) mean held-out objective}`` (``eval`` is empty without
+        ``eval_data``).
 
     Shapes:
         data: ``(n, *event_shape)``; eval_data, eval_noise: ``(m, *event_shape)``.
@@ -475,8 +486,8 @@ def fit_stacked(
             match, or a hyper-parameter is out of range.
     """
     models = list(models)
-    if not models or not all(isinstance(m, DequantizedFlow) for m in models):
-        raise ValueError("models must be a non-empty sequence of DequantizedFlow models")
+    if not models or not all(isinstance(m, (DequantizedFlow, ContinuousNLL)) for m in models):
+        raise ValueError("models must be a non-empty sequence of DequantizedFlow or ContinuousNLL models")
     seeds = list(seeds)
     if len(seeds) != len(models):
         raise ValueError(f"seeds must give one seed per model: {len(seeds)} seeds for {len(models)} models")
@@ -499,26 +510,24 @@ def fit_stacked(
         raise ValueError("models must share one architecture (same parameter names); see glow_variant")
 
     k, n = len(models), data.shape[0]
+    dtype = next(models[0].parameters()).dtype
     gens = [torch.Generator().manual_seed(s) for s in seeds]
     for model, g in zip(models, gens):  # data-dependent ActNorm initialisation, one model at a time
         model.train()
         vb = data[torch.randint(0, n, (min(init_batch, n),), generator=g)]
         with torch.no_grad():
-            model(vb, torch.rand(vb.shape, generator=g))
+            model(vb, torch.rand(vb.shape, generator=g, dtype=dtype))
         model.eval()  # ActNorm never re-initialises under vmap
     params, buffers = stack_module_state(models)
-    flow_names = {n for n, _ in models[0].flow.named_parameters()}
     for t in trainable or []:
-        unknown = set(t) - flow_names
+        unknown = set(t) - set(names)
         if unknown:
-            raise ValueError(f"trainable names parameters the flows do not have: {sorted(unknown)[:3]}")
+            raise ValueError(f"trainable names parameters the models do not have: {sorted(unknown)[:3]}")
     masks = {
-        name: torch.stack([
-            torch.as_tensor((t or {}).get(name.removeprefix("flow."), 1.0) if name.startswith("flow.") else 1.0)
-            .expand_as(p) for t in (trainable or [None] * k)
-        ])
+        name: torch.stack([torch.as_tensor((t or {}).get(name, 1.0)).expand_as(p) for t in (trainable or [None] * k)])
         for name, p in models[0].named_parameters()
     }
+    masks = {name: m for name, m in masks.items() if not bool((m == 1).all())}  # only the partly frozen ones
     skeleton = copy.deepcopy(models[0]).to("meta")  # the weights come from the stack
 
     def bound(p: dict[str, Tensor], b: dict[str, Tensor], v: Tensor, u: Tensor) -> Tensor:
@@ -527,7 +536,7 @@ def fit_stacked(
     train_bpd = vmap(bound, in_dims=(0, 0, 0, 0))
     eval_bpd = vmap(bound, in_dims=(0, 0, None, None))
     plist = list(params.values())
-    opt = torch.optim.Adam(plist, lr=lr)
+    opt = torch.optim.Adam(plist, lr=lr, foreach=True)
     total = epochs * math.ceil(n / batch_size)
     factor = SCHEDULES[schedule]
     loss_hist = torch.zeros(k, epochs)
@@ -538,19 +547,20 @@ def fit_stacked(
         orders = [minibatches(n, batch_size, generator=g) for g in gens]
         for batch in zip(*orders):
             vb = torch.stack([data[idx] for idx in batch])
-            ub = torch.stack([torch.rand(data[idx].shape, generator=g) for idx, g in zip(batch, gens)])
+            ub = torch.stack([torch.rand(data[idx].shape, generator=g, dtype=dtype) for idx, g in zip(batch, gens)])
             bpd = train_bpd(params, buffers, vb, ub).mean(1)  # (models,)
             for group in opt.param_groups:
                 group["lr"] = lr * factor(step, total, warmup)
             opt.zero_grad(set_to_none=False)
             bpd.sum().backward()
             with torch.no_grad():
-                for name, p in params.items():
-                    p.grad.mul_(masks[name])
-                norms = torch.sqrt(sum(p.grad.reshape(k, -1).pow(2).sum(1) for p in plist))
+                for name, m in masks.items():
+                    params[name].grad.mul_(m)
+                norms = torch.cat([p.grad.reshape(k, -1) for p in plist], dim=1).norm(dim=1)
                 scale = (clip / (norms + 1e-6)).clamp(max=1.0)
-                for p in plist:
-                    p.grad.mul_(scale.view(k, *([1] * (p.dim() - 1))))
+                if bool((scale < 1).any()):  # clip each model's gradient to norm <= clip
+                    for p in plist:
+                        p.grad.mul_(scale.view(k, *([1] * (p.dim() - 1))))
             opt.step()
             loss_hist[:, epoch] += bpd.detach() * batch[0].numel() / n
             step += 1
