@@ -1,9 +1,10 @@
 """Normalising flows from NICE to RealNVP and Glow: exact likelihoods by change of variables.
 
-Companion to Su Jianlin, "细水长flow之RealNVP与Glow：流模型的传承与升华" (kexue.fm/archives/5807,
-2018), which builds on "细水长flow之NICE" (kexue.fm/archives/5776). The papers are Dinh, Krueger and
-Bengio, *NICE* (arXiv:1410.8516); Dinh, Sohl-Dickstein and Bengio, *Density estimation using Real NVP*
-(arXiv:1605.08803); Kingma and Dhariwal, *Glow* (arXiv:1807.03039).
+Companion to Su Jianlin, ["细水长flow之RealNVP与Glow：流模型的传承与升华"](https://kexue.fm/archives/5807)
+(2018), which builds on ["细水长flow之NICE"](https://kexue.fm/archives/5776). The papers are Dinh,
+Krueger and Bengio, *NICE* ([arXiv:1410.8516](https://arxiv.org/abs/1410.8516)); Dinh, Sohl-Dickstein
+and Bengio, *Density estimation using Real NVP* ([arXiv:1605.08803](https://arxiv.org/abs/1605.08803));
+Kingma and Dhariwal, *Glow* ([arXiv:1807.03039](https://arxiv.org/abs/1807.03039)).
 
 One contract for every layer (data -> latent is "forward"):
 
@@ -11,9 +12,23 @@ One contract for every layer (data -> latent is "forward"):
 * ``inverse(y) -> (x, log_det)`` with ``log_det = log|det dx/dy|`` (the negative of the forward one).
 
 Every layer maps a tensor to a tensor of the same shape (a multi-scale split is written as a bijection
-onto the same shape, see :class:`SplitPrior`), so a model is a chain of layers with a standard normal
-base on the output. normflows uses the opposite naming (its ``forward`` goes latent -> data).
-Tensors are ``(batch, channels, height, width)`` for images and ``(batch, features)`` for vectors.
+onto the same shape, see [`SplitPrior`][kexue.flow.SplitPrior]), so a model is a chain of layers
+with a standard normal base on the output. normflows uses the opposite naming (its ``forward`` goes
+latent -> data). Tensors are ``(batch, channels, height, width)`` for images and
+``(batch, features)`` for vectors. Training loops, baselines and the page's toy model are in
+[`kexue.experiments.flow`][kexue.experiments.flow].
+
+Examples:
+    >>> import torch
+    >>> from kexue.flow import glow
+    >>> model = glow((1, 8, 8), levels=2, depth=2, hidden=16, seed=0)
+    >>> x = torch.rand(5, 1, 8, 8)
+    >>> z, log_det = model(x)  # data -> latent, one log-det per example
+    >>> z.shape, log_det.shape
+    (torch.Size([5, 1, 8, 8]), torch.Size([5]))
+    >>> x_back, _ = model.inverse(z)
+    >>> torch.allclose(x_back, x, atol=1e-5)
+    True
 """
 
 from __future__ import annotations
@@ -25,12 +40,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kexue._checks import check_int, check_tensor
+from kexue._checks import check_int, check_real, check_tensor
 
 __all__ = [
     "COUPLINGS",
     "PERMUTATIONS",
-    "BASES",
     "squeeze2d",
     "unsqueeze2d",
     "squeeze2d_reference",
@@ -43,9 +57,6 @@ __all__ = [
     "lu_init",
     "dequantize",
     "bits_per_dim",
-    "uniform_bpd",
-    "categorical_bpd",
-    "gaussian_bpd",
     "FlowSequential",
     "Squeeze",
     "Permutation",
@@ -59,11 +70,8 @@ __all__ = [
     "GlowStep",
     "GlowLevel",
     "Flow",
-    "mlp",
     "coupling_convnet",
-    "realnvp_2d",
     "glow",
-    "fit",
 ]
 
 _LOG2PI = math.log(2 * math.pi)
@@ -97,6 +105,13 @@ def squeeze2d(x: torch.Tensor, factor: int = 2) -> torch.Tensor:
 
     Raises:
         ValueError: If ``x`` is not 4-D or its height/width is not divisible by ``factor``.
+
+    Examples:
+        >>> import torch
+        >>> from kexue.flow import squeeze2d
+        >>> x = torch.arange(16.0).view(1, 1, 4, 4)
+        >>> squeeze2d(x)[0, :, 0, 0]  # the top-left 2x2 block becomes four channels
+        tensor([0., 1., 4., 5.])
     """
     check_tensor(x, "x", (4,), floating=True, nonempty=True)
     check_int(factor, "factor")
@@ -106,11 +121,11 @@ def squeeze2d(x: torch.Tensor, factor: int = 2) -> torch.Tensor:
 
 
 def unsqueeze2d(x: torch.Tensor, factor: int = 2) -> torch.Tensor:
-    """Inverse of :func:`squeeze2d`.
+    """Inverse of [`squeeze2d`][kexue.flow.squeeze2d].
 
     Args:
         x: Squeezed images.
-        factor: Block size used by :func:`squeeze2d`.
+        factor: Block size used by [`squeeze2d`][kexue.flow.squeeze2d].
 
     Returns:
         The unsqueezed tensor.
@@ -129,7 +144,7 @@ def unsqueeze2d(x: torch.Tensor, factor: int = 2) -> torch.Tensor:
 
 
 def squeeze2d_reference(x: torch.Tensor, factor: int = 2) -> torch.Tensor:
-    """Slow, obvious loop version of :func:`squeeze2d` (the reference in tests).
+    """Slow, obvious loop version of [`squeeze2d`][kexue.flow.squeeze2d] (the reference in tests).
 
     Args:
         x: Images.
@@ -222,7 +237,7 @@ def affine_forward(x: torch.Tensor, log_s: torch.Tensor, t: torch.Tensor) -> tup
 
 
 def affine_inverse(y: torch.Tensor, log_s: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    r"""Inverse of :func:`affine_forward`: $x = (y - t) \odot e^{-\log s}$, log-det $-\sum \log s$.
+    r"""Inverse of [`affine_forward`][kexue.flow.affine_forward]: $x = (y - t) \odot e^{-\log s}$, log-det $-\sum \log s$.
 
     Args:
         y: The transformed half.
@@ -262,14 +277,17 @@ def _sigmoid(h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return F.logsigmoid(a + 2.0), t
 
 
-#: Coupling variants: ``name -> f(h) -> (log_s, t)`` from the coupling net's raw output ``h``.
-#: ``"additive"`` needs ``C`` output channels (NICE); the others ``2 C`` (first half -> log s).
 COUPLINGS: dict[str, Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]] = {
     "additive": _additive,
     "exp": _exp,
     "tanh": _tanh,
     "sigmoid": _sigmoid,
 }
+r"""Coupling variants: ``name -> f(h) -> (log_s, t)`` from the coupling net's raw output ``h``.
+
+``"additive"`` (NICE) needs ``C`` output channels; the others ``2 C`` (first half -> log s):
+``"exp"`` (RealNVP paper, unbounded), ``"tanh"`` (bounded) and ``"sigmoid"`` (Glow's code,
+$s = \sigma(h + 2)$)."""
 
 
 def _coupling_params(kind: str) -> int:
@@ -393,95 +411,17 @@ def bits_per_dim(log_px: torch.Tensor, dims: int, levels: int) -> torch.Tensor:
 
     Raises:
         ValueError: If ``dims < 1`` or ``levels < 2``.
+
+    Examples:
+        >>> import torch
+        >>> from kexue.flow import bits_per_dim
+        >>> bits_per_dim(torch.zeros(1), dims=64, levels=17)  # the uniform density: log2(17)
+        tensor([4.0875])
     """
     check_int(dims, "dims")
     check_int(levels, "levels", 2)
     return (-log_px + dims * math.log(levels)) / (dims * math.log(2.0))
 # --8<-- [end:bpd]
-
-
-def uniform_bpd(levels: int) -> float:
-    r"""Bits per dimension of the uniform distribution over ``levels`` values: $\log_2 L$.
-
-    Args:
-        levels: Number of levels $L \ge 2$.
-
-    Returns:
-        $\log_2 L$.
-    """
-    check_int(levels, "levels", 2)
-    return math.log2(levels)
-
-
-def categorical_bpd(v_train: torch.Tensor, v_test: torch.Tensor, levels: int, alpha: float = 0.5) -> float:
-    r"""Baseline: independent categorical per pixel with add-$\alpha$ smoothing, test bits/dim.
-
-    $P(v_d = k) = (n_{dk} + \alpha) / (n + L\alpha)$ fitted on ``v_train``; returns
-    $-\frac{1}{N D}\sum_{n,d} \log_2 P(v_{nd})$ on ``v_test``. It ignores all dependencies between
-    pixels, so a flow that models them should beat it.
-
-    Args:
-        v_train: Integer levels of the training set.
-        v_test: Integer levels of the test set.
-        levels: Number of levels $L$.
-        alpha: Additive smoothing (> 0).
-
-    Returns:
-        Test bits per dimension.
-
-    Shapes:
-        v_train: ``(n, ...)``; v_test: ``(m, ...)`` with the same trailing shape.
-
-    Raises:
-        ValueError: If trailing shapes differ, ``alpha <= 0`` or values fall outside ``0..levels-1``.
-    """
-    check_int(levels, "levels", 2)
-    if not alpha > 0:
-        raise ValueError(f"alpha must be > 0, got {alpha!r}")
-    if v_train.shape[1:] != v_test.shape[1:]:
-        raise ValueError(f"v_train and v_test trailing shapes differ: {tuple(v_train.shape)} vs {tuple(v_test.shape)}")
-    tr = v_train.reshape(v_train.shape[0], -1).long()
-    te = v_test.reshape(v_test.shape[0], -1).long()
-    for name, v in (("v_train", tr), ("v_test", te)):
-        if v.min() < 0 or v.max() >= levels:
-            raise ValueError(f"{name} must hold integers in 0..{levels - 1}")
-    counts = F.one_hot(tr, levels).sum(0).double()  # (D, L)
-    logp = torch.log2((counts + alpha) / (tr.shape[0] + levels * alpha))
-    picked = logp.gather(1, te.T)  # (D, m)
-    return float(-picked.mean())
-
-
-def gaussian_bpd(x_train: torch.Tensor, x_test: torch.Tensor, levels: int, ridge: float = 1e-6) -> float:
-    r"""Baseline: one full-covariance Gaussian on dequantised data, test bits/dim.
-
-    Fits $\mu$ and $\Sigma$ (maximum likelihood, plus ``ridge`` on the diagonal) on ``x_train`` and
-    evaluates :func:`bits_per_dim` of $\mathcal{N}(x; \mu, \Sigma)$ on ``x_test``, in float64.
-
-    Args:
-        x_train: Dequantised training data in ``[0, 1)``.
-        x_test: Dequantised test data.
-        levels: Number of levels $L$ before dequantisation.
-        ridge: Added to the covariance diagonal (>= 0).
-
-    Returns:
-        Test bits per dimension.
-
-    Shapes:
-        x_train: ``(n, ...)``; x_test: ``(m, ...)`` with the same trailing shape.
-
-    Raises:
-        ValueError: If trailing shapes differ or ``ridge < 0``.
-    """
-    if x_train.shape[1:] != x_test.shape[1:]:
-        raise ValueError(f"x_train and x_test trailing shapes differ: {tuple(x_train.shape)} vs {tuple(x_test.shape)}")
-    if not ridge >= 0:
-        raise ValueError(f"ridge must be >= 0, got {ridge!r}")
-    tr = x_train.reshape(x_train.shape[0], -1).double()
-    te = x_test.reshape(x_test.shape[0], -1).double()
-    mu = tr.mean(0)
-    cov = (tr - mu).T @ (tr - mu) / tr.shape[0] + ridge * torch.eye(tr.shape[1], dtype=torch.float64)
-    dist = torch.distributions.MultivariateNormal(mu, covariance_matrix=cov)
-    return float(bits_per_dim(dist.log_prob(te), tr.shape[1], levels).mean())
 
 
 # ----------------------------------------------------------------------------------------------
@@ -519,7 +459,7 @@ class FlowSequential(nn.Module):
 
 
 class Squeeze(nn.Module):
-    """:func:`squeeze2d` as a flow layer (log-det 0).
+    """[`squeeze2d`][kexue.flow.squeeze2d] as a flow layer (log-det 0).
 
     Args:
         factor: Block size.
@@ -630,8 +570,8 @@ class InvConv1x1LU(nn.Module):
 
     $W = P L (U + \operatorname{diag}(\operatorname{sign}(s) \odot e^{\log s}))$ with $P$ and
     $\operatorname{sign}(s)$ fixed buffers, $L$ unit lower and $U$ strictly upper triangular;
-    log-det $hw \sum_c \log s_c$ (:func:`conv1x1_logdet_lu`). Initialised from the LU factors of a
-    random orthogonal matrix (:func:`lu_init`). The inverse uses two triangular solves.
+    log-det $hw \sum_c \log s_c$ ([`conv1x1_logdet_lu`][kexue.flow.conv1x1_logdet_lu]). Initialised from the LU factors of a
+    random orthogonal matrix ([`lu_init`][kexue.flow.lu_init]). The inverse uses two triangular solves.
 
     Args:
         channels: Number of channels ``C``.
@@ -639,6 +579,14 @@ class InvConv1x1LU(nn.Module):
 
     Shapes:
         x: ``(batch, C, H, W)`` or ``(batch, C)``.
+
+    Examples:
+        >>> import torch
+        >>> from kexue.flow import InvConv1x1LU, conv1x1_logdet_slogdet
+        >>> layer = InvConv1x1LU(4, torch.Generator().manual_seed(0))
+        >>> y, log_det = layer(torch.randn(2, 4, 3, 3))
+        >>> torch.allclose(log_det[0], conv1x1_logdet_slogdet(layer.weight(), pixels=9), atol=1e-5)
+        True
     """
 
     def __init__(self, channels: int, generator: torch.Generator | None = None) -> None:
@@ -701,6 +649,14 @@ class ActNorm(nn.Module):
 
     Shapes:
         x: ``(batch, C, H, W)`` or ``(batch, C)``.
+
+    Examples:
+        >>> import torch
+        >>> from kexue.flow import ActNorm
+        >>> x = 3.0 + 2.0 * torch.randn(256, 2, 4, 4, generator=torch.Generator().manual_seed(0))
+        >>> y, _ = ActNorm(2)(x)  # the first batch in training mode initialises b and s
+        >>> y.mean().abs() < 1e-5, (y.std() - 1).abs() < 1e-2
+        (tensor(True), tensor(True))
     """
 
     def __init__(self, channels: int, ddi: bool = True) -> None:
@@ -730,7 +686,7 @@ class ActNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         self._check(x)
-        if not bool(self.initialized) and self.training:
+        if self.training and not bool(self.initialized):
             self.initialize(x)
         y = (x + self._view(self.bias, x)) * torch.exp(self._view(self.log_s, x))
         return y, (_pixels(x) * self.log_s.sum()).expand(x.shape[0])
@@ -748,13 +704,13 @@ class MaskedCoupling(nn.Module):
 
     Log-det $\sum (1-b) \odot \log s$. The mask $b$ may be a checkerboard, a channel mask or, for
     vectors, any 0/1 vector. ``coupling`` picks how the net's output becomes $(\log s, t)$
-    (:data:`COUPLINGS`; ``"additive"`` is NICE's coupling, log-det 0).
+    ([`COUPLINGS`][kexue.flow.COUPLINGS]; ``"additive"`` is NICE's coupling, log-det 0).
 
     Args:
         mask: 0/1 tensor broadcastable to the input, without the batch dimension.
         net: Maps the masked input ``(batch, C, ...)`` to ``(batch, k C, ...)``, ``k = 1`` for additive
             coupling and 2 otherwise (first half: raw log-scale, second half: shift).
-        coupling: Key of :data:`COUPLINGS`.
+        coupling: Key of [`COUPLINGS`][kexue.flow.COUPLINGS].
 
     Shapes:
         x: ``(batch, C, H, W)`` or ``(batch, C)``.
@@ -819,45 +775,18 @@ def coupling_convnet(in_channels: int, out_channels: int, hidden: int) -> nn.Seq
     )
 
 
-def mlp(in_features: int, out_features: int, hidden: int = 64, layers: int = 2) -> nn.Sequential:
-    """A ReLU MLP whose last layer is zero-initialised (identity coupling at start).
-
-    Args:
-        in_features: Input size.
-        out_features: Output size.
-        hidden: Hidden width.
-        layers: Number of hidden layers (>= 1).
-
-    Returns:
-        The network.
-
-    Shapes:
-        x: ``(batch, in_features)`` -> ``(batch, out_features)``.
-    """
-    check_int(layers, "layers")
-    mods: list[nn.Module] = []
-    width = in_features
-    for _ in range(layers):
-        mods += [nn.Linear(width, hidden), nn.ReLU()]
-        width = hidden
-    last = nn.Linear(width, out_features)
-    nn.init.zeros_(last.weight)
-    nn.init.zeros_(last.bias)
-    return nn.Sequential(*mods, last)
-
-
 # --8<-- [start:channel]
 class ChannelCoupling(nn.Module):
     r"""Glow's coupling on a channel split: $x = [x_1, x_2]$, $y_1 = x_1$, $y_2 = x_2 \odot e^{\log s(x_1)} + t(x_1)$.
 
-    Equivalent to :class:`MaskedCoupling` with a channel mask, but the net sees only the ``C/2`` kept
+    Equivalent to [`MaskedCoupling`][kexue.flow.MaskedCoupling] with a channel mask, but the net sees only the ``C/2`` kept
     channels. Glow's code writes the shift before the scale, $(x_2 + t) \odot s$; the two forms have the
     same expressive power. Log-det $\sum \log s$.
 
     Args:
         channels: Number of channels ``C`` (>= 2); the first ``C // 2`` are kept.
-        hidden: Hidden width of :func:`coupling_convnet`.
-        coupling: Key of :data:`COUPLINGS` (Glow: ``"sigmoid"`` for affine, ``"additive"``).
+        hidden: Hidden width of [`coupling_convnet`][kexue.flow.coupling_convnet].
+        coupling: Key of [`COUPLINGS`][kexue.flow.COUPLINGS] (Glow: ``"sigmoid"`` for affine, ``"additive"``).
 
     Shapes:
         x: ``(batch, C, H, W)``.
@@ -867,14 +796,15 @@ class ChannelCoupling(nn.Module):
         super().__init__()
         check_int(channels, "channels", 2)
         self.k = _coupling_params(coupling)
+        self.channels = channels
         self.c1 = channels // 2
         self.coupling = coupling
         self.net = coupling_convnet(self.c1, self.k * (channels - self.c1), hidden)
 
     def _check(self, x: torch.Tensor) -> None:
         check_tensor(x, "x", (4,), floating=True, nonempty=True)
-        if x.shape[1] != self.c1 + self.net[-1].out_channels // self.k:
-            raise ValueError(f"x must have {self.c1 + self.net[-1].out_channels // self.k} channels, got {x.shape[1]}")
+        if x.shape[1] != self.channels:
+            raise ValueError(f"x must have {self.channels} channels, got {x.shape[1]}")
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         self._check(x)
@@ -902,7 +832,7 @@ class SplitPrior(nn.Module):
     $\hat z \sim \mathcal{N}(0, I)$ this is exactly
     $\log p(z_{\text{out}} \mid z_{\text{keep}}) = \log \mathcal{N}(\hat z; 0, I) - \sum \log\sigma$,
     so the log-det is $-\sum \log \sigma$. Later levels transform only $z_{\text{keep}}$
-    (see :class:`GlowLevel`); $\hat z$ goes straight to the base distribution.
+    (see [`GlowLevel`][kexue.flow.GlowLevel]); $\hat z$ goes straight to the base distribution.
 
     Args:
         channels: Channels ``C`` of ``h`` (>= 2); the first ``C // 2`` are kept.
@@ -985,13 +915,16 @@ def _lu(c: int, g: torch.Generator | None) -> nn.Module:
     return InvConv1x1LU(c, g)
 
 
-#: Channel-mixing variants of a Glow step: ``name -> f(channels, generator) -> layer``.
 PERMUTATIONS: dict[str, Callable[[int, torch.Generator | None], nn.Module]] = {
     "reverse": _reverse,
     "shuffle": _shuffle,
     "conv": _conv,
     "lu": _lu,
 }
+"""Channel-mixing variants of a Glow step: ``name -> f(channels, generator) -> layer``.
+
+``"reverse"`` (NICE), ``"shuffle"`` (a fixed random permutation), ``"conv"`` (Glow's 1x1
+convolution with a float64 ``slogdet``) and ``"lu"`` (its LU parameterisation)."""
 
 
 # --8<-- [start:step]
@@ -1001,8 +934,8 @@ class GlowStep(nn.Module):
     Args:
         channels: Number of channels ``C`` (>= 2).
         hidden: Hidden width of the coupling net.
-        permutation: Key of :data:`PERMUTATIONS` (``"lu"``, ``"conv"``, ``"shuffle"``, ``"reverse"``).
-        coupling: Key of :data:`COUPLINGS` (``"sigmoid"`` = Glow's affine, ``"additive"``).
+        permutation: Key of [`PERMUTATIONS`][kexue.flow.PERMUTATIONS] (``"lu"``, ``"conv"``, ``"shuffle"``, ``"reverse"``).
+        coupling: Key of [`COUPLINGS`][kexue.flow.COUPLINGS] (``"sigmoid"`` = Glow's affine, ``"additive"``).
         actnorm: Whether to include ActNorm (with data-dependent init).
         generator: Random generator for the permutation / 1x1 initialisation.
 
@@ -1022,13 +955,13 @@ class GlowStep(nn.Module):
         super().__init__()
         if permutation not in PERMUTATIONS:
             raise ValueError(f"permutation must be one of {sorted(PERMUTATIONS)}, got {permutation!r}")
-        self.actnorm = ActNorm(channels) if actnorm else nn.Identity()
+        self.actnorm = ActNorm(channels) if actnorm else None
         self.mix = PERMUTATIONS[permutation](channels, generator)
         self.coupling = ChannelCoupling(channels, hidden, coupling)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         log_det = x.new_zeros(x.shape[0])
-        if isinstance(self.actnorm, ActNorm):
+        if self.actnorm is not None:
             x, log_det = self.actnorm(x)
         x, ld = self.mix(x)
         y, ld2 = self.coupling(x)
@@ -1038,7 +971,7 @@ class GlowStep(nn.Module):
         x, log_det = self.coupling.inverse(y)
         x, ld = self.mix.inverse(x)
         log_det = log_det + ld
-        if isinstance(self.actnorm, ActNorm):
+        if self.actnorm is not None:
             x, ld = self.actnorm.inverse(x)
             log_det = log_det + ld
         return x, log_det
@@ -1049,25 +982,25 @@ class GlowLevel(nn.Module):
     """One scale of Glow: squeeze -> K steps -> split (inner levels on the kept half) -> unsqueeze.
 
     The whole level maps ``(batch, C, H, W)`` to the same shape, so the model's latent has the shape
-    of the data; factored-out halves are standardised by :class:`SplitPrior`, the last level's output
-    by :class:`LearnedPrior`.
+    of the data; factored-out halves are standardised by [`SplitPrior`][kexue.flow.SplitPrior], the last level's output
+    by [`LearnedPrior`][kexue.flow.LearnedPrior].
 
     Args:
-        steps: The K :class:`GlowStep` layers (acting on the squeezed tensor with ``4C`` channels).
+        steps: The K [`GlowStep`][kexue.flow.GlowStep] layers (acting on the squeezed tensor with ``4C`` channels).
         inner: The next level (acting on the kept ``2C`` channels), or None for the last level.
-        top_shape: Shape ``(4C, H/2, W/2)`` for the learned top prior of the last level.
+        shape: Shape ``(4C, H/2, W/2)`` of the squeezed tensor the steps act on (it sizes the split,
+            or the learned top prior of the last level).
 
     Shapes:
         x: ``(batch, C, H, W)``.
     """
 
-    def __init__(self, steps: Sequence[nn.Module], inner: GlowLevel | None, top_shape: Sequence[int]) -> None:
+    def __init__(self, steps: Sequence[nn.Module], inner: GlowLevel | None, shape: Sequence[int]) -> None:
         super().__init__()
         self.steps = FlowSequential(steps)
         self.inner = inner
-        c = top_shape[0]
-        self.split = SplitPrior(c) if inner is not None else None
-        self.top = LearnedPrior(top_shape) if inner is None else None
+        self.split = SplitPrior(shape[0]) if inner is not None else None
+        self.top = LearnedPrior(shape) if inner is None else None
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = squeeze2d(x)
@@ -1094,7 +1027,7 @@ class GlowLevel(nn.Module):
 
 
 # ----------------------------------------------------------------------------------------------
-# Base distributions and the Flow container
+# The standard normal base and the Flow container
 # ----------------------------------------------------------------------------------------------
 
 
@@ -1103,51 +1036,35 @@ def _normal_log_prob(z: torch.Tensor) -> torch.Tensor:
     return _sum_except_batch(-0.5 * (z * z + _LOG2PI))
 
 
-def _normal_sample(shape: Sequence[int], generator: torch.Generator | None, dtype: torch.dtype) -> torch.Tensor:
-    return torch.randn(*shape, generator=generator, dtype=dtype)
-
-
-def _uniform_log_prob(z: torch.Tensor) -> torch.Tensor:
-    """Uniform on the unit cube [0, 1)^D: 0 inside, -inf outside."""
-    inside = ((z >= 0) & (z < 1)).reshape(z.shape[0], -1).all(dim=1)
-    return torch.where(inside, z.new_zeros(z.shape[0]), z.new_full((z.shape[0],), -math.inf))
-
-
-def _uniform_sample(shape: Sequence[int], generator: torch.Generator | None, dtype: torch.dtype) -> torch.Tensor:
-    return torch.rand(*shape, generator=generator, dtype=dtype)
-
-
-#: Base distributions: ``name -> (log_prob(z) -> (batch,), sample(shape, generator, dtype))``.
-BASES: dict[str, tuple[Callable[..., torch.Tensor], Callable[..., torch.Tensor]]] = {
-    "normal": (_normal_log_prob, _normal_sample),
-    "uniform": (_uniform_log_prob, _uniform_sample),
-}
-
-
 # --8<-- [start:flow]
 class Flow(nn.Module):
-    r"""A flow model: an invertible ``transform`` (data -> latent) over a fixed base distribution.
+    r"""A flow model: an invertible ``transform`` (data -> latent) over a standard normal base.
 
-    $\log p(x) = \log p_Z(f(x)) + \log|\det \partial f / \partial x|$. Sampling at temperature $T$
-    draws $z = T \varepsilon$ from the (normal) base and inverts; because split priors are written
-    as standardisations, this scales the noise of every level, as in Glow.
+    $\log p(x) = \log \mathcal{N}(f(x); 0, I) + \log|\det \partial f / \partial x|$. Sampling at
+    temperature $T$ draws $z = T \varepsilon$, $\varepsilon \sim \mathcal{N}(0, I)$, and inverts;
+    because split priors are written as standardisations, this scales the noise of every level, as
+    in Glow.
 
     Args:
-        transform: Any layer (or :class:`FlowSequential`) following this module's contract.
+        transform: Any layer (or [`FlowSequential`][kexue.flow.FlowSequential]) following this
+            module's contract.
         event_shape: Shape of one example, e.g. ``(2,)`` or ``(1, 8, 8)``.
-        base: Key of :data:`BASES` (``"normal"`` or ``"uniform"`` on the unit cube).
 
     Shapes:
         x: ``(batch, *event_shape)``.
+
+    Examples:
+        >>> import torch
+        >>> from kexue.flow import Flow, FlowSequential
+        >>> identity = Flow(FlowSequential([]), (2,))  # no layers: the standard normal itself
+        >>> identity.log_prob(torch.zeros(1, 2))  # -log(2 pi)
+        tensor([-1.8379])
     """
 
-    def __init__(self, transform: nn.Module, event_shape: Sequence[int], base: str = "normal") -> None:
+    def __init__(self, transform: nn.Module, event_shape: Sequence[int]) -> None:
         super().__init__()
-        if base not in BASES:
-            raise ValueError(f"base must be one of {sorted(BASES)}, got {base!r}")
         self.transform = transform
         self.event_shape = tuple(int(s) for s in event_shape)
-        self.base = base
 
     @property
     def dims(self) -> int:
@@ -1172,72 +1089,40 @@ class Flow(nn.Module):
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
         """Exact log-density (nats) per example."""
         z, log_det = self(x)
-        return BASES[self.base][0](z) + log_det
+        return _normal_log_prob(z) + log_det
 
     def bits_per_dim(self, x: torch.Tensor, levels: int) -> torch.Tensor:
-        """:func:`bits_per_dim` of dequantised data ``x = (v + u) / levels`` per example."""
+        """[`bits_per_dim`][kexue.flow.bits_per_dim] of dequantised data ``x = (v + u) / levels`` per example."""
         return bits_per_dim(self.log_prob(x), self.dims, levels)
 
     @torch.no_grad()
     def sample(
         self, n: int, temperature: float = 1.0, *, generator: torch.Generator | None = None
     ) -> torch.Tensor:
-        """Draw ``n`` samples; ``temperature`` scales the normal base's standard deviation.
+        r"""Draw ``n`` samples $f^{-1}(T \varepsilon)$, $\varepsilon \sim \mathcal{N}(0, I)$.
 
         Args:
             n: Number of samples (>= 1).
-            temperature: $T \\ge 0$ (only 1 is allowed for the uniform base).
+            temperature: $T \ge 0$, the standard deviation of the base noise.
             generator: Random generator.
 
         Returns:
             Samples of shape ``(n, *event_shape)``.
+
+        Raises:
+            ValueError: If ``n < 1`` or ``temperature < 0``.
         """
         check_int(n, "n")
-        if not temperature >= 0:
-            raise ValueError(f"temperature must be >= 0, got {temperature!r}")
-        if self.base != "normal" and temperature != 1.0:
-            raise ValueError(f"temperature must be 1 for the {self.base!r} base, got {temperature!r}")
+        check_real(temperature, "temperature", at_least=0)
         dtype = next((p.dtype for p in self.parameters()), torch.get_default_dtype())
-        z = BASES[self.base][1]((n, *self.event_shape), generator, dtype) * temperature
+        z = torch.randn(n, *self.event_shape, generator=generator, dtype=dtype) * temperature
         return self.transform.inverse(z)[0]
 # --8<-- [end:flow]
 
 
 # ----------------------------------------------------------------------------------------------
-# The two models of the page
+# The article's model
 # ----------------------------------------------------------------------------------------------
-
-
-def realnvp_2d(
-    n_couplings: int = 8,
-    hidden: int = 64,
-    coupling: str = "tanh",
-    actnorm: bool = False,
-    seed: int = 0,
-) -> Flow:
-    """RealNVP for 2-D data: affine couplings with alternating masks ``[1, 0]`` / ``[0, 1]``.
-
-    Args:
-        n_couplings: Number of coupling layers (>= 1).
-        hidden: Hidden width of each coupling's two-layer MLP.
-        coupling: Key of :data:`COUPLINGS`.
-        actnorm: Put an :class:`ActNorm` before each coupling.
-        seed: Seed for the nets' initial weights.
-
-    Returns:
-        A :class:`Flow` with a standard normal base and ``event_shape == (2,)``.
-    """
-    check_int(n_couplings, "n_couplings")
-    k = _coupling_params(coupling)
-    layers: list[nn.Module] = []
-    with torch.random.fork_rng(devices=[]):  # nn.Linear draws from the global generator; leave it as it was
-        torch.manual_seed(seed)
-        for i in range(n_couplings):
-            if actnorm:
-                layers.append(ActNorm(2))
-            mask = torch.tensor([1.0, 0.0]) if i % 2 == 0 else torch.tensor([0.0, 1.0])
-            layers.append(MaskedCoupling(mask, mlp(2, 2 * k, hidden), coupling))
-    return Flow(FlowSequential(layers), (2,))
 
 
 def glow(
@@ -1259,13 +1144,13 @@ def glow(
         levels: Number of scales (>= 1).
         depth: Glow steps per level (>= 1).
         hidden: Coupling net width.
-        permutation: Key of :data:`PERMUTATIONS`.
-        coupling: Key of :data:`COUPLINGS`.
+        permutation: Key of [`PERMUTATIONS`][kexue.flow.PERMUTATIONS].
+        coupling: Key of [`COUPLINGS`][kexue.flow.COUPLINGS].
         actnorm: Whether the steps include ActNorm.
         seed: Seed for all initial weights.
 
     Returns:
-        A :class:`Flow` with a standard normal base.
+        A [`Flow`][kexue.flow.Flow] with a standard normal base.
 
     Raises:
         ValueError: If the image size is not divisible by ``2**levels``.
@@ -1291,76 +1176,3 @@ def glow(
             inner = GlowLevel(level_steps, inner, shape)
     assert inner is not None
     return Flow(inner, tuple(event_shape))
-
-
-# --8<-- [start:fit]
-def fit(
-    model: Flow,
-    data: torch.Tensor,
-    *,
-    steps: int,
-    batch_size: int = 64,
-    lr: float = 1e-3,
-    levels: int | None = None,
-    seed: int = 0,
-    clip: float = 50.0,
-    init_batch: int = 512,
-    eval_data: torch.Tensor | None = None,
-    eval_every: int = 20,
-) -> dict[str, list[float]]:
-    """Train a flow by maximum likelihood with Adam (seeded minibatches, gradient-norm clipping).
-
-    First runs one forward pass on ``init_batch`` examples in training mode, which triggers the
-    data-dependent ActNorm initialisation on a large batch. With ``levels`` set, ``data`` holds
-    integer levels and every batch is freshly dequantised (:func:`dequantize`).
-
-    Args:
-        model: The flow.
-        data: Training examples (points, or integer levels if ``levels`` is given).
-        steps: Optimiser steps (>= 1).
-        batch_size: Examples per step.
-        lr: Adam learning rate.
-        levels: Number of levels for dequantisation, or None for continuous data.
-        seed: Seed of the minibatch and dequantisation noise.
-        clip: Max gradient norm.
-        init_batch: Examples used for the data-dependent initialisation.
-        eval_data: Optional held-out data (already dequantised if ``levels`` is set), evaluated
-            every ``eval_every`` steps: bits/dim if ``levels`` is set, else mean negative log-likelihood.
-        eval_every: Evaluation period in steps.
-
-    Returns:
-        ``{"loss": [...], "eval_step": [...], "eval": [...]}``; ``loss`` is the training negative
-        log-likelihood per dimension (nats) at every step.
-
-    Shapes:
-        data: ``(n, *model.event_shape)``.
-    """
-    check_int(steps, "steps")
-    check_int(batch_size, "batch_size")
-    g = torch.Generator().manual_seed(seed)
-    n = data.shape[0]
-
-    def batch(size: int) -> torch.Tensor:
-        xb = data[torch.randint(0, n, (size,), generator=g)]
-        return dequantize(xb, levels, generator=g) if levels is not None else xb
-
-    model.train()
-    with torch.no_grad():
-        model.log_prob(batch(min(init_batch, n)))
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    out: dict[str, list[float]] = {"loss": [], "eval_step": [], "eval": []}
-    for step in range(1, steps + 1):
-        loss = -model.log_prob(batch(batch_size)).mean() / model.dims
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
-        opt.step()
-        out["loss"].append(loss.item())
-        if eval_data is not None and (step % eval_every == 0 or step == steps):
-            with torch.no_grad():
-                lp = model.log_prob(eval_data)
-                value = bits_per_dim(lp, model.dims, levels).mean() if levels is not None else -lp.mean()
-            out["eval_step"].append(step)
-            out["eval"].append(float(value))
-    return out
-# --8<-- [end:fit]
