@@ -214,13 +214,12 @@ def realnvp_2d(
         raise ValueError(f"coupling must be one of {sorted(COUPLINGS)}, got {coupling!r}")
     out = 2 if coupling == "additive" else 4
     layers: list[nn.Module] = []
-    with torch.random.fork_rng(devices=[]):  # nn.Linear's constructor draws from the global generator
-        for i in range(n_couplings):
-            if actnorm:
-                layers.append(ActNorm(2))
-            mask = torch.tensor([1.0, 0.0]) if i % 2 == 0 else torch.tensor([0.0, 1.0])
-            net = seeded_mlp([2, hidden, hidden, out], seed=seed + i, zero_last=True)
-            layers.append(MaskedCoupling(mask, net, coupling))
+    for i in range(n_couplings):  # seeded_mlp leaves the global generator alone
+        if actnorm:
+            layers.append(ActNorm(2))
+        mask = torch.tensor([1.0, 0.0]) if i % 2 == 0 else torch.tensor([0.0, 1.0])
+        net = seeded_mlp([2, hidden, hidden, out], seed=seed + i, zero_last=True)
+        layers.append(MaskedCoupling(mask, net, coupling))
     return Flow(FlowSequential(layers), (2,))
 
 
