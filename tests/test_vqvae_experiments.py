@@ -15,7 +15,9 @@ from kexue.experiments.vqvae import (
     StackedVQVAE,
     code_patches,
     digit_confidence,
+    digit_features,
     evaluate_vqvae,
+    frechet_distance,
     images_to_patches,
     montage,
     patch_kmeans,
@@ -162,6 +164,9 @@ def test_vqvae_encode_decode_shapes_and_bad_codes():
         model(x[:, 0:1].expand(3, 2, 8, 8))
     with pytest.raises(ValueError, match="codes must lie"):
         model.decode(codes + 16)
+    assert VQVAE(16, 8, 16, kernel=1).decode(codes).shape == (3, 1, 8, 8)  # codes painted without neighbours
+    with pytest.raises(ValueError, match="kernel must be odd"):
+        VQVAE(16, 8, 16, kernel=2)
 
 
 # ---------------------------------------------------------------- priors side by side
@@ -249,6 +254,30 @@ def test_digit_confidence_bounds_and_a_trained_classifier(digits):
     torch.nn.init.zeros_(constant[1].bias)
     flat = digit_confidence(constant, x[:5])  # uniform prediction: confidence 1/10, entropy log2(10)
     assert flat["confidence"] == pytest.approx(0.1) and flat["entropy"] == pytest.approx(torch.log2(torch.tensor(10.0)).item())
+
+
+def test_frechet_distance_closed_forms_float64():
+    a = torch.randn(400, 5, generator=_gen(8), dtype=torch.float64)
+    assert abs(frechet_distance(a, a)) < 1e-9
+    # b = 2a + 1: mean 2 mu + 1, covariance 4 Sigma, so d^2 = |mu + 1|^2 + tr(Sigma + 4 Sigma - 2 * 2 Sigma)
+    b = 2 * a + 1
+    want = (a.mean(0) + 1).pow(2).sum() + torch.cov(a.T).trace()
+    assert frechet_distance(a, b) == pytest.approx(want.item(), rel=1e-9)
+    assert frechet_distance(a, b) == pytest.approx(frechet_distance(b, a), rel=1e-9)
+    shift = a + torch.tensor([3.0, 0, 0, 0, 0], dtype=torch.float64)  # a pure shift: only the mean term
+    assert frechet_distance(a, shift) == pytest.approx(9.0, rel=1e-9)
+    with pytest.raises(ValueError, match="at least two rows"):
+        frechet_distance(a[:1], a)
+    with pytest.raises(ValueError, match="equal widths"):
+        frechet_distance(a, a[:, :3])
+
+
+def test_digit_features_are_the_hidden_layer():
+    clf = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 7), torch.nn.ReLU(), torch.nn.Linear(7, 10))
+    x = torch.rand(5, 1, 8, 8, generator=_gen())
+    f = digit_features(clf, x)
+    assert f.shape == (5, 7) and f.dtype == torch.float64 and (f >= 0).all()
+    torch.testing.assert_close(f, torch.relu(clf[1](x.flatten(1))).double().detach())
 
 
 def test_code_patches_are_the_mean_windows():
