@@ -9,6 +9,10 @@ flags given as strings, a bool taken for a noise level, unclear errors for empty
 
 from __future__ import annotations
 
+from fractions import Fraction
+
+import numpy as np
+import pytest
 import torch
 
 from kexue import _checks as C
@@ -103,3 +107,59 @@ CASES = DATA_CASES + CHECKS_CASES
 test_bad_input, test_bad_scalars = probe_tests(CASES)
 test_data_inventory = inventory_test("kexue.data", DATA_CASES, DATA_EXEMPT)
 test_checks_inventory = inventory_test("kexue._checks", CHECKS_CASES, CHECKS_EXEMPT)
+
+
+# ----------------------------------------------------------------------------- the review's findings
+
+
+@pytest.mark.parametrize("scale", ["yes", None, 1])
+def test_load_digits_rejects_a_flag_that_is_not_a_bool(scale):
+    """Review S3: scale='yes' and scale=None were taken as truthy/falsy and loaded the data."""
+    with pytest.raises(ValueError, match=r"^scale must be True or False, got "):
+        D.load_digits(scale=scale)
+
+
+@pytest.mark.parametrize("noise", [True, "1", None, float("nan"), -0.1, float("inf")])
+def test_make_moons_noise_must_be_a_finite_number(noise):
+    """Review S3/S6: noise=True drew noise of scale 1; '1' and None failed with a bare comparison error."""
+    with pytest.raises(ValueError, match=r"^noise must be a finite number >= 0, got "):
+        D.make_moons(10, noise=noise)
+
+
+def test_make_moons_takes_numpy_integers_and_names_a_seed_beyond_scikit_learns_range():
+    a, la = D.make_moons(np.int64(10), noise=np.float64(0.1), seed=np.int64(3))
+    b, lb = D.make_moons(10, noise=0.1, seed=3)
+    assert torch.equal(a, b) and torch.equal(la, lb)
+    with pytest.raises(ValueError, match=r"seed must be an integer in \[0, 2\*\*32\)"):
+        D.make_moons(10, seed=2**32)
+
+
+def test_train_test_split_names_the_tensor_that_does_not_fit():
+    """Review S6: an empty tensor was reported as 'tensors must share their first dimension, got [0, 10]'."""
+    a, b = torch.arange(10), torch.zeros(10, 2)
+    with pytest.raises(ValueError, match=r"tensors\[0\] has 0, tensors\[1\] has 10"):
+        D.train_test_split(a[:0], b)
+    with pytest.raises(ValueError, match=r"tensors\[0\] has 10, tensors\[2\] has 9"):
+        D.train_test_split(a, b, b[:9])
+    with pytest.raises(ValueError, match=r"tensors\[0\] must hold at least 2 examples to split, got 1"):
+        D.train_test_split(a[:1])
+    with pytest.raises(TypeError, match=r"tensors\[1\] must be a torch.Tensor, got list"):
+        D.train_test_split(a, b.tolist())
+    with pytest.raises(ValueError, match=r"tensors\[0\] must have at least one dimension"):
+        D.train_test_split(a[0], a[0])
+
+
+def test_train_test_split_counts_given_as_numpy_integers():
+    a = torch.arange(10)
+    assert len(D.train_test_split(a, test_size=np.int64(3))[1]) == 3
+    assert torch.equal(D.train_test_split(a, test_size=np.float64(0.3))[1], D.train_test_split(a, test_size=0.3)[1])
+    for bad in (True, np.bool_(True)):
+        with pytest.raises(TypeError, match="test_size must be a float fraction or an int count"):
+            D.train_test_split(a, test_size=bad)
+
+
+def test_numpy_scalars_reach_the_checks_as_numbers():
+    """Review S5: check_int(np.int64(3), 'n') and check_real(np.float32(0.5), ...) were rejected."""
+    assert C.check_int(np.int64(3), "n", 1) == 3
+    assert C.check_real(np.float32(0.5), "lr", above=0.0, at_most=1.0) == 0.5
+    assert C.check_real(Fraction(1, 2), "lr", above=0.0, at_most=1.0) == 0.5
