@@ -96,6 +96,28 @@ def _as_points(x: torch.Tensor, name: str) -> torch.Tensor:
     return check_finite(x, name)
 
 
+def _check_magnitude(x: torch.Tensor, name: str, *, centred: bool = True) -> torch.Tensor:
+    r"""Reject points whose Gram matrix would overflow ``x``'s dtype.
+
+    Squared distances of centred points are at most $4\sum_k \mathrm{span}_k^2$ (products of
+    uncentred points $\max_i\lVert x_i\rVert^2$); beyond the dtype's largest number the kernels'
+    arithmetic turns ``inf - inf`` into NaN entries. O(n d), in float64.
+    """
+    xd = x.detach().double()
+    if centred:
+        span = xd.amax(dim=0) - xd.amin(dim=0)
+        worst = 4 * float((span * span).sum())
+    else:
+        worst = float((xd * xd).sum(dim=1).max())
+    big = torch.finfo(x.dtype).max
+    if not worst < big:
+        raise ValueError(
+            f"{name} is too large for {x.dtype}: its kernel's squared distances or products reach about "
+            f"{worst:.3g}, beyond the largest {x.dtype} ({big:.3g}); scale {name} down or use float64"
+        )
+    return x
+
+
 def _check_labels(labels: torch.Tensor, name: str) -> torch.Tensor:
     """Categories of a delta kernel: a non-empty vector of any dtype, without NaN."""
     if not isinstance(labels, torch.Tensor):
@@ -206,6 +228,7 @@ def sq_distances(x: torch.Tensor) -> torch.Tensor:
     x = _as_points(x, "x")
     if x.dtype in _LOW_PRECISION:  # computed in float32, rounded once at the end
         return sq_distances(x.float()).to(x.dtype)
+    _check_magnitude(x, "x")
     x = x - x.mean(dim=0, keepdim=True)
     r = (x * x).sum(dim=1)
     if torch.is_grad_enabled() and x.requires_grad:
@@ -275,7 +298,8 @@ def gaussian_kernel(x: torch.Tensor, sigma: float | str = "median", *, scale: fl
         x: ``(n, d)`` or ``(n,)``; returns ``(n, n)``.
 
     Raises:
-        ValueError: If ``sigma`` or ``scale`` is not positive, or ``x`` has a bad shape.
+        ValueError: If ``sigma`` or ``scale`` is not positive, or ``x`` has a bad shape, holds
+            NaN/inf, or is so large that its squared distances overflow its dtype.
 
     Examples:
         >>> import math, torch
@@ -289,6 +313,7 @@ def gaussian_kernel(x: torch.Tensor, sigma: float | str = "median", *, scale: fl
     x = _as_points(x, "x")
     if x.dtype in _LOW_PRECISION:  # computed in float32, rounded once at the end
         return gaussian_kernel(x.float(), sigma, scale=scale).to(x.dtype)
+    _check_magnitude(x, "x")
     d2 = sq_distances(x)
     if isinstance(sigma, str):
         if sigma != "median":
@@ -315,6 +340,7 @@ def linear_kernel(x: torch.Tensor) -> torch.Tensor:
     x = _as_points(x, "x")
     if x.dtype in _LOW_PRECISION:  # computed in float32, rounded once at the end
         return linear_kernel(x.float()).to(x.dtype)
+    _check_magnitude(x, "x", centred=False)
     return x @ x.mT
 
 
@@ -855,13 +881,17 @@ def hsic_test(
             continue
         _as_points(z, name)
         if kernel == "linear":
+            _check_magnitude(z.float() if z.dtype in _LOW_PRECISION else z, name, centred=False)
             if method == "gamma":
                 raise ValueError(f"kernel_{name}='linear' does not fit the gamma test, which assumes k(a, a) = 1 "
                                  "(Gaussian, delta kernels); use method='permutation'")
             grams.append(lambda z=z: linear_kernel(z))
             continue
-        if not (isinstance(sigma, str) and sigma == "median"):
+        if isinstance(sigma, str) and sigma == "median":
+            z = _tame(z)  # the median width is scale-free: an exact power-of-two rescaling changes nothing
+        else:
             check_real(sigma, f"sigma_{name}", above=0, hint=" or 'median'")
+            _check_magnitude(z.float() if z.dtype in _LOW_PRECISION else z, name)
         grams.append(lambda z=z, sigma=sigma: gaussian_kernel(z, sigma))
     if x.shape[0] != y.shape[0]:
         raise ValueError(f"x and y must have the same number of rows n, got {x.shape[0]} and {y.shape[0]}")

@@ -373,6 +373,31 @@ def test_hsic_test_names_the_argument_at_fault():
     assert 0 < result.p_value <= 1
 
 
+@pytest.mark.parametrize("kernel", [H.sq_distances, H.gaussian_kernel, H.linear_kernel])
+def test_kernels_name_points_whose_distances_overflow(kernel):
+    """Review S4 (1e30 probes): float32 points of 1e20 gave NaN distances (inf - inf), and the median
+    width of 1e30 points failed as 'sigma must be a finite number > 0, got inf'."""
+    x = _points(10, 2).float()
+    with pytest.raises(ValueError, match=r"^x is too large for torch.float32: .* scale x down or use float64"):
+        kernel(x * 1e20)
+    assert torch.isfinite(kernel(x.double() * 1e20)).all()  # fine in float64
+    assert torch.isfinite(kernel(x * 1e15)).all()
+
+
+def test_hsic_test_with_median_widths_does_not_depend_on_the_scale():
+    x, y = _points(12, 1, 0).float(), _points(12, 1, 1).float()
+    y = x**2 + 0.1 * y
+    for method in ("gamma", "permutation"):
+        base = H.hsic_test(x, y, method, n_permutations=19, generator=_gen())
+        for scale in (1e30, 1e-30):
+            out = H.hsic_test(x * scale, y / scale, method, n_permutations=19, generator=_gen())
+            assert out.statistic == pytest.approx(base.statistic, rel=1e-6) and out.p_value == pytest.approx(base.p_value)
+    with pytest.raises(ValueError, match="^y is too large for torch.float32"):
+        H.hsic_test(x, y * 1e30, sigma_y=1.0)
+    with pytest.raises(ValueError, match="^y is too large for torch.float32"):
+        H.hsic_test(x, y * 1e30, kernel_y="linear")
+
+
 def test_hsic_gaussian_checks_its_flag_and_keeps_float16_in_float32():
     x, y = _points(30, 2, 0), _points(30, 1, 1)
     with pytest.raises(ValueError, match="normalized must be True or False, got 'yes'"):
