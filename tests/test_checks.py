@@ -128,3 +128,66 @@ def test_check_floating_dtype():
             check_floating_dtype(value)
     with pytest.raises(TypeError, match="out_dtype must be"):
         check_floating_dtype(torch.int32, "out_dtype")
+
+
+# ----------------------------------------------------------------------------- numpy scalars, fractions, the checks' own parameters
+
+
+def test_numpy_integers_are_integers_and_come_back_as_int():
+    """Review S5: check_int(np.int64(3), 'n') was rejected although it is a valid integer."""
+    np = pytest.importorskip("numpy")
+    for value in (np.int64(3), np.int32(3), np.uint8(3)):
+        out = check_int(value, "n", 1)
+        assert out == 3 and type(out) is int
+    for value in (np.float64(3.0), np.bool_(True), np.int64(0)):
+        with pytest.raises(ValueError, match=r"^n must be an integer >= 1, got "):
+            check_int(value, "n")
+
+
+def test_numpy_floats_and_fractions_are_reals():
+    """Review S5: check_real(np.float32(0.5), ...) and Fraction(1, 2) were rejected."""
+    from fractions import Fraction
+
+    np = pytest.importorskip("numpy")
+    for value in (np.float32(0.5), np.float64(0.5), np.float16(0.5), Fraction(1, 2)):
+        out = check_real(value, "lr", above=0.0, at_most=1.0)
+        assert out == 0.5 and type(out) is float
+    assert check_real(np.int64(2), "scale", above=0) == 2.0
+    for value in (np.float32("nan"), np.float64("inf"), np.bool_(True), Fraction(3, 2), torch.tensor(0.5)):
+        with pytest.raises(ValueError, match=r"^lr must be a finite number > 0 and <= 1, got "):
+            check_real(value, "lr", above=0.0, at_most=1.0)
+
+
+def test_an_int_beyond_the_float_range_is_infinite_not_an_overflow():
+    with pytest.raises(ValueError, match=r"^n_sigma must be a finite number, got 1000"):
+        check_real(10**400, "n_sigma")
+    assert check_real(10**400, "t", finite=False) == math.inf
+    assert check_real(-(10**400), "t", finite=False) == -math.inf
+
+
+@pytest.mark.parametrize(
+    ("call", "word"),
+    [(lambda: check_int(3, None), "name"), (lambda: check_int(3, "n", 1.5), "minimum"),
+     (lambda: check_int(3, "n", True), "minimum"), (lambda: check_int(3, "n", "3"), "minimum"),
+     (lambda: check_int(3, "n", None), "minimum"), (lambda: check_real(0.5, 3), "name"),
+     (lambda: check_real(0.5, "lr", above="1"), "above"), (lambda: check_real(0.5, "lr", at_least=True), "at_least"),
+     (lambda: check_real(0.5, "lr", at_most=math.nan), "at_most"), (lambda: check_real(0.5, "lr", finite=1), "finite"),
+     (lambda: check_real(0.5, "lr", hint=None), "hint"), (lambda: check_tensor(torch.zeros(2), None), "name"),
+     (lambda: check_tensor(torch.zeros(2), "x", "1"), "ndim"), (lambda: check_tensor(torch.zeros(2), "x", (1, -1)), "ndim"),
+     (lambda: check_tensor(torch.zeros(2), "x", 1.0), "ndim"), (lambda: check_tensor(torch.zeros(2), "x", floating="yes"), "floating"),
+     (lambda: check_tensor(torch.zeros(2), "x", nonempty=None), "nonempty"),
+     (lambda: check_generator(torch.Generator(), None), "name"), (lambda: check_bool(True, 0), "name"),
+     (lambda: check_finite(torch.zeros(2), None), "name"), (lambda: check_floating_dtype(torch.float32, 1), "name")],
+)
+def test_the_checks_own_parameters_are_checked(call, word):
+    """Review S3/S6: check_int(3, 'n', 1.5) and check_generator(g, None) passed silently; a str bound
+    failed with a bare comparison error. A slip in a caller must not turn a check off."""
+    with pytest.raises(TypeError, match=rf"^{word} must be"):
+        call()
+
+
+def test_numpy_ranks_are_ranks():
+    np = pytest.importorskip("numpy")
+    x = torch.zeros(2, 3)
+    assert check_tensor(x, "x", np.int64(2)) is x
+    assert check_tensor(x, "x", [1, np.int64(2)]) is x

@@ -312,8 +312,10 @@ def test_bottleneck_loss_cache_gives_the_same_values_and_gradients(nhsic):
     assert values[0] == pytest.approx(values[1], rel=1e-12) and values[1] == pytest.approx(values[2], rel=1e-12)
     assert torch.allclose(grads[0], grads[2], rtol=1e-10, atol=1e-14)
     assert set(cache) == {f"{nhsic}_x", f"{nhsic}_y"}
-    with pytest.raises(ValueError, match="same shape"):
+    with pytest.raises(ValueError, match=r"Kx must be the \(n, n\) = \(10, 10\) Gram matrix of z's batch"):
         H.bottleneck_loss(torch.tanh(x[:10] @ w), Kx, Ky, beta=1.0, nhsic=nhsic)
+    with pytest.raises(ValueError, match="cache holds the matrices of a batch of 24 examples"):
+        H.bottleneck_loss(torch.tanh(x[:10] @ w), Kx[:10, :10], Ky[:10, :10], beta=1.0, nhsic=nhsic, cache=cache)
 
 
 # ---------------------------------------------------------------------------------------------- tests
@@ -340,8 +342,11 @@ def test_gamma_test_matches_gretton_formulae_written_out():
 
 def test_gamma_test_refuses_kernels_without_unit_diagonal():
     x, y = _sample(20)
-    with pytest.raises(ValueError, match="k\\(x, x\\) = 1"):
+    with pytest.raises(ValueError, match="kernel_x='linear' does not fit the gamma test"):
         H.hsic_test(x, y, "gamma", kernel_x="linear")
+    K, L = H.linear_kernel(x), H.gaussian_kernel(y)
+    with pytest.raises(ValueError, match="k\\(x, x\\) = 1"):
+        H.gamma_test(K, L)
 
 
 def test_permutation_test_matches_a_loop_over_permutations():
@@ -512,7 +517,7 @@ def test_tiled_hsic_bad_inputs():
         ((x, y), {"block_rows": 0}, ValueError, "block_rows"),
         ((x.long(), y), {}, TypeError, "x must be a floating"),
         ((x, y.reshape(2, 5, 1)), {}, ValueError, "y must have 1 or 2 dimensions"),
-        ((x, torch.full((10, 1), math.nan, dtype=F64)), {}, ValueError, "y contains NaN"),
+        ((x, torch.full((10, 1), math.nan, dtype=F64)), {}, ValueError, "y must be finite, got 10 NaN"),
     ]
     for args, kwargs, error, match in cases:
         with pytest.raises(error, match=match):

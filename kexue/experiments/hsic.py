@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from kexue._checks import check_int, check_real, check_tensor
+from kexue._checks import check_bool, check_finite, check_floating_dtype, check_int, check_real, check_tensor
 from kexue.experiments.training import LossFn, fit
 from kexue.hsic import bottleneck_loss, delta_kernel, gaussian_kernel
 
@@ -117,13 +117,12 @@ def make_dependence(
         >>> x.shape, bool(torch.allclose(y, x * x))
         (torch.Size([5, 1]), True)
     """
-    if kind not in DEPENDENCES:
+    if not isinstance(kind, str) or kind not in DEPENDENCES:
         raise ValueError(f"kind must be one of {sorted(DEPENDENCES)}, got {kind!r}")
-    check_int(n, "n")
-    check_int(seed, "seed", 0)
+    n = check_int(n, "n")
+    seed = check_int(seed, "seed", 0)
     s = DEPENDENCES[kind] if noise is None else check_real(noise, "noise", at_least=0)
-    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-        raise TypeError(f"dtype must be a floating torch.dtype, got {dtype!r}")
+    check_floating_dtype(dtype)
     g = torch.Generator().manual_seed(seed)
 
     def u(a: float, b: float) -> Tensor:
@@ -170,7 +169,9 @@ def pearson_variance_ratio(x: Tensor, y: Tensor) -> tuple[float, float]:
         x, y: ``(n,)`` or ``(n, 1)`` with ``n >= 2``.
 
     Raises:
-        ValueError: If the shapes differ, ``n < 2``, or a sample is constant.
+        ValueError: If the shapes differ or are not one column, ``n < 2``, a sample holds NaN or
+            infinite values, or a sample is constant.
+        TypeError: If a sample is not a floating tensor.
 
     Examples:
         >>> g = torch.Generator().manual_seed(0)
@@ -179,7 +180,11 @@ def pearson_variance_ratio(x: Tensor, y: Tensor) -> tuple[float, float]:
         >>> abs(r) < 0.01, abs(rho - 1) < 0.02
         (True, True)
     """
-    x, y = (check_tensor(t, name, (1, 2), floating=True).reshape(-1).double() for t, name in ((x, "x"), (y, "y")))
+    for t, name in ((x, "x"), (y, "y")):
+        check_finite(check_tensor(t, name, (1, 2), floating=True), name)
+        if t.dim() == 2 and t.shape[1] != 1:
+            raise ValueError(f"{name} must be one sample, of shape (n,) or (n, 1), got shape {tuple(t.shape)}")
+    x, y = x.reshape(-1).double(), y.reshape(-1).double()
     if x.shape != y.shape or x.numel() < 2:
         raise ValueError(f"x and y must hold the same number n >= 2 of values, got {x.numel()}, {y.numel()}")
     xs, ys = x - x.mean(), y - y.mean()
@@ -206,6 +211,31 @@ def _hidden_layers(model: nn.Module) -> tuple[list[nn.Linear], list[nn.Module], 
     return linears, acts, mods[-1]
 
 
+def _check_batch(model: nn.Module, x: Tensor, name: str) -> list[nn.Linear]:
+    """Check that ``x`` is a non-empty batch the MLP ``model`` takes; return its hidden layers' Linears."""
+    linears, _, _ = _hidden_layers(model)
+    check_tensor(x, name, 2, floating=True, nonempty=True)
+    first = linears[0].weight
+    if x.shape[1] != first.shape[1]:
+        raise ValueError(f"{name} must have {first.shape[1]} features (the model's input width), got shape {tuple(x.shape)}")
+    if x.dtype != first.dtype:
+        raise TypeError(f"{name} must have the model's dtype {first.dtype}, got {x.dtype}")
+    return linears
+
+
+def _check_class_labels(y: Tensor, name: str, n: int, n_classes: int | None = None) -> Tensor:
+    """Integer labels, one per example (in ``[0, n_classes)`` if given)."""
+    check_tensor(y, name, 1, floating=False)
+    if y.dtype == torch.bool:
+        raise TypeError(f"{name} must hold integer class labels, got torch.bool")
+    if y.shape[0] != n:
+        raise ValueError(f"{name} must hold one label per example ({n}), got shape {tuple(y.shape)}")
+    if n_classes is not None and y.numel() and not (0 <= int(y.min()) and int(y.max()) < n_classes):
+        raise ValueError(f"{name} must hold class labels in [0, {n_classes}) (the readout's outputs), "
+                         f"got labels from {int(y.min())} to {int(y.max())}")
+    return y
+
+
 def hidden_representations(model: nn.Module, x: Tensor, *, detach: bool = True) -> list[Tensor]:
     r"""Every hidden representation $Z_i = \phi(W_i Z_{i-1} + b_i)$ of an MLP, $Z_0 = X$.
 
@@ -226,7 +256,8 @@ def hidden_representations(model: nn.Module, x: Tensor, *, detach: bool = True) 
         x: ``(batch, d_in)``; each ``Z_i``: ``(batch, h_i)``.
 
     Raises:
-        TypeError: If ``model`` is not such a Sequential.
+        TypeError: If ``model`` is not such a Sequential, or ``x`` is not a floating tensor of its dtype.
+        ValueError: If ``x`` is not a non-empty ``(batch, d_in)`` batch, or ``detach`` is not a bool.
 
     Examples:
         >>> from kexue.experiments.training import seeded_mlp
@@ -234,8 +265,14 @@ def hidden_representations(model: nn.Module, x: Tensor, *, detach: bool = True) 
         >>> [tuple(z.shape) for z in hidden_representations(model, torch.zeros(2, 6))]
         [(2, 5), (2, 4)]
     """
+    check_bool(detach, "detach")
+    _check_batch(model, x, "x")
+    return _hidden(model, x, detach)
+
+
+def _hidden(model: nn.Module, x: Tensor, detach: bool) -> list[Tensor]:
+    """Unchecked core of [`hidden_representations`][kexue.experiments.hsic.hidden_representations]."""
     linears, acts, _ = _hidden_layers(model)
-    check_tensor(x, "x", 2, floating=True, nonempty=True)
     zs, z = [], x
     for linear, act in zip(linears, acts, strict=True):
         z = act(linear(z.detach() if detach else z))
@@ -257,7 +294,11 @@ class BottleneckObjective:
     Kernels: Gaussian on $X$ and on each $Z_i$, with the batch's median bandwidth
     (``sigma_scale=None``) or, as in the reference code, $\sigma = \sigma_b\sqrt{p}$ for
     $p$-dimensional inputs (``sigma_scale=`` $\sigma_b$); a delta kernel on the labels.
-    Batches of fewer than 4 examples contribute a zero loss.
+    Batches of fewer than 4 examples contribute a zero loss. A collapsed layer (constant over the
+    batch) contributes a zero loss with a zero gradient, so training goes on (see
+    [`bottleneck_loss`][kexue.hsic.bottleneck_loss]). If every normalised HSIC of a batch is 0
+    although some hidden representation varies, the kernels are too wide for the dtype (a large
+    ``sigma_scale``): that raises ``ValueError`` instead of training on nothing.
 
     The batch averages of $\mathrm{nHSIC}(Z_i, X)$ and $\mathrm{nHSIC}(Z_i, Y)$ are recorded per
     epoch in [`history`][kexue.experiments.hsic.BottleneckObjective.history].
@@ -270,13 +311,19 @@ class BottleneckObjective:
 
     Shapes:
         xb: ``(batch, d_in)``; yb: ``(batch,)`` integer labels.
+
+    Raises:
+        ValueError: On a ``beta``, ``eps`` or ``sigma_scale`` out of range, an unknown ``nhsic``;
+            when called, on a batch with NaN/inf entries, labels of the wrong length, a bad ``epoch``.
+        TypeError: When called, on a batch that is not a floating tensor of the model's dtype,
+            or labels that are not integers.
     """
 
     def __init__(
         self, *, beta: float = 50.0, nhsic: str = "cka", eps: float = 1e-5, sigma_scale: float | None = None
     ) -> None:
         self.beta = check_real(beta, "beta", at_least=0)
-        if nhsic not in ("cka", "cca"):
+        if not isinstance(nhsic, str) or nhsic not in ("cka", "cca"):
             raise ValueError(f"nhsic must be 'cka' or 'cca', got {nhsic!r}")
         self.nhsic = nhsic
         self.eps = check_real(eps, "eps", above=0)
@@ -290,7 +337,11 @@ class BottleneckObjective:
         self, model: nn.Module, xb: Tensor, yb: Tensor, *, generator: torch.Generator, epoch: int
     ) -> Tensor:
         """The summed per-layer objective of one minibatch (a 0-dim tensor)."""
-        zs = hidden_representations(model, xb)
+        _check_batch(model, xb, "xb")
+        check_finite(xb, "xb")
+        _check_class_labels(yb, "yb", xb.shape[0])
+        check_int(epoch, "epoch", 0)
+        zs = _hidden(model, xb, True)
         if xb.shape[0] < 4:
             return sum(z.sum() for z in zs) * 0.0
         Kx = gaussian_kernel(xb, self._sigma(xb))
@@ -303,10 +354,11 @@ class BottleneckObjective:
             total = total + loss
             hx.append(zx)
             hy.append(zy)
-        if not total.requires_grad:
-            raise FloatingPointError(
-                "every normalised HSIC of the batch was 0 (a self-term below rounding: "
-                f"is the kernel too wide for {xb.dtype}?); nothing to train"
+        if all(h.item() == 0 for h in (*hx, *hy)) and any(_varies(z) for z in zs):
+            raise ValueError(
+                "every normalised HSIC of the batch is 0 although a hidden representation varies: the Gaussian "
+                f"kernels are too wide for {xb.dtype} (a self-term below rounding; sigma_scale={self.sigma_scale}); "
+                "use a smaller sigma_scale, the median (sigma_scale=None) or float64"
             )
         stats = torch.stack((torch.stack(hx), torch.stack(hy))).double()
         prev = self._sums.get(epoch)
@@ -324,14 +376,24 @@ class BottleneckObjective:
         return out
 
 
+def _varies(z: Tensor) -> bool:
+    """Whether a representation is not constant over the batch (some column takes two values)."""
+    z = z.detach()
+    return bool((z.amax(dim=0) > z.amin(dim=0)).any())
+
+
 def _readout_cross_entropy(
     model: nn.Module, xb: Tensor, yb: Tensor, *, generator: torch.Generator, epoch: int
 ) -> Tensor:
     """Cross-entropy of the readout on the frozen last hidden representation."""
     _, _, readout = _hidden_layers(model)
+    _check_batch(model, xb, "xb")
+    check_finite(xb, "xb")
+    _check_class_labels(yb, "yb", xb.shape[0], readout.out_features)
+    check_int(epoch, "epoch", 0)
     with torch.no_grad():
-        z = hidden_representations(model, xb)[-1]
-    return F.cross_entropy(readout(z), yb)
+        z = _hidden(model, xb, True)[-1]
+    return F.cross_entropy(readout(z), yb.long())
 
 
 LOSSES: dict[str, LossFn] = {"readout": _readout_cross_entropy}
@@ -371,7 +433,8 @@ def fit_hsic_bottleneck(
         y: Integer labels.
         epochs: Passes of bottleneck training (>= 1).
         readout_epochs: Passes of readout training (>= 1).
-        batch_size: Minibatch size.
+        batch_size: Minibatch size (>= 4; a last batch of fewer than 4 examples is skipped by
+            the bottleneck phase).
         lr: Adam learning rate of the bottleneck phase.
         readout_lr: Adam learning rate of the readout phase (None: ``lr``).
         beta: Label weight $\beta$.
@@ -386,11 +449,28 @@ def fit_hsic_bottleneck(
 
     Shapes:
         x: ``(n, d_in)``; y: ``(n,)``.
+
+    Raises:
+        TypeError: If ``model`` is not such a Sequential, ``x`` is not a floating tensor of its
+            dtype, or ``y`` does not hold integer labels.
+        ValueError: If ``x`` holds NaN/inf or has the wrong width, ``y`` has the wrong length or
+            labels outside the readout's classes, fewer than 4 examples are given or
+            ``batch_size < 4`` (the smallest batch the bottleneck trains on), or a
+            hyper-parameter is out of range.
     """
+    _, _, readout = _hidden_layers(model)
+    _check_batch(model, x, "x")
+    check_finite(x, "x")
+    _check_class_labels(y, "y", x.shape[0], readout.out_features)
     check_int(epochs, "epochs")
     check_int(readout_epochs, "readout_epochs")
+    check_int(batch_size, "batch_size", 4)
+    if x.shape[0] < 4:
+        raise ValueError(f"x must hold at least 4 examples (the smallest batch the bottleneck trains on), got {x.shape[0]}")
+    check_real(lr, "lr", above=0)
+    if readout_lr is not None:
+        check_real(readout_lr, "readout_lr", above=0)
     check_int(seed, "seed", 0)
-    _hidden_layers(model)
     gen = torch.Generator().manual_seed(seed)
     obj = BottleneckObjective(beta=beta, nhsic=nhsic, eps=eps, sigma_scale=sigma_scale)
     hsic_loss = fit(model, x, y, obj, epochs=epochs, batch_size=batch_size, lr=lr, generator=gen)
