@@ -42,6 +42,7 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
 from kexue._checks import check_int, check_real, check_tensor
+from kexue._memory import LARGE, fresh_like
 
 __all__ = [
     "PowerIteration",
@@ -244,6 +245,10 @@ def spectral_normalize(W: Tensor, u: Tensor, v: Tensor, n_iter: int = 1, eps: fl
     step instead of PyTorch's three, the same value and the same gradient. With ``n_iter = 0``
     (evaluation) the stored vectors are used as they are: $\hat\sigma = u^\top W v$.
 
+    A matrix too large for the CPU cache (over 8 MiB) is read from memory once per iteration
+    instead of twice: in row blocks that stay in cache, $y = Wv$ and $z = W^\top y$ are formed
+    together, and $u = y/\|y\|$, $W^\top u = z/\|y\|$ (same values up to rounding).
+
     Args:
         W: The weight matrix (gradient flows through it).
         u: Current left vector (unit norm), treated as a constant.
@@ -266,9 +271,17 @@ def spectral_normalize(W: Tensor, u: Tensor, v: Tensor, n_iter: int = 1, eps: fl
     ``torch.nn.utils.parametrizations.spectral_norm`` for the update order.
     """
     _check_step_inputs(W, u, v, n_iter)
+    sigma, u, v = _sigma_step(W, u, v, n_iter, eps)
+    return SpectralNormStep(_divide(W, sigma), sigma, u, v)
+
+
+def _sigma_step(W: Tensor, u: Tensor, v: Tensor, n_iter: int, eps: float) -> tuple[Tensor, Tensor, Tensor]:
+    """``(sigma, u, v)`` of one step: ``sigma`` differentiable in ``W``, the vectors detached."""
     if n_iter == 0:
         sigma = u.detach() @ (W @ v.detach())
-        return SpectralNormStep(W / sigma, sigma, u.detach(), v.detach())
+        return sigma, u.detach(), v.detach()
+    if W.numel() * W.element_size() > _IN_CACHE_BYTES:
+        return _sigma_step_one_pass(W, u, v, n_iter, eps)
     Wd = W.detach()
     with torch.no_grad():
         v = v.detach()
@@ -279,8 +292,95 @@ def spectral_normalize(W: Tensor, u: Tensor, v: Tensor, n_iter: int = 1, eps: fl
     Wtu = W.mT @ u  # carries the gradient: d||W^T u|| / dW = u v^T
     sigma = torch.linalg.vector_norm(Wtu)
     v = Wtu.detach() / sigma.detach().clamp_min(eps)
-    return SpectralNormStep(W / sigma, sigma, u, v)
+    return sigma, u, v
 # --8<-- [end:step]
+
+
+_IN_CACHE_BYTES = 8 << 20  # matrices larger than this take the one-pass iteration
+_BLOCK_BYTES = 2 << 20  # row block of the one-pass iteration: stays in cache between its two products
+
+
+def _sigma_step_one_pass(W: Tensor, u: Tensor, v: Tensor, n_iter: int, eps: float) -> tuple[Tensor, Tensor, Tensor]:
+    """``_sigma_step`` for a matrix larger than the cache: each iteration reads ``W`` from memory once.
+
+    Row block by row block, ``y_b = W_b v`` and then ``z += W_b^T y_b`` while ``W_b`` is still in
+    cache, so ``y = W v`` and ``z = W^T W v``; then ``u = y/||y||`` and ``W^T u = z/||y||``.
+    ``sigma = ||W^T u||`` gets its gradient ``u v^T`` from ``_SigmaOfVectors`` instead of a
+    differentiable product with ``W`` (which would read ``W`` once more).
+    """
+    Wd = W.detach()
+    rows = max(1, _BLOCK_BYTES // max(1, W.shape[1] * W.element_size()))
+    with torch.no_grad():
+        v = v.detach()
+        y = Wd.new_empty(W.shape[0])
+        z = Wd.new_empty(W.shape[1])
+        for _ in range(n_iter):
+            z.zero_()
+            for r0 in range(0, W.shape[0], rows):
+                block = Wd[r0:r0 + rows]
+                yb = torch.mv(block, v, out=y[r0:r0 + rows])
+                z.addmv_(block.mT, yb)
+            y_norm = torch.linalg.vector_norm(y).clamp_min(eps)
+            u = y / y_norm
+            Wtu = z / y_norm
+            sigma = torch.linalg.vector_norm(Wtu)
+            v = Wtu / sigma.clamp_min(eps)
+    return _SigmaOfVectors.apply(W, u, v, sigma), u, v
+
+
+class _SigmaOfVectors(torch.autograd.Function):
+    """``sigma = u^T W v`` already computed, as a function of ``W`` with ``u``, ``v`` constant: gradient ``u v^T``."""
+
+    @staticmethod
+    def forward(W: Tensor, u: Tensor, v: Tensor, sigma: Tensor) -> Tensor:
+        return sigma.clone()
+
+    @staticmethod
+    def setup_context(ctx: object, inputs: tuple, output: Tensor) -> None:
+        _, u, v, _ = inputs
+        ctx.save_for_backward(u, v)
+
+    @staticmethod
+    def backward(ctx: object, grad: Tensor) -> tuple[Tensor | None, None, None, None]:
+        u, v = ctx.saved_tensors
+        return (grad * torch.outer(u, v) if ctx.needs_input_grad[0] else None), None, None, None
+
+
+def _divide(weight: Tensor, sigma: Tensor) -> Tensor:
+    """``weight / sigma``; a large result goes into a buffer from ``kexue._memory.fresh_like`` (2 MiB pages)."""
+    if weight.numel() * weight.element_size() < LARGE:
+        return weight / sigma
+    return _Divide.apply(weight, sigma)
+
+
+class _Divide(torch.autograd.Function):
+    """``weight / sigma`` (``sigma`` 0-d) written into a fresh buffer, with the gradients of a division.
+
+    The division runs over row blocks from the last to the first: the power iteration has just read
+    ``weight`` from first to last, so its last blocks may still be in cache.
+    """
+
+    @staticmethod
+    def forward(weight: Tensor, sigma: Tensor) -> Tensor:
+        out = fresh_like(weight, dtype=torch.result_type(weight, sigma))
+        if not weight.is_contiguous():
+            return torch.div(weight, sigma, out=out)
+        w, o = weight.view(-1), out.view(-1)
+        step = max(1, _BLOCK_BYTES // weight.element_size())
+        for start in reversed(range(0, w.numel(), step)):
+            torch.div(w[start:start + step], sigma, out=o[start:start + step])
+        return out
+
+    @staticmethod
+    def setup_context(ctx: object, inputs: tuple, output: Tensor) -> None:
+        ctx.save_for_backward(*inputs)
+
+    @staticmethod
+    def backward(ctx: object, grad: Tensor) -> tuple[Tensor | None, Tensor | None]:
+        weight, sigma = ctx.saved_tensors
+        grad_w = grad / sigma if ctx.needs_input_grad[0] else None
+        grad_s = -(grad * weight).sum() / (sigma * sigma) if ctx.needs_input_grad[1] else None
+        return grad_w, grad_s
 
 
 def spectral_normalize_reference(
@@ -394,12 +494,12 @@ class SpectralNorm(nn.Module):
         if weight.ndim == 1:
             return F.normalize(weight, dim=0, eps=self.eps)
         mat = _to_matrix(weight, self.dim)
-        step = spectral_normalize(mat, self.u, self.v, self.n_power_iterations if self.training else 0, self.eps)
+        sigma, u, v = _sigma_step(mat, self.u, self.v, self.n_power_iterations if self.training else 0, self.eps)
         if self.training:
             with torch.no_grad():
-                self.u.copy_(step.u)
-                self.v.copy_(step.v)
-        return weight / step.sigma
+                self.u.copy_(u)
+                self.v.copy_(v)
+        return _divide(weight, sigma)
 
 
 def spectral_normalization(
