@@ -342,7 +342,7 @@ def cost_curves(bench: Bench) -> list[dict]:
 
     out = []
     for name in curves.SPECS:
-        cmd = [sys.executable, "-m", "benchmarks.curves", name] + (["--quick"] if bench.quick else [])
+        cmd = [sys.executable, "-m", "benchmarks.curves", "run", name] + (["--quick"] if bench.quick else [])
         proc = subprocess.run(cmd, capture_output=True, text=True, cwd=Path(__file__).resolve().parent.parent,
                               check=False)
         if proc.returncode != 0:
