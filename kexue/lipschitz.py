@@ -312,14 +312,13 @@ def _sigma_step_one_pass(W: Tensor, u: Tensor, v: Tensor, n_iter: int, eps: floa
     rows = max(1, _BLOCK_BYTES // max(1, W.shape[1] * W.element_size()))
     with torch.no_grad():
         v = v.detach()
-        y = Wd.new_empty(W.shape[0])
-        z = Wd.new_empty(W.shape[1])
-        for _ in range(n_iter):
-            z.zero_()
+        for _ in range(n_iter):  # no out= or in-place updates: torch.func.vmap can batch this loop
+            ys, z = [], None
             for r0 in range(0, W.shape[0], rows):
                 block = Wd[r0:r0 + rows]
-                yb = torch.mv(block, v, out=y[r0:r0 + rows])
-                z.addmv_(block.mT, yb)
+                ys.append(block @ v)
+                z = block.mT @ ys[-1] if z is None else torch.addmv(z, block.mT, ys[-1])
+            y = torch.cat(ys)
             y_norm = torch.linalg.vector_norm(y).clamp_min(eps)
             u = y / y_norm
             Wtu = z / y_norm
@@ -344,6 +343,13 @@ class _SigmaOfVectors(torch.autograd.Function):
     def backward(ctx: object, grad: Tensor) -> tuple[Tensor | None, None, None, None]:
         u, v = ctx.saved_tensors
         return (grad * torch.outer(u, v) if ctx.needs_input_grad[0] else None), None, None, None
+
+    @staticmethod
+    def vmap(info: object, in_dims: tuple, W: Tensor, u: Tensor, v: Tensor, sigma: Tensor) -> tuple[Tensor, int | None]:
+        """Under ``torch.func.vmap`` (e.g. ``jacobian_norms``): batched inputs take ``u^T W v`` itself."""
+        if all(d is None for d in in_dims):
+            return _SigmaOfVectors.apply(W, u, v, sigma), None
+        return torch.func.vmap(lambda w, a, b, _: a @ (w @ b), in_dims=in_dims)(W, u, v, sigma), 0
 
 
 def _divide(weight: Tensor, sigma: Tensor) -> Tensor:
@@ -381,6 +387,13 @@ class _Divide(torch.autograd.Function):
         grad_w = grad / sigma if ctx.needs_input_grad[0] else None
         grad_s = -(grad * weight).sum() / (sigma * sigma) if ctx.needs_input_grad[1] else None
         return grad_w, grad_s
+
+    @staticmethod
+    def vmap(info: object, in_dims: tuple, weight: Tensor, sigma: Tensor) -> tuple[Tensor, int | None]:
+        """Under ``torch.func.vmap`` (e.g. ``jacobian_norms``): batched inputs take the plain division."""
+        if all(d is None for d in in_dims):
+            return _Divide.apply(weight, sigma), None
+        return torch.func.vmap(torch.div, in_dims=in_dims)(weight, sigma), 0
 
 
 def spectral_normalize_reference(

@@ -600,9 +600,11 @@ def rope_phases(n: Tensor, beta: float, num_digits: int) -> Tensor:
 # * interleaved, float32/float64: pairs (2i, 2i+1) are complex numbers x_2i + i x_2i+1 and the
 #   rotation is one complex multiply by e^{i n theta}, a single pass (bit-identical to _rotate: the
 #   complex kernel rounds the same products and sums);
-# * half layout and other dtypes: out = x * [cos, cos] over whole rows, then each half gets its
-#   swapped partner times sin added in place (a fused multiply-add, so it can differ from _rotate in
-#   the last bit), one (seq, d) slice at a time so the second pass reads from cache, not memory.
+# * half layout: out = x * [cos, cos] over whole rows, then each half gets its swapped partner
+#   times sin added in place (a fused multiply-add, so it can differ from _rotate in the last bit),
+#   one (seq, d) slice at a time so the second pass reads from cache, not memory;
+# * interleaved float16/bfloat16 (no complex kernel): the same multiply and multiply-add on the
+#   strided halves.
 #
 # Fresh outputs come from kexue._memory.fresh_like: writing 64 MiB into fresh 4 KiB pages costs
 # more than the rotation itself.
@@ -704,6 +706,14 @@ class _RopeRotation(torch.autograd.Function):
         if not ctx.needs_input_grad[0]:
             return None, None, None, None
         return _RopeRotation.apply(grad, ctx.cos, -ctx.sin, ctx.layout), None, None, None
+
+    @staticmethod
+    def vmap(info: Any, in_dims: tuple, x: Tensor, cos: Tensor, sin: Tensor, layout: Layout) -> tuple[Tensor, int | None]:
+        """Under ``torch.func.vmap``: unbatched tables and x, the fast path; anything batched, the formula."""
+        if all(d is None for d in in_dims):
+            return _RopeRotation.apply(x, cos, sin, layout), None
+        plain = torch.func.vmap(lambda a, c, s: _rotate(a, c, s, layout), in_dims=in_dims[:3])
+        return plain(x, cos, sin), 0
 
 
 # --8<-- [start:tables]

@@ -217,6 +217,28 @@ def test_spectral_norm_module_on_a_large_layer_matches_torch():
     torch.testing.assert_close(ours.weight, layer.weight, rtol=1e-4, atol=1e-6)
 
 
+def test_large_weight_paths_work_under_torch_func():
+    """The one-pass iteration and the fresh-buffer division keep vmap and jacrev working (jacobian_norms)."""
+    torch.manual_seed(0)
+    layer = spectral_normalization(nn.Linear(1500, 1600), generator=gen(2))  # 9.6 MB: one-pass iteration
+    model = nn.Sequential(layer, nn.ReLU(), nn.Linear(1600, 1)).eval()
+    x = torch.randn(3, 1500, generator=gen(3))
+    norms = jacobian_norms(model, x)
+    for i in range(3):
+        xi = x[i:i + 1].clone().requires_grad_(True)
+        (grad,) = torch.autograd.grad(model(xi).sum(), xi)
+        assert norms[i].item() == pytest.approx(grad.norm().item(), rel=1e-5)
+    g = gen(4)
+    W = torch.randn(2, 3000, 2900, generator=g) / 50  # 35 MB each: the division's fresh-buffer path too
+    u = torch.nn.functional.normalize(torch.randn(3000, generator=g), dim=0)
+    v = torch.nn.functional.normalize(torch.randn(2900, generator=g), dim=0)
+    batched = torch.func.vmap(lambda w: spectral_normalize(w, u, v, 1))(W)
+    for i in range(2):
+        one = spectral_normalize(W[i], u, v, 1)
+        torch.testing.assert_close(batched.weight[i], one.weight, rtol=1e-5, atol=1e-7)
+        torch.testing.assert_close(batched.sigma[i], one.sigma, rtol=1e-5, atol=1e-7)
+
+
 def test_sigma_gradient_is_u_v_transpose():
     W = matrix_with_spectrum([3.0, 1.0], (4, 3), seed=5).requires_grad_(True)
     r = spectral_norm_estimate(W.detach(), 80, generator=gen())

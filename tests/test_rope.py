@@ -325,6 +325,20 @@ def test_apply_rope_large_output_buffer(layout):
     torch.testing.assert_close(y, _formula(x, pos, f, layout), rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize("layout", ["interleaved", "half"])
+def test_apply_rope_under_torch_func(layout):
+    """vmap (batched x) and jacrev through the fast path's autograd.Function give the formula's answers."""
+    g = torch.Generator().manual_seed(18)
+    xs = torch.randn(3, 5, 8, dtype=torch.float64, generator=g)
+    f, pos = R.frequencies(8, 100.0), torch.arange(5)
+    batched = torch.func.vmap(lambda t: R.apply_rope(t, pos, f, layout))(xs)
+    torch.testing.assert_close(batched, R.apply_rope_reference(xs, pos, f, layout), rtol=1e-12, atol=1e-12)
+    jac = torch.func.jacrev(lambda t: R.apply_rope(t, pos, f, layout))(xs[0])  # (5, 8, 5, 8)
+    eye = torch.eye(40, dtype=torch.float64).view(40, 5, 8)
+    want = torch.stack([R.apply_rope_reference(e, pos, f, layout) for e in eye]).view(5, 8, 5, 8).permute(2, 3, 0, 1)
+    torch.testing.assert_close(jac, want, rtol=1e-12, atol=1e-12)
+
+
 def test_positions_with_more_batch_dims_than_x():
     """Positions that broadcast x to a larger shape take the plain formula (same result as before)."""
     g = torch.Generator().manual_seed(17)
