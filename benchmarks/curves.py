@@ -20,11 +20,13 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import queue
 import resource
-import select
 import statistics
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 import warnings
 from collections.abc import Callable
@@ -277,15 +279,41 @@ def worker(curve: str, impl: str, memory_gb: float) -> int:
 # ----------------------------------------------------------------------------------- the parent
 
 
-def _read(proc: subprocess.Popen, timeout: float) -> dict | None:
-    """The worker's next message, or None if it did not answer within ``timeout`` seconds."""
-    ready, _, _ = select.select([proc.stdout], [], [], timeout)
-    if not ready:
-        return None
-    line = proc.stdout.readline()
-    if not line:
-        raise RuntimeError(f"worker exited: {proc.stderr.read()[-3000:]}")
-    return json.loads(line)
+class _Worker:
+    """A worker process and a thread that queues its output lines (so a timeout never loses a line)."""
+
+    def __init__(self, cmd: list[str]) -> None:
+        self.errors = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 (closed in stop); a pipe could fill up and block
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.errors,
+                                     text=True, bufsize=1, cwd=ROOT)
+        self.lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=self._pump, daemon=True).start()
+
+    def _pump(self) -> None:
+        for line in self.proc.stdout:
+            self.lines.put(line)
+        self.lines.put("")  # end of output
+
+    def send(self, size: int) -> None:
+        self.proc.stdin.write(f"{size}\n")
+        self.proc.stdin.flush()
+
+    def read(self, timeout: float) -> dict | None:
+        """The next message, or None if none came within ``timeout`` seconds."""
+        try:
+            line = self.lines.get(timeout=timeout)
+        except queue.Empty:
+            return None
+        if not line:
+            self.proc.wait()
+            self.errors.seek(0)
+            raise RuntimeError(f"worker exited: {self.errors.read()[-3000:]}")
+        return json.loads(line)
+
+    def stop(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+        self.errors.close()
 
 
 def run(name: str, quick: bool = False, memory_gb: float = MEMORY_GB, time_cap: float | None = None) -> dict:
@@ -296,16 +324,14 @@ def run(name: str, quick: bool = False, memory_gb: float = MEMORY_GB, time_cap: 
     for impl in sp.impls:
         pts: list[dict] = []
         series[impl] = pts
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "benchmarks.curves", "worker", name, impl, "--memory-gb", str(memory_gb)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1, cwd=ROOT)
+        worker_ = _Worker([sys.executable, "-m", "benchmarks.curves", "worker", name, impl,
+                           "--memory-gb", str(memory_gb)])
         try:
-            if _read(proc, 600) is None:
+            if worker_.read(600) is None:
                 raise RuntimeError(f"{name}/{impl}: worker did not start")
             for size in sizes:
-                proc.stdin.write(f"{size}\n")
-                proc.stdin.flush()
-                msg = _read(proc, time_cap + 15)  # a little longer, for building the inputs
+                worker_.send(size)
+                msg = worker_.read(time_cap + 15)  # a little longer, for building the inputs
                 if msg is None or ("first" in msg and msg["first"] > time_cap):
                     pts.append({"size": size, "seconds": None if msg is None else msg["first"], "status": "time cap",
                                 "note": f"one call takes more than {time_cap:g} s"})
@@ -314,13 +340,12 @@ def run(name: str, quick: bool = False, memory_gb: float = MEMORY_GB, time_cap: 
                     pts.append({"size": size, "seconds": None, "status": "out of memory",
                                 "note": f"allocation failed within a {memory_gb:g} GiB budget"})
                     break
-                msg = _read(proc, 4 * max(msg["first"], BUDGET) * ROUNDS + 60)
+                msg = worker_.read(4 * max(msg["first"], BUDGET) * ROUNDS + 60)
                 if msg is None:
                     raise RuntimeError(f"{name}/{impl}: no answer at size {size}")
                 pts.append({"size": size, "seconds": msg["seconds"], "status": "ok", "repeats": msg["repeats"]})
         finally:
-            proc.kill()
-            proc.wait()
+            worker_.stop()
     fit_above = 0 if quick else sp.fit_above  # a quick run has too few sizes to leave any out
     slopes = {}
     for impl, pts in series.items():
