@@ -3,11 +3,12 @@
 glibc's ``malloc`` serves requests of 32 MiB and more (its largest ``mmap`` threshold on 64-bit
 systems) with a fresh ``mmap`` each time and returns the memory to the kernel on ``free``. The
 first write to each 4 KiB page of such a buffer then faults into the kernel, which zeroes the page:
-for a 64 MiB tensor from ``torch.empty`` that costs several times the write itself (measured here:
-``q.clone()`` takes 5-6 times as long as ``q.copy_()`` into an existing buffer; below 32 MiB
-``malloc`` recycles freed memory and the two cost the same). NumPy asks Linux for transparent
-2 MiB pages for large arrays (``madvise(MADV_HUGEPAGE)``, on by default since NumPy 1.22), so the
-same buffer faults 512 times less often (``fresh_like(q).copy_(q)``: 1.7-1.8 times a copy).
+for a 64 MiB tensor from ``torch.empty`` that costs several times the write itself (on the 2-core
+machine of the Performance page, while other jobs ran: ``q.clone()`` took 5-7 times as long as
+``q.copy_()`` into an existing buffer; below 32 MiB ``malloc`` recycles freed memory and the two
+cost the same). NumPy asks Linux for transparent 2 MiB pages for large arrays
+(``madvise(MADV_HUGEPAGE)``, on by default since NumPy 1.22), so the same buffer faults 512 times
+less often (``fresh_like(q).copy_(q)`` took 1.7-1.8 times a copy there).
 :func:`fresh_like` allocates buffers of 32 MiB and more on the CPU through NumPy, aligned to 64
 bytes, and everything else through ``torch.empty``.
 
