@@ -206,3 +206,289 @@ CASES = CAPSULE_CASES + EXPERIMENT_CASES
 test_bad_input, test_bad_scalars = probe_tests(CASES)
 test_capsule_inventory = inventory_test("kexue.capsule", CAPSULE_CASES, CAPSULE_EXEMPT)
 test_experiments_capsule_inventory = inventory_test("kexue.experiments.capsule", EXPERIMENT_CASES, EXPERIMENT_EXEMPT)
+
+
+# ----------------------------------------------------------------------------- the review's worst cases
+
+
+def _old_squash(s: torch.Tensor, c: float) -> torch.Tensor:
+    norm = torch.linalg.vector_norm(s, dim=-1, keepdim=True)
+    return s * (norm / (c + norm * norm))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("scale", [1e20, 1e30, 5e37])
+def test_squash_of_huge_vectors_is_a_unit_vector_not_nan(dtype, scale):
+    # review S4: squash(torch.full((1, 4), 1e20)) was NaN (the norm overflows, then inf / inf)
+    s = torch.tensor([[3.0, -4.0], [1.0, 1.0]], dtype=dtype) * scale
+    out = caps.squash(s, c=0.5)
+    assert torch.isfinite(out).all()
+    torch.testing.assert_close(out.norm(dim=-1), torch.ones(2, dtype=dtype))
+    torch.testing.assert_close(out, torch.tensor([[0.6, -0.8], [0.5**0.5, 0.5**0.5]], dtype=dtype))  # directions kept
+    huge = s.clone().requires_grad_()
+    caps.squash(huge).sum().backward()
+    assert torch.isfinite(huge.grad).all()
+    assert torch.equal(caps.squash(torch.full((1, 4), 1e20)), torch.full((1, 4), 0.5))  # the review's reproducer
+
+
+def test_squash_between_the_overflow_and_a_huge_constant():
+    # |s|^2 = 2e38 is finite but c + |s|^2 is not: the length is still |s|^2 / (c + |s|^2)
+    out = caps.squash(torch.tensor([1e19, 1e19]), c=3e38)
+    torch.testing.assert_close(out.norm(), torch.tensor(0.4))
+    with pytest.raises(ValueError, match="c must be a finite number > 0 and <= 3.40282e"):
+        caps.squash(torch.ones(3), c=1e39)  # a constant float32 cannot hold
+
+
+@pytest.mark.parametrize("scale", [1e-4, 1.0, 1e4])
+def test_squash_of_ordinary_vectors_is_unchanged_bit_for_bit(scale):
+    # the overflow guard must not move the page's numbers: same values and gradients as the plain formula
+    s = torch.randn(16, 10, 8, generator=_gen()) * scale
+    s[0, 0] = 0.0
+    for c in (0.5, 1.0, 0.3):
+        a, b = s.clone().requires_grad_(), s.clone().requires_grad_()
+        new, old = caps.squash(a, c=c), _old_squash(b, c)
+        assert torch.equal(new, old)
+        w = torch.randn(new.shape, generator=_gen(1))
+        (new * w).sum().backward()
+        (old * w).sum().backward()
+        assert torch.equal(a.grad, b.grad)
+
+
+def test_squash_of_float16_is_computed_in_float32():
+    # with float16 arithmetic |s|^2 overflows at |s| = 256
+    s = torch.tensor([[300.0, 400.0], [1e-3, 0.0], [0.3, 0.4]])
+    half = caps.squash(s.half())
+    assert half.dtype == torch.float16 and torch.isfinite(half).all()
+    torch.testing.assert_close(half, caps.squash(s).half())
+    assert caps.squash(s.bfloat16()).dtype == torch.bfloat16
+
+
+def test_squash_propagates_nan_and_inf_per_vector():
+    s = torch.tensor([[float("nan"), 1.0], [float("inf"), 1.0], [3.0, 4.0]])
+    out = caps.squash(s)
+    assert out[:2].isnan().all() and torch.isfinite(out[2]).all()
+
+
+@pytest.mark.parametrize("name", ["routing_hinton", "routing_su4819", "routing_su5112"])
+def test_routings_check_their_arguments_by_name(name):
+    # review S6: routing_hinton(u_hat, 0, 0.5) -> UnboundLocalError; routing_hinton(u_hat, 3, -1.0) said "c must be"
+    fn = getattr(caps, name)
+    with pytest.raises(ValueError, match="iterations must be an integer >= 1, got 0"):
+        fn(_u_hat(), 0, 0.5)
+    with pytest.raises(ValueError, match="squash_c must be a finite number > 0"):
+        fn(_u_hat(), 3, -1.0)
+    with pytest.raises(ValueError, match="u_hat must have 4 dimensions"):
+        fn(_u_hat()[0], 3, 0.5)
+    with pytest.raises(TypeError, match="u_hat must be a torch.Tensor"):
+        fn(_u_hat().tolist(), 3, 0.5)
+    method = name.removeprefix("routing_")
+    assert caps.ROUTINGS[method] is fn
+    for a, b in zip(fn(_u_hat(), 3, 0.5), caps.route(_u_hat(), 3, method, 0.5), strict=True):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("method", sorted(caps.ROUTINGS))
+def test_routing_huge_predictions_is_finite_and_matches_the_reference(method):
+    # review S4: CapsuleLayer(...)(u * 1e30) and CapsuleClassifier(...)(x * 1e30) gave NaN
+    u_hat = _u_hat() * 1e20
+    v, c = caps.route(u_hat, 3, method)
+    assert torch.isfinite(v).all() and torch.isfinite(c).all() and (v.norm(dim=-1) <= 1 + 1e-6).all()
+    v_ref, c_ref = caps.route_reference(u_hat, 3, method)
+    torch.testing.assert_close(v, v_ref)
+    torch.testing.assert_close(c, c_ref)
+    torch.manual_seed(0)
+    for layer in (caps.CapsuleLayer(4, 3, 6, routing=method), caps.CapsuleLayer(4, 3, 6, routing=method, num_inputs=5)):
+        assert all(torch.isfinite(t).all() for t in layer(_u() * 1e30))
+    model = X.build_model("capsule", seed=0, routing=method, **SMALL)
+    assert torch.isfinite(model(_images(2) * 1e30)).all()
+
+
+@pytest.mark.parametrize("method", sorted(caps.ROUTINGS))
+def test_routing_of_float16_runs_in_float32_and_empty_inputs_route_to_empty_outputs(method):
+    u_hat = _u_hat() * 100  # agreements of ~1e5 would overflow float16
+    v, c = caps.route(u_hat.half(), 3, method)
+    assert v.dtype == c.dtype == torch.float16
+    v32, c32 = caps.route(u_hat, 3, method)
+    torch.testing.assert_close(v, v32.half())
+    torch.testing.assert_close(c, c32.half())
+    for shape in ((0, 5, 3, 4), (2, 0, 3, 4), (2, 5, 0, 4)):
+        v, c = caps.route(torch.zeros(shape), 2, method)
+        v_ref, c_ref = caps.route_reference(torch.zeros(shape), 2, method)
+        assert v.shape == v_ref.shape == (shape[0], shape[2], shape[3]) and c.shape == c_ref.shape == shape[:3]
+        assert torch.equal(v, v_ref) and not v.any()
+
+
+def test_capsule_classifier_names_its_own_arguments():
+    # review S6: CapsuleClassifier(num_classes=0) said "num_caps must be"
+    with pytest.raises(ValueError, match="num_classes must be an integer >= 1, got 0"):
+        X.CapsuleClassifier(num_classes=0)
+    with pytest.raises(ValueError, match="dim_caps must be"):
+        X.CapsuleClassifier(dim_caps=0)
+    with pytest.raises(ValueError, match="routing must be one of"):
+        X.CapsuleClassifier(routing="em")
+    with pytest.raises(ValueError, match="squash_c must be"):
+        X.CapsuleClassifier(squash_c=0.0)
+
+
+def test_cnn_classifier_rejects_sizes_it_used_to_accept():
+    # review S3: channels=(0, 4, 8), hidden=0 and num_classes=0 built a model silently
+    for kwargs, word in (({"channels": (0, 4, 8)}, "channels"), ({"hidden": 0}, "hidden"),
+                         ({"num_classes": 0}, "num_classes"), ({"channels": None}, "channels"),
+                         ({"channels": (4, 8)}, "channels"), ({"channels": (-1, 4, 8)}, "channels")):
+        with pytest.raises((TypeError, ValueError), match=word):
+            X.CNNClassifier(**kwargs)
+
+
+@pytest.mark.parametrize("kind", ["cnn", "capsule"])
+@pytest.mark.parametrize("size", [(7, 8), (8, 7), (0, 8), (1, 1)])
+def test_trunks_reject_odd_image_sizes(kind, size):
+    # review S3: the 2x2 pooling silently dropped an odd last row or column
+    model = X.build_model(kind, seed=0, **SMALL)
+    x = torch.rand(2, 1, *size)
+    with pytest.raises(ValueError, match=rf"x must have an even, positive height and width .*got {size[0]}x{size[1]}"):
+        model(x)
+    with pytest.raises(ValueError, match="even, positive height and width"):
+        model.trunk(x)
+    with pytest.raises(ValueError, match="even, positive height and width"):
+        _stack(kind).same_input(x)  # the seed stack's vmapped members check too
+    with pytest.raises(ValueError, match="one-channel images"):
+        model(torch.rand(2, 3, 8, 8))
+    with pytest.raises(TypeError, match="x must have the model's dtype torch.float32, got torch.float64"):
+        model(torch.rand(2, 1, 8, 8, dtype=torch.float64))
+
+
+def test_capsule_layer_checks_its_input_and_attributes():
+    layer = _layer()
+    with pytest.raises(TypeError, match="u must have the layer's dtype"):
+        layer(_u().double())
+    with pytest.raises(ValueError, match="u must hold capsules of dimension dim_in=4"):
+        layer(torch.randn(2, 5, 3))
+    with pytest.raises(ValueError, match="u must hold num_inputs=5 input capsules"):
+        _layer(num_inputs=5)(torch.randn(2, 4, 4))
+    layer.iterations = 0  # the page sets iterations on a trained layer
+    with pytest.raises(ValueError, match="iterations must be an integer >= 1, got 0"):
+        layer(_u())
+    with pytest.raises(TypeError, match="weight must have u's dtype"):
+        caps.predict_shared(_u(), torch.randn(3, 6, 4, dtype=torch.float64))
+
+
+def test_coupling_entropy_rejects_non_finite_and_non_distributions():
+    # a statistic: NaN/inf and couplings that are not distributions over the outputs are errors
+    even = torch.full((2, 5, 4), 0.25)
+    one_hot = torch.eye(4)[[0, 1, 2, 3, 0]].expand(2, 5, 4)
+    uneven = even * torch.tensor([2.0, 0.0, 1.0, 1.0])  # still sums to 1
+    for good in (even, one_hot, uneven):
+        assert torch.isfinite(caps.coupling_entropy(good)).all()
+    assert caps.coupling_entropy(torch.zeros(0, 5, 4)).shape == (0,)  # no example: no entropy
+    for bad, message in ((even * 2, "couplings must be a distribution over the outputs"),
+                         (torch.tensor([[[1.5, -0.5]]]), "entries >= 0"),
+                         (even.masked_fill(even > 0, float("nan")), "couplings must be finite"),
+                         (torch.zeros(2, 0, 4), "couplings need at least one input and one output capsule"),
+                         (torch.zeros(2, 5, 0), "couplings need at least one input and one output capsule")):
+        with pytest.raises(ValueError, match=message):
+            caps.coupling_entropy(bad)
+    torch.testing.assert_close(caps.coupling_entropy(even.half()).float(), caps.coupling_entropy(even),
+                               atol=1e-3, rtol=1e-3)
+
+
+def test_margin_loss_checks_scores_targets_and_margins():
+    lengths, labels = _scores(), _labels()
+    for bad in (float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="lengths must be finite"):
+            caps.margin_loss(lengths.masked_fill(lengths > 0.5, bad), labels)
+    with pytest.raises(ValueError, match="lengths is empty"):
+        caps.margin_loss(lengths[:0], labels[:0])  # the mean over no example was NaN
+    with pytest.raises(ValueError, match=r"targets must lie in \[0, 2\], got labels from 1 to 3"):
+        caps.margin_loss(lengths, labels + 1)
+    for name in ("m_pos", "m_neg"):
+        with pytest.raises(ValueError, match=name):
+            caps.margin_loss(lengths, labels, **{name: 1.5})
+    one_hot = torch.nn.functional.one_hot(labels, 3)
+    ref = caps.margin_loss(lengths, labels)
+    for indicators in (one_hot.bool(), one_hot.float(), one_hot.double()):  # bool and real 0/1 indicators
+        torch.testing.assert_close(caps.margin_loss(lengths, indicators), ref)
+    with pytest.raises(ValueError, match="targets must be 0/1 indicators"):
+        caps.margin_loss(lengths, one_hot.float() * 2)
+    with pytest.raises(TypeError, match="targets must be integer labels or real indicators"):
+        caps.margin_loss(lengths, one_hot.to(torch.complex64))
+
+
+def test_pair_accuracy_rejects_nan_scores_and_impossible_labels():
+    # review S3: pair_accuracy returned a finite number for NaN scores
+    scores, labels = _scores(), _pair_labels()
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        with pytest.raises(ValueError, match="scores must be finite"):
+            X.pair_accuracy(scores.masked_fill(scores > 0.5, bad), labels)
+    with pytest.raises(ValueError, match=r"pair_labels must be class labels in \[0, 2\]"):
+        X.pair_accuracy(scores, labels + 1)  # label 3 never wins: silently lower accuracy before
+    with pytest.raises(ValueError, match="pair_labels must hold two different labels per image"):
+        X.pair_accuracy(scores, labels.clone().fill_(1))
+    with pytest.raises(TypeError, match="pair_labels must be an integer tensor"):
+        X.pair_accuracy(scores, labels.float())
+
+
+def test_make_pairs_rejects_float_labels_and_bad_seeds():
+    with pytest.raises(TypeError, match="labels must be an integer tensor of class labels, got torch.float32"):
+        X.make_pairs(_images(), _labels().float())
+    with pytest.raises(ValueError, match="seed must be an integer >= 0"):
+        X.make_pairs(_images(), _labels(), seed=-1)
+    with pytest.raises(ValueError, match="images is empty"):
+        X.make_pairs(_images()[:0], _labels()[:0])
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_train_and_evaluate_members_restore_the_stack_mode(training):
+    # functions that switch a passed model to eval() restore its mode (train_members left it in eval())
+    stack = _stack().train(training)
+    seen = []
+    X.train_members(stack, _images(), _labels(), epochs=2, batch_size=4, lr=1e-2,
+                    after_epoch=lambda s: seen.append(s.training))
+    assert stack.training is training and stack.base.training is training and seen == [False, False]
+    acc = X.evaluate_members(stack, _pairs(), single=(_images(), _labels()))
+    assert stack.training is training and stack.base.training is training
+    again = X.evaluate_members(stack.eval(), _pairs(), single=(_images(), _labels()))
+    assert all(torch.equal(acc[k], again[k]) for k in acc)  # eval either way
+    with pytest.raises(ValueError, match="mode must be True or False"):
+        stack.train("yes")  # type: ignore[arg-type]
+
+
+def test_train_members_checks_labels_against_the_members_and_its_data():
+    # labels used to reach margin_loss, whose message named "targets"
+    stack = _stack()
+    for labels in (_labels() + 1, _labels() - 1):
+        with pytest.raises(ValueError, match=r"labels must be class labels in \[0, 2\]"):
+            X.train_members(stack, _images(), labels, epochs=1, batch_size=4, lr=1e-2)
+    with pytest.raises(ValueError, match="images must be finite"):
+        X.train_members(stack, _images().masked_fill(_images() > 0.9, float("nan")), _labels(), epochs=1,
+                        batch_size=4, lr=1e-2)
+    with pytest.raises(TypeError, match="images must have the models' dtype torch.float32, got torch.float16"):
+        X.train_members(stack, _images().half(), _labels(), epochs=1, batch_size=4, lr=1e-2)
+    with pytest.raises(ValueError, match="images was rejected by the members: x must have an even"):
+        X.train_members(stack, _images(h=7), _labels(), epochs=1, batch_size=4, lr=1e-2)
+    with pytest.raises(TypeError, match="after_epoch must be callable"):
+        X.train_members(stack, _images(), _labels(), epochs=1, batch_size=4, lr=1e-2, after_epoch="log")  # type: ignore[arg-type]
+
+
+def test_evaluate_members_names_the_test_set_it_rejects():
+    stack, (x2, y2) = _stack(), _pairs()["vertical"]
+    with pytest.raises(ValueError, match=r"pairs\['vertical'\]\[1\] must be class labels in \[0, 2\]"):
+        X.evaluate_members(stack, {"vertical": (x2, y2 + 1)})
+    with pytest.raises(ValueError, match=r"pairs\['vertical'\]\[0\] must be finite"):
+        X.evaluate_members(stack, {"vertical": (x2.masked_fill(x2 > 0.9, float("inf")), y2)})
+    with pytest.raises(ValueError, match=r"pairs\['odd'\]\[0\] was rejected by the members: x must have an even"):
+        X.evaluate_members(stack, {"odd": (x2[:, :, :7], y2)})
+    with pytest.raises(TypeError, match=r"pairs\['vertical'\] must be an \(images, pair_labels\) pair"):
+        X.evaluate_members(stack, {"vertical": x2})
+    with pytest.raises(ValueError, match=r"single\[1\] must be class labels in \[0, 2\]"):
+        X.evaluate_members(stack, {}, single=(_images(), _labels() + 1))
+    with pytest.raises(TypeError, match="single must be an"):
+        X.evaluate_members(stack, {}, single=_images())  # type: ignore[arg-type]
+
+
+def test_seed_stack_checks_build_and_seeds():
+    with pytest.raises(TypeError, match="build must be callable"):
+        X.SeedStack(None, (0, 1))  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="seeds must be a sequence"):
+        X.SeedStack(lambda s: X.build_model("cnn", seed=s, **SMALL), 3)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"seeds\[1\] must be an integer >= 0"):
+        X.member_orders(_images(), _labels(), (0, 1.5))
