@@ -629,7 +629,8 @@ class CapsuleLayer(nn.Module):
 
     Weights start uniform in $\pm\sqrt{6/(d_{in} + k\,d_{out})}$ (Glorot, as in
     Su's Keras layer), drawn from the global generator (seed it, or build the layer inside
-    ``torch.random.fork_rng``).
+    ``torch.random.fork_rng``). Like any layer it propagates NaN/inf in its input; huge finite
+    inputs give finite capsules (see [`squash`][kexue.capsule.squash]).
 
     Args:
         dim_in: Input capsule dimension.

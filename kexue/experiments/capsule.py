@@ -233,7 +233,9 @@ class ConvTrunk(nn.Module):
     """The shared feature extractor: two 3x3 convolutions, 2x2 average pooling, one more.
 
     A CPU-sized version of the article's trunk (its 'valid' 3x3 stack would leave
-    nothing of an 8x8 image, so we pad): ``(B, 1, H, W) -> (B, C, H/2, W/2)``.
+    nothing of an 8x8 image, so we pad): ``(B, 1, H, W) -> (B, C, H/2, W/2)``. Odd sizes are
+    rejected (the pooling would drop the last row or column); NaN/inf in the images propagate,
+    as in any layer (the evaluation helpers reject them).
 
     Args:
         channels: Output channels of the three convolutions.
