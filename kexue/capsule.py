@@ -32,14 +32,16 @@ training) lives in [`kexue.experiments.capsule`][kexue.experiments.capsule].
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from kexue._checks import check_int, check_real, check_tensor
+from kexue._checks import check_finite, check_int, check_real, check_tensor
 
 __all__ = [
     "DEFAULT_SQUASH_C",
@@ -59,6 +61,35 @@ __all__ = [
 ]
 
 
+# ----------------------------------------------------------------------------- checks
+
+_HALF = (torch.float16, torch.bfloat16)
+
+
+def _in_float32(fn: Callable[..., Any], x: Tensor, *args: Any) -> Any:
+    """``fn(x, *args)``, with float16/bfloat16 ``x`` computed in float32 and every tensor result cast back."""
+    if x.dtype not in _HALF:
+        return fn(x, *args)
+    out = fn(x.float(), *args)
+    return tuple(o.to(x.dtype) for o in out) if isinstance(out, tuple) else out.to(x.dtype)
+
+
+def _check_squash_c(c: object, name: str, dtype: torch.dtype) -> float:
+    """A positive squash constant that the computing dtype can hold (float32 for float16 input)."""
+    top = torch.finfo(torch.float32 if dtype in _HALF else dtype).max
+    return check_real(c, name, above=0, at_most=top)
+
+
+def _check_dim(dim: object, s: Tensor) -> int:
+    if not isinstance(dim, int) or isinstance(dim, bool) or not -s.dim() <= dim < s.dim():
+        raise ValueError(f"dim must be an integer indexing an axis of s (shape {tuple(s.shape)}), got {dim!r}")
+    return dim
+
+
+def _check_u_hat(u_hat: object) -> Tensor:
+    return check_tensor(u_hat, "u_hat", 4, floating=True)
+
+
 # ----------------------------------------------------------------------------- squash
 
 
@@ -74,7 +105,11 @@ def squash(s: Tensor, dim: int = -1, c: float = 1.0) -> Tensor:
     output length is $\lVert s\rVert^2/c$, so with ``c = 0.5`` a short vector keeps twice as much
     of its length as with ``c = 1``; for $c \ge 1/4$ no vector ever gets longer. Written as
     $s\,\lVert s\rVert/(c + \lVert s\rVert^2)$, it is exactly zero at the zero vector, with
-    gradient zero there (no NaN).
+    gradient zero there (no NaN). Vectors so long that $\lVert s\rVert^2$ overflows (beyond about
+    $1.8\cdot 10^{19}$ in float32) are first scaled down by a power of two, so they come out
+    with length 1 instead of NaN. float16 and bfloat16 are computed in float32 and cast back.
+    Like any elementwise layer, it propagates NaN/inf: a vector with a NaN or infinite entry
+    comes out NaN.
 
     Args:
         s: Vectors to squash.
@@ -82,14 +117,15 @@ def squash(s: Tensor, dim: int = -1, c: float = 1.0) -> Tensor:
         c: Positive constant; larger values squash harder.
 
     Returns:
-        A tensor of the same shape as ``s``.
+        A tensor of the same shape and dtype as ``s``.
 
     Shapes:
         s: ``(..., d, ...)`` with ``d`` on axis ``dim``; output: same as ``s``.
 
     Raises:
         TypeError: If ``s`` is not a floating tensor.
-        ValueError: If ``c`` is not positive or ``dim`` is out of range.
+        ValueError: If ``c`` is not positive (or overflows the dtype) or ``dim`` is not an
+            integer indexing an axis of ``s``.
 
     Examples:
         >>> import torch
@@ -98,16 +134,37 @@ def squash(s: Tensor, dim: int = -1, c: float = 1.0) -> Tensor:
         tensor([0.9615, 0.0000])
         >>> squash(s, c=0.5).norm(dim=-1)  # 25 / 25.5
         tensor([0.9804, 0.0000])
+        >>> squash(torch.tensor([3e20, 4e20])).norm()  # far too long to square: length 1, no NaN
+        tensor(1.)
     """
     check_tensor(s, "s", floating=True)
-    c = check_real(c, "c", above=0)
-    if s.dim() == 0 or not -s.dim() <= dim < s.dim():
-        raise ValueError(f"dim must index an axis of s (shape {tuple(s.shape)}), got {dim}")
+    c = _check_squash_c(c, "c", s.dtype)
+    _check_dim(dim, s)
+    return _in_float32(_squash, s, dim, c)
+
+
+def _squash(s: Tensor, dim: int = -1, c: float = 1.0) -> Tensor:
     norm = torch.linalg.vector_norm(s, dim=dim, keepdim=True)  # its backward is 0, not NaN, at 0
-    return s * (norm / (c + norm * norm))
+    k = _overflow_scale(torch.isfinite(c + norm * norm), s.dtype)  # 1, or 2^-80 where |s|^2 overflows
+    t = s * k  # squash(s) = t |t| / (c k^2 + |t|^2): the same numbers as before for k = 1
+    norm = torch.linalg.vector_norm(t, dim=dim, keepdim=True)
+    return t * (norm / (c * k * k + norm * norm))
 
 
 # --8<-- [end:squash]
+
+
+def _overflow_scale(finite: Tensor, dtype: torch.dtype) -> Tensor:
+    """1 where ``finite``, else a power of two small enough that no finite vector's squared norm overflows.
+
+    For float32 that is $2^{-80}$ (float64: $2^{-528}$): entries up to the dtype's largest,
+    $2^{128}$, become at most $2^{48}$, so up to $2^{32}$ of them have a finite squared norm, and
+    scaling by a power of two loses no precision. Where NaN or inf made the test fail, the
+    result stays NaN.
+    """
+    exponent = math.frexp(torch.finfo(dtype).max)[1]  # 128 for float32
+    one = torch.ones((), dtype=dtype)
+    return torch.where(finite, one, torch.full((), 2.0 ** -(exponent // 2 + 16), dtype=dtype))
 
 
 SQUASH_PROFILES: dict[str, Callable[[Tensor], Tensor]] = {
@@ -145,13 +202,14 @@ def predict_shared(u: Tensor, weight: Tensor) -> Tensor:
         output: ``(batch, n_in, n_out, dim_out)``.
 
     Raises:
-        TypeError: If ``u`` or ``weight`` is not a floating tensor.
+        TypeError: If ``u`` or ``weight`` is not a floating tensor, or their dtypes differ.
         ValueError: On wrong ranks or mismatched ``dim_in``.
     """
-    check_tensor(u, "u", 3, floating=True)
-    check_tensor(weight, "weight", 3, floating=True)
-    if weight.shape[2] != u.shape[2]:
-        raise ValueError(f"weight's last axis ({weight.shape[2]}) must equal u's capsule dim ({u.shape[2]})")
+    _check_prediction_args(u, weight, 3)
+    return _predict_shared(u, weight)
+
+
+def _predict_shared(u: Tensor, weight: Tensor) -> Tensor:
     return torch.einsum("bnd,jed->bnje", u, weight)
 
 
@@ -172,19 +230,51 @@ def predict_dense(u: Tensor, weight: Tensor) -> Tensor:
         output: ``(batch, n_in, n_out, dim_out)``.
 
     Raises:
-        TypeError: If ``u`` or ``weight`` is not a floating tensor.
+        TypeError: If ``u`` or ``weight`` is not a floating tensor, or their dtypes differ.
         ValueError: On wrong ranks, a different number of inputs, or mismatched ``dim_in``.
     """
-    check_tensor(u, "u", 3, floating=True)
-    check_tensor(weight, "weight", 4, floating=True)
+    _check_prediction_args(u, weight, 4)
     if weight.shape[0] != u.shape[1]:
         raise ValueError(f"weight has {weight.shape[0]} input capsules but u has {u.shape[1]}")
-    if weight.shape[3] != u.shape[2]:
-        raise ValueError(f"weight's last axis ({weight.shape[3]}) must equal u's capsule dim ({u.shape[2]})")
+    return _predict_dense(u, weight)
+
+
+def _predict_dense(u: Tensor, weight: Tensor) -> Tensor:
     return torch.einsum("bnd,njed->bnje", u, weight)
 
 
+def _check_prediction_args(u: object, weight: object, weight_ndim: int) -> None:
+    check_tensor(u, "u", 3, floating=True)
+    check_tensor(weight, "weight", weight_ndim, floating=True)
+    if weight.dtype != u.dtype:
+        raise TypeError(f"weight must have u's dtype {u.dtype}, got {weight.dtype}")
+    if weight.shape[-1] != u.shape[2]:
+        raise ValueError(f"weight's last axis ({weight.shape[-1]}) must equal u's capsule dim ({u.shape[2]})")
+
+
 # ----------------------------------------------------------------------------- routing
+
+
+def _routing(core: Callable[[Tensor, int, float], tuple[Tensor, Tensor]]) -> Callable[..., tuple[Tensor, Tensor]]:
+    """Make a routing core public: check the arguments, compute float16/bfloat16 in float32.
+
+    [`route`][kexue.capsule.route] checks its own arguments once and calls the core
+    (``__wrapped__``) directly.
+    """
+
+    @functools.wraps(core)
+    def routing(u_hat: Tensor, iterations: int, squash_c: float) -> tuple[Tensor, Tensor]:
+        _check_u_hat(u_hat)
+        check_int(iterations, "iterations")
+        return _in_float32(core, u_hat, iterations, _check_squash_c(squash_c, "squash_c", u_hat.dtype))
+
+    return routing
+
+
+def _unit(o: Tensor) -> Tensor:
+    """``F.normalize(o, dim=-1)`` (a zero centre stays zero), also for centres whose squared norm overflows."""
+    k = _overflow_scale(torch.isfinite(torch.linalg.vector_norm(o, dim=-1, keepdim=True)), o.dtype)
+    return F.normalize(o * k, dim=-1)  # the same numbers as F.normalize(o) for k = 1
 
 
 # --8<-- [start:routings]
@@ -193,28 +283,31 @@ def _agreement(u_hat: Tensor, v: Tensor) -> Tensor:
     return (u_hat * v.unsqueeze(1)).sum(-1)
 
 
+@_routing
 def routing_hinton(u_hat: Tensor, iterations: int, squash_c: float) -> tuple[Tensor, Tensor]:
     """Paper routing: the logits accumulate, ``b += <u_hat, v>``. See [`route`][kexue.capsule.route]."""
     b = u_hat.new_zeros(u_hat.shape[:3])  # zero logits, per example
     for t in range(iterations):
         c = torch.softmax(b, dim=2)  # each input splits itself over the outputs
-        v = squash((c.unsqueeze(-1) * u_hat).sum(1), c=squash_c)
+        v = _squash((c.unsqueeze(-1) * u_hat).sum(1), c=squash_c)
         if t < iterations - 1:
             b = b + _agreement(u_hat, v)
     return v, c
 
 
+@_routing
 def routing_su4819(u_hat: Tensor, iterations: int, squash_c: float) -> tuple[Tensor, Tensor]:
     """Article routing: the logits are overwritten, ``b = <u_hat, v>``. See [`route`][kexue.capsule.route]."""
     b = u_hat.new_zeros(u_hat.shape[:3])
     for t in range(iterations):
         c = torch.softmax(b, dim=2)
-        v = squash((c.unsqueeze(-1) * u_hat).sum(1), c=squash_c)
+        v = _squash((c.unsqueeze(-1) * u_hat).sum(1), c=squash_c)
         if t < iterations - 1:
             b = _agreement(u_hat, v)
     return v, c
 
 
+@_routing
 def routing_su5112(u_hat: Tensor, iterations: int, squash_c: float) -> tuple[Tensor, Tensor]:
     """Sequel routing: agreement with unit-length centres, one squash at the end. See [`route`][kexue.capsule.route]."""
     b = u_hat.new_zeros(u_hat.shape[:3])
@@ -222,8 +315,8 @@ def routing_su5112(u_hat: Tensor, iterations: int, squash_c: float) -> tuple[Ten
         c = torch.softmax(b, dim=2)
         o = (c.unsqueeze(-1) * u_hat).sum(1)
         if t < iterations - 1:
-            b = _agreement(u_hat, F.normalize(o, dim=-1))  # a zero centre stays zero
-    return squash(o, c=squash_c), c
+            b = _agreement(u_hat, _unit(o))  # a zero centre stays zero
+    return _squash(o, c=squash_c), c
 
 
 # --8<-- [end:routings]
@@ -234,7 +327,8 @@ ROUTINGS: dict[str, Callable[[Tensor, int, float], tuple[Tensor, Tensor]]] = {
     "su4819": routing_su4819,
     "su5112": routing_su5112,
 }
-"""Routing algorithms by name; each is ``f(u_hat, iterations, squash_c) -> (v, couplings)``."""
+"""Routing algorithms by name; each is ``f(u_hat, iterations, squash_c) -> (v, couplings)`` and checks
+its arguments like [`route`][kexue.capsule.route]."""
 
 DEFAULT_SQUASH_C: dict[str, float] = {"hinton": 1.0, "su4819": 0.5, "su5112": 0.5}
 """The squash constant each routing's source uses (paper: 1; Su's code: 0.5), taken when a
@@ -242,14 +336,27 @@ caller passes ``squash_c=None``. The constant is not part of the routing rule: p
 explicitly to compare rules at the same constant."""
 
 
+def _check_method(method: object, name: str) -> str:
+    if not isinstance(method, str) or method not in ROUTINGS:
+        raise ValueError(f"{name} must be one of {sorted(ROUTINGS)}, got {method!r}")
+    return method
+
+
 def _check_route_args(u_hat: object, iterations: object, method: object, squash_c: object) -> float:
-    check_tensor(u_hat, "u_hat", 4, floating=True)
+    _check_u_hat(u_hat)
     check_int(iterations, "iterations")
-    if method not in ROUTINGS:
-        raise ValueError(f"method must be one of {sorted(ROUTINGS)}, got {method!r}")
+    _check_method(method, "method")
     if squash_c is None:
+        if method not in DEFAULT_SQUASH_C:
+            raise ValueError(f"squash_c must be given for method {method!r}, which has no default constant")
         return DEFAULT_SQUASH_C[method]  # type: ignore[index]
-    return check_real(squash_c, "squash_c", above=0)
+    return _check_squash_c(squash_c, "squash_c", u_hat.dtype)  # type: ignore[union-attr]
+
+
+def _route(u_hat: Tensor, iterations: int, method: str, squash_c: float) -> tuple[Tensor, Tensor]:
+    """The routing ``method`` on checked arguments: its core, float16/bfloat16 in float32."""
+    fn = ROUTINGS[method]
+    return _in_float32(getattr(fn, "__wrapped__", fn), u_hat, iterations, squash_c)
 
 
 def route(
@@ -281,6 +388,9 @@ def route(
     ``iterations=1`` the couplings are uniform, and ``"hinton"`` and ``"su4819"`` coincide for
     ``iterations <= 2`` (from zero logits, adding and overwriting give the same first update).
 
+    Empty inputs route to empty outputs (no inputs: zero output capsules). float16 and bfloat16
+    are computed in float32 and cast back. NaN/inf in ``u_hat`` propagate, as in any layer.
+
     Args:
         u_hat: Prediction vectors $\hat u_{j|i}$.
         iterations: Number of routing passes $r \ge 1$ (``1`` means uniform couplings).
@@ -297,8 +407,8 @@ def route(
 
     Raises:
         TypeError: If ``u_hat`` is not a floating tensor.
-        ValueError: If ``u_hat`` is not 4-D, ``iterations < 1``, ``method`` is unknown
-            or ``squash_c`` is not positive.
+        ValueError: If ``u_hat`` is not 4-D, ``iterations`` is not an integer >= 1, ``method``
+            is unknown or ``squash_c`` is not a positive number (that the dtype can hold).
 
     Examples:
         >>> import torch
@@ -312,7 +422,7 @@ def route(
         True
     """
     c = _check_route_args(u_hat, iterations, method, squash_c)
-    return ROUTINGS[method](u_hat, iterations, c)
+    return _route(u_hat, iterations, method, c)
 
 
 def route_reference(
@@ -339,28 +449,36 @@ def route_reference(
         couplings: ``(batch, n_in, n_out)``.
     """
     csq = _check_route_args(u_hat, iterations, method, squash_c)
-    batch, n_in, n_out, _ = u_hat.shape
-    v_all = torch.zeros(batch, n_out, u_hat.shape[3], dtype=u_hat.dtype)
+    return _in_float32(_route_loops, u_hat, iterations, method, csq)
+
+
+def _route_loops(u_hat: Tensor, iterations: int, method: str, csq: float) -> tuple[Tensor, Tensor]:
+    batch, n_in, n_out, dim = u_hat.shape
+    v_all = torch.zeros(batch, n_out, dim, dtype=u_hat.dtype)
     c_all = torch.zeros(batch, n_in, n_out, dtype=u_hat.dtype)
 
-    def sq(x: Tensor) -> Tensor:
-        n2 = float((x * x).sum())
-        return x * (math.sqrt(n2) / (csq + n2))
+    def length(x: Tensor) -> float:  # math.hypot does not overflow where the sum of squares would
+        return math.hypot(*x.double().tolist())
+
+    def sq(x: Tensor) -> Tensor:  # x |x| / (c + |x|^2), as x / (c / |x| + |x|): no |x|^2 to overflow
+        n = length(x)
+        return x * (1.0 / (csq / n + n)) if n != 0 else x * 0.0
 
     for b_ in range(batch):
         logits = [[0.0] * n_out for _ in range(n_in)]
         for t in range(iterations):
             coup = []
             for i in range(n_in):
-                m = max(logits[i])
+                m = max(logits[i], default=0.0)
                 e = [math.exp(z - m) for z in logits[i]]
                 coup.append([x / sum(e) for x in e])
-            s = [sum(coup[i][j] * u_hat[b_, i, j] for i in range(n_in)) for j in range(n_out)]
+            zero = torch.zeros(dim, dtype=u_hat.dtype)
+            s = [sum((coup[i][j] * u_hat[b_, i, j] for i in range(n_in)), zero) for j in range(n_out)]
             out = [sq(s[j]) for j in range(n_out)]
             if method == "su5112":  # agreement with the unit-length centres
                 centres = []
                 for j in range(n_out):
-                    norm = math.sqrt(float((s[j] * s[j]).sum()))
+                    norm = length(s[j])
                     centres.append(s[j] / norm if norm > 0 else s[j] * 0.0)
             else:
                 centres = out
@@ -371,7 +489,7 @@ def route_reference(
                         logits[i][j] = logits[i][j] + a if method == "hinton" else a
         for j in range(n_out):
             v_all[b_, j] = out[j]
-        c_all[b_] = torch.tensor(coup, dtype=u_hat.dtype)
+        c_all[b_] = torch.tensor(coup, dtype=u_hat.dtype).reshape(n_in, n_out)
     return v_all, c_all
 
 
@@ -392,7 +510,9 @@ def coupling_entropy(couplings: Tensor) -> Tensor:
 
     Raises:
         TypeError: If ``couplings`` is not a floating tensor.
-        ValueError: If ``couplings`` is not 3-D.
+        ValueError: If ``couplings`` is not 3-D, has no input or no output capsule, holds NaN
+            or inf, or is not a distribution over the outputs (entries in [0, 1], each input's
+            summing to 1).
 
     Examples:
         >>> import torch
@@ -402,6 +522,16 @@ def coupling_entropy(couplings: Tensor) -> Tensor:
         tensor([0.])
     """
     check_tensor(couplings, "couplings", 3, floating=True)
+    if couplings.shape[1] == 0 or couplings.shape[2] == 0:
+        raise ValueError(f"couplings need at least one input and one output capsule, got shape {tuple(couplings.shape)}")
+    check_finite(couplings, "couplings")
+    tol = max(1e-4, 8 * couplings.shape[2] * torch.finfo(couplings.dtype).eps)
+    sums = couplings.float().sum(-1)
+    if bool((couplings < 0).any()) or bool(((sums - 1).abs() > tol).any()):
+        raise ValueError(
+            "couplings must be a distribution over the outputs (entries >= 0, each input's summing to 1), "
+            f"got entries from {couplings.min().item():.3g} and sums from {sums.min().item():.3g} to {sums.max().item():.3g}"
+        )
     return -(torch.special.xlogy(couplings, couplings)).sum(-1).mean(-1)
 
 
@@ -426,10 +556,11 @@ def margin_loss(
     can be present at once.
 
     Args:
-        lengths: Class scores in [0, 1] (capsule lengths or sigmoid outputs).
-        targets: Integer labels ``(batch,)`` or 0/1 indicators shaped like ``lengths``.
-        m_pos: Length a present class should exceed.
-        m_neg: Length an absent class should stay below.
+        lengths: Class scores in [0, 1] (capsule lengths or sigmoid outputs), finite.
+        targets: Integer labels ``(batch,)`` in ``[0, classes)``, or 0/1 indicators shaped like
+            ``lengths`` (bool, or floating in [0, 1]).
+        m_pos: Length a present class should exceed, in [0, 1].
+        m_neg: Length an absent class should stay below, in [0, 1].
         lam: Weight of the absent-class term (>= 0).
 
     Returns:
@@ -439,8 +570,9 @@ def margin_loss(
         lengths: ``(batch, classes)``; targets: ``(batch,)`` int64 or ``(batch, classes)``.
 
     Raises:
-        TypeError: If ``lengths`` or ``targets`` is not a tensor.
-        ValueError: On wrong shapes, labels out of range or ``lam < 0``.
+        TypeError: If ``lengths`` is not a floating tensor or ``targets`` is not a real tensor.
+        ValueError: On wrong shapes, an empty batch, NaN/inf, labels or indicators out of range,
+            or margins outside [0, 1] or ``lam < 0``.
 
     Examples:
         >>> import torch
@@ -450,28 +582,38 @@ def margin_loss(
         >>> margin_loss(lengths, torch.tensor([0]), lam=0.25)  # the article's weight
         tensor(0.0100)
     """
-    check_tensor(lengths, "lengths", 2, floating=True)
-    if not isinstance(targets, Tensor):
-        raise TypeError(f"targets must be a torch.Tensor, got {type(targets).__name__}")
+    check_tensor(lengths, "lengths", 2, floating=True, nonempty=True)
+    check_finite(lengths, "lengths")
+    m_pos = check_real(m_pos, "m_pos", at_least=0, at_most=1)
+    m_neg = check_real(m_neg, "m_neg", at_least=0, at_most=1)
     lam = check_real(lam, "lam", at_least=0)
-    if targets.dtype in (torch.int64, torch.int32, torch.int16, torch.uint8):
-        if targets.shape != lengths.shape[:1]:
-            raise ValueError(
-                f"integer targets must have shape {tuple(lengths.shape[:1])}, got {tuple(targets.shape)}"
-            )
-        if targets.numel() and not (0 <= int(targets.min()) and int(targets.max()) < lengths.shape[1]):
-            raise ValueError(f"targets must lie in [0, {lengths.shape[1] - 1}]")
-        t = F.one_hot(targets.long(), lengths.shape[1]).to(lengths.dtype)
-    else:
-        if targets.shape != lengths.shape:
-            raise ValueError(f"targets must have shape {tuple(lengths.shape)}, got {tuple(targets.shape)}")
-        t = targets.to(lengths.dtype)
+    t = _margin_targets(targets, lengths)  # one-hot labels, or the 0/1 indicators themselves
     present = t * F.relu(m_pos - lengths) ** 2
     absent = lam * (1.0 - t) * F.relu(lengths - m_neg) ** 2
     return (present + absent).sum(dim=1).mean()
 
 
 # --8<-- [end:margin]
+
+
+def _margin_targets(targets: object, lengths: Tensor) -> Tensor:
+    """Checked targets of [`margin_loss`][kexue.capsule.margin_loss] as indicators shaped like ``lengths``."""
+    t = check_tensor(targets, "targets")
+    if t.is_complex():
+        raise TypeError(f"targets must be integer labels or real indicators, got {t.dtype}")
+    batch, classes = lengths.shape
+    if not t.is_floating_point() and t.dtype != torch.bool:
+        if t.shape != (batch,):
+            raise ValueError(f"integer targets must have shape ({batch},), got {tuple(t.shape)}")
+        low, high = int(t.min()), int(t.max())
+        if low < 0 or high >= classes:
+            raise ValueError(f"targets must lie in [0, {classes - 1}], got labels from {low} to {high}")
+        return F.one_hot(t.long(), classes).to(lengths.dtype)
+    if t.shape != lengths.shape:
+        raise ValueError(f"targets must have shape {tuple(lengths.shape)}, got {tuple(t.shape)}")
+    if t.is_floating_point() and not bool(((t >= 0) & (t <= 1)).all()):
+        raise ValueError("targets must be 0/1 indicators (or weights in [0, 1]), got NaN, inf or values outside [0, 1]")
+    return t.to(lengths.dtype)
 
 
 # ----------------------------------------------------------------------------- the layer
@@ -487,7 +629,8 @@ class CapsuleLayer(nn.Module):
 
     Weights start uniform in $\pm\sqrt{6/(d_{in} + k\,d_{out})}$ (Glorot, as in
     Su's Keras layer), drawn from the global generator (seed it, or build the layer inside
-    ``torch.random.fork_rng``).
+    ``torch.random.fork_rng``). Like any layer it propagates NaN/inf in its input; huge finite
+    inputs give finite capsules (see [`squash`][kexue.capsule.squash]).
 
     Args:
         dim_in: Input capsule dimension.
@@ -533,13 +676,14 @@ class CapsuleLayer(nn.Module):
         for name, val in (("dim_in", dim_in), ("num_caps", num_caps), ("dim_caps", dim_caps)):
             check_int(val, name)
         check_int(iterations, "iterations")
-        if routing not in ROUTINGS:
-            raise ValueError(f"routing must be one of {sorted(ROUTINGS)}, got {routing!r}")
+        _check_method(routing, "routing")
         if num_inputs is not None:
             check_int(num_inputs, "num_inputs")
         self.iterations, self.routing = iterations, routing
+        if squash_c is None and routing not in DEFAULT_SQUASH_C:
+            raise ValueError(f"squash_c must be given for routing {routing!r}, which has no default constant")
         self.squash_c = (
-            DEFAULT_SQUASH_C[routing] if squash_c is None else check_real(squash_c, "squash_c", above=0)
+            DEFAULT_SQUASH_C[routing] if squash_c is None else _check_squash_c(squash_c, "squash_c", torch.float32)
         )
         shape = (
             (num_caps, dim_caps, dim_in) if num_inputs is None else (num_inputs, num_caps, dim_caps, dim_in)
@@ -553,6 +697,23 @@ class CapsuleLayer(nn.Module):
         return self.weight.dim() == 3
 
     def forward(self, u: Tensor) -> tuple[Tensor, Tensor]:
-        """Route ``u`` to the output capsules; returns ``(v, couplings)``."""
-        u_hat = predict_shared(u, self.weight) if self.shared else predict_dense(u, self.weight)
-        return route(u_hat, self.iterations, self.routing, self.squash_c)
+        """Route ``u`` to the output capsules; returns ``(v, couplings)``.
+
+        Raises:
+            TypeError: If ``u`` is not a floating tensor of the layer's dtype.
+            ValueError: If ``u`` is not ``(batch, n_in, dim_in)`` (with ``n_in = num_inputs`` for
+                a dense layer), or the routing attributes were set to invalid values.
+        """
+        w = self.weight
+        check_tensor(u, "u", 3, floating=True)
+        if u.dtype != w.dtype:
+            raise TypeError(f"u must have the layer's dtype {w.dtype}, got {u.dtype}")
+        if u.shape[2] != w.shape[-1]:
+            raise ValueError(f"u must hold capsules of dimension dim_in={w.shape[-1]}, got shape {tuple(u.shape)}")
+        if not self.shared and u.shape[1] != w.shape[0]:
+            raise ValueError(f"u must hold num_inputs={w.shape[0]} input capsules, got shape {tuple(u.shape)}")
+        check_int(self.iterations, "iterations")  # attributes a caller may have changed
+        _check_method(self.routing, "routing")
+        c = _check_squash_c(self.squash_c, "squash_c", u.dtype)
+        u_hat = _predict_shared(u, w) if self.shared else _predict_dense(u, w)
+        return _route(u_hat, self.iterations, self.routing, c)

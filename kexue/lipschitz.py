@@ -33,6 +33,7 @@ The page's experiments (synthetic matrices, the digits classifiers, the WGAN cri
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Sequence
 from typing import Literal, NamedTuple
 
@@ -42,6 +43,7 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
 from kexue._checks import check_finite, check_generator, check_int, check_real, check_tensor
+from kexue._memory import LARGE, fresh_like
 
 __all__ = [
     "PowerIteration",
@@ -229,7 +231,8 @@ def spectral_norm_estimate(
         u = torch.ones(W.shape[0], dtype=W.dtype, device=W.device)
     else:
         u = _check_vector(u0, "u0", W.shape[0], W)
-    W = W.detach()
+    scale = _pow2_scale(W)  # iterate on W / 2^k (exact): squared norms neither overflow nor underflow
+    W = W.detach() / scale
     u = F.normalize(u.detach(), dim=0, eps=eps)
     history = W.new_empty(n_iter)
     for k in range(n_iter):
@@ -237,6 +240,7 @@ def spectral_norm_estimate(
         Wv = W @ v
         history[k] = torch.linalg.vector_norm(Wv)  # = u_new^T W v
         u = F.normalize(Wv, dim=0, eps=eps)
+    history = history * scale
     return PowerIteration(history[-1].clone(), u, v, history)
 # --8<-- [end:power]
 
@@ -297,6 +301,10 @@ def spectral_normalize(W: Tensor, u: Tensor, v: Tensor, n_iter: int = 1, eps: fl
     step instead of PyTorch's three, the same value and the same gradient. With ``n_iter = 0``
     (evaluation) the stored vectors are used as they are: $\hat\sigma = u^\top W v$.
 
+    A matrix too large for the CPU cache (over 8 MiB) is read from memory once per iteration
+    instead of twice: in row blocks that stay in cache, $y = Wv$ and $z = W^\top y$ are formed
+    together, and $u = y/\|y\|$, $W^\top u = z/\|y\|$ (same values up to rounding).
+
     Args:
         W: The weight matrix (gradient flows through it).
         u: Current left vector (unit norm), treated as a constant.
@@ -321,9 +329,17 @@ def spectral_normalize(W: Tensor, u: Tensor, v: Tensor, n_iter: int = 1, eps: fl
     ``torch.nn.utils.parametrizations.spectral_norm`` for the update order.
     """
     _check_step_inputs(W, u, v, n_iter, eps)
+    sigma, scale, u, v = _safe_sigma_step(W, u, v, n_iter, eps)
+    return SpectralNormStep(_divide(W, _floored(sigma, eps) * scale), sigma * scale, u, v)
+
+
+def _sigma_step(W: Tensor, u: Tensor, v: Tensor, n_iter: int, eps: float) -> tuple[Tensor, Tensor, Tensor]:
+    """``(sigma, u, v)`` of one step: ``sigma`` differentiable in ``W``, the vectors detached."""
     if n_iter == 0:
         sigma = u.detach() @ (W @ v.detach())
-        return SpectralNormStep(W / sigma, sigma, u.detach(), v.detach())
+        return sigma, u.detach(), v.detach()
+    if W.numel() * W.element_size() > _IN_CACHE_BYTES:
+        return _sigma_step_one_pass(W, u, v, n_iter, eps)
     Wd = W.detach()
     with torch.no_grad():
         v = v.detach()
@@ -334,8 +350,140 @@ def spectral_normalize(W: Tensor, u: Tensor, v: Tensor, n_iter: int = 1, eps: fl
     Wtu = W.mT @ u  # carries the gradient: d||W^T u|| / dW = u v^T
     sigma = torch.linalg.vector_norm(Wtu)
     v = Wtu.detach() / sigma.detach().clamp_min(eps)
-    return SpectralNormStep(W / sigma, sigma, u, v)
+    return sigma, u, v
 # --8<-- [end:step]
+
+
+def _floored(sigma: Tensor, eps: float) -> Tensor:
+    """``sigma`` with values of magnitude at most ``eps`` replaced by ``eps`` (a zero weight stays zero); NaN stays."""
+    return torch.where(sigma.abs() <= eps, torch.full_like(sigma, eps), sigma)
+
+
+def _safe_range(dtype: torch.dtype) -> tuple[float, float]:
+    info = torch.finfo(dtype)
+    return math.sqrt(info.tiny) * 1e3, math.sqrt(info.max) * 1e-3
+
+
+def _safe_sigma_step(W: Tensor, u: Tensor, v: Tensor, n_iter: int, eps: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``(sigma_s, scale, u, v)``: one step on ``W / scale``, where ``scale`` is 1 or, when the squared norms of
+    ``W`` itself may under- or overflow (entries near 1e-20 or 1e30 in float32), an exact power of two.
+
+    ``sigma(W) = scale * sigma_s`` with the same rounding (dividing by ``2^k`` only changes exponents), and
+    ``sigma_s`` is the value to compare with ``eps``. Ordinary matrices never take the second pass: one
+    scalar comparison decides.
+    """
+    one = torch.ones((), dtype=W.dtype, device=W.device)
+    sigma, u2, v2 = _sigma_step(W, u, v, n_iter, eps)
+    low, high = _safe_range(W.dtype)
+    try:
+        value = abs(float(sigma.detach()))
+    except RuntimeError:  # under torch.func transforms a value cannot be read: keep the plain result
+        return sigma, one, u2, v2
+    if low < value < high or math.isnan(value):
+        return sigma, one, u2, v2
+    scale = _pow2_scale(W)
+    sigma_s, u2, v2 = _sigma_step(W / scale, u, v, n_iter, eps)
+    return sigma_s, scale, u2, v2
+
+
+_IN_CACHE_BYTES = 8 << 20  # matrices larger than this take the one-pass iteration
+_BLOCK_BYTES = 2 << 20  # row block of the one-pass iteration: stays in cache between its two products
+
+
+def _sigma_step_one_pass(W: Tensor, u: Tensor, v: Tensor, n_iter: int, eps: float) -> tuple[Tensor, Tensor, Tensor]:
+    """``_sigma_step`` for a matrix larger than the cache: each iteration reads ``W`` from memory once.
+
+    Row block by row block, ``y_b = W_b v`` and then ``z += W_b^T y_b`` while ``W_b`` is still in
+    cache, so ``y = W v`` and ``z = W^T W v``; then ``u = y/||y||`` and ``W^T u = z/||y||``.
+    ``sigma = ||W^T u||`` gets its gradient ``u v^T`` from ``_SigmaOfVectors`` instead of a
+    differentiable product with ``W`` (which would read ``W`` once more).
+    """
+    Wd = W.detach()
+    rows = max(1, _BLOCK_BYTES // max(1, W.shape[1] * W.element_size()))
+    with torch.no_grad():
+        v = v.detach()
+        for _ in range(n_iter):  # no out= or in-place updates: torch.func.vmap can batch this loop
+            ys, z = [], None
+            for r0 in range(0, W.shape[0], rows):
+                block = Wd[r0:r0 + rows]
+                ys.append(block @ v)
+                z = block.mT @ ys[-1] if z is None else torch.addmv(z, block.mT, ys[-1])
+            y = torch.cat(ys)
+            y_norm = torch.linalg.vector_norm(y).clamp_min(eps)
+            u = y / y_norm
+            Wtu = z / y_norm
+            sigma = torch.linalg.vector_norm(Wtu)
+            v = Wtu / sigma.clamp_min(eps)
+    return _SigmaOfVectors.apply(W, u, v, sigma), u, v
+
+
+class _SigmaOfVectors(torch.autograd.Function):
+    """``sigma = u^T W v`` already computed, as a function of ``W`` with ``u``, ``v`` constant: gradient ``u v^T``."""
+
+    @staticmethod
+    def forward(W: Tensor, u: Tensor, v: Tensor, sigma: Tensor) -> Tensor:
+        return sigma.clone()
+
+    @staticmethod
+    def setup_context(ctx: object, inputs: tuple, output: Tensor) -> None:
+        _, u, v, _ = inputs
+        ctx.save_for_backward(u, v)
+
+    @staticmethod
+    def backward(ctx: object, grad: Tensor) -> tuple[Tensor | None, None, None, None]:
+        u, v = ctx.saved_tensors
+        return (grad * torch.outer(u, v) if ctx.needs_input_grad[0] else None), None, None, None
+
+    @staticmethod
+    def vmap(info: object, in_dims: tuple, W: Tensor, u: Tensor, v: Tensor, sigma: Tensor) -> tuple[Tensor, int | None]:
+        """Under ``torch.func.vmap`` (e.g. ``jacobian_norms``): batched inputs take ``u^T W v`` itself."""
+        if all(d is None for d in in_dims):
+            return _SigmaOfVectors.apply(W, u, v, sigma), None
+        return torch.func.vmap(lambda w, a, b, _: a @ (w @ b), in_dims=in_dims)(W, u, v, sigma), 0
+
+
+def _divide(weight: Tensor, sigma: Tensor) -> Tensor:
+    """``weight / sigma``; a large result goes into a buffer from ``kexue._memory.fresh_like`` (2 MiB pages)."""
+    if weight.numel() * weight.element_size() < LARGE:
+        return weight / sigma
+    return _Divide.apply(weight, sigma)
+
+
+class _Divide(torch.autograd.Function):
+    """``weight / sigma`` (``sigma`` 0-d) written into a fresh buffer, with the gradients of a division.
+
+    The division runs over row blocks from the last to the first: the power iteration has just read
+    ``weight`` from first to last, so its last blocks may still be in cache.
+    """
+
+    @staticmethod
+    def forward(weight: Tensor, sigma: Tensor) -> Tensor:
+        out = fresh_like(weight, dtype=torch.result_type(weight, sigma))
+        if not weight.is_contiguous():
+            return torch.div(weight, sigma, out=out)
+        w, o = weight.view(-1), out.view(-1)
+        step = max(1, _BLOCK_BYTES // weight.element_size())
+        for start in reversed(range(0, w.numel(), step)):
+            torch.div(w[start:start + step], sigma, out=o[start:start + step])
+        return out
+
+    @staticmethod
+    def setup_context(ctx: object, inputs: tuple, output: Tensor) -> None:
+        ctx.save_for_backward(*inputs)
+
+    @staticmethod
+    def backward(ctx: object, grad: Tensor) -> tuple[Tensor | None, Tensor | None]:
+        weight, sigma = ctx.saved_tensors
+        grad_w = grad / sigma if ctx.needs_input_grad[0] else None
+        grad_s = -(grad * weight).sum() / (sigma * sigma) if ctx.needs_input_grad[1] else None
+        return grad_w, grad_s
+
+    @staticmethod
+    def vmap(info: object, in_dims: tuple, weight: Tensor, sigma: Tensor) -> tuple[Tensor, int | None]:
+        """Under ``torch.func.vmap`` (e.g. ``jacobian_norms``): batched inputs take the plain division."""
+        if all(d is None for d in in_dims):
+            return _Divide.apply(weight, sigma), None
+        return torch.func.vmap(torch.div, in_dims=in_dims)(weight, sigma), 0
 
 
 def spectral_normalize_reference(
@@ -371,7 +519,7 @@ def spectral_normalize_reference(
             u = F.normalize(torch.mv(W, v), dim=0, eps=eps)
             v = F.normalize(torch.mv(W.mT, u), dim=0, eps=eps)
     sigma = torch.dot(u, torch.mv(W, v))
-    return SpectralNormStep(W / sigma, sigma, u, v)
+    return SpectralNormStep(W / _floored(sigma, eps), sigma, u, v)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -466,17 +614,14 @@ class SpectralNorm(nn.Module):
         if weight.ndim == 1:
             return F.normalize(weight, dim=0, eps=self.eps)
         mat = _to_matrix(weight, self.dim)
-        scale = _pow2_scale(mat)  # exact: sigma(mat) = scale * sigma(mat / scale), rounding included
-        step = spectral_normalize(mat / scale, self.u, self.v, self.n_power_iterations if self.training else 0,
-                                  self.eps)
+        n_iter = self.n_power_iterations if self.training else 0
+        sigma, scale, u, v = _safe_sigma_step(mat, self.u, self.v, n_iter, self.eps)
         if self.training:
             with torch.no_grad():
-                ok = step.sigma > self.eps  # a zero weight leaves the vectors as they were
-                self.u.copy_(torch.where(ok, step.u, self.u))
-                self.v.copy_(torch.where(ok, step.v, self.v))
-        # |sigma| <= eps only for a zero weight (or hand-set vectors with u orthogonal to Wv): divide by eps
-        sigma = torch.where(step.sigma.abs() <= self.eps, torch.full_like(step.sigma, self.eps), step.sigma)  # NaN stays
-        return weight / (sigma * scale)
+                ok = sigma.detach() > self.eps  # a zero weight leaves the vectors as they were
+                self.u.copy_(torch.where(ok, u, self.u))
+                self.v.copy_(torch.where(ok, v, self.v))
+        return _divide(weight, _floored(sigma, self.eps) * scale)
 
 
 def spectral_normalization(

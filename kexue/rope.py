@@ -42,6 +42,7 @@ import torch
 from torch import Tensor
 
 from kexue._checks import check_bool, check_int, check_real, check_tensor
+from kexue._memory import fresh_like
 
 __all__ = [
     "default_inv_freq",
@@ -389,6 +390,16 @@ def rope_angles(positions: Tensor, inv_freq: Tensor) -> Tensor:
 
 
 # --8<-- [start:apply]
+def _rotate(x: Tensor, cos: Tensor, sin: Tensor, layout: Layout) -> Tensor:
+    """Every pair ``(x1, x2)`` of ``x`` becomes ``(x1 cos - x2 sin, x1 sin + x2 cos)``, in ``x``'s dtype."""
+    if layout == "interleaved":
+        x1, x2 = x[..., 0::2], x[..., 1::2]
+        return torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).flatten(-2)
+    h = x.shape[-1] // 2
+    x1, x2 = x[..., :h], x[..., h:]
+    return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
+
+
 def apply_rope(x: Tensor, positions: Tensor, inv_freq: Tensor, layout: Layout = "interleaved") -> Tensor:
     r"""Rotate each pair of features of ``x`` by the angle $n\theta_m$ of its position $n$.
 
@@ -397,8 +408,12 @@ def apply_rope(x: Tensor, positions: Tensor, inv_freq: Tensor, layout: Layout = 
     \begin{pmatrix} x_{n,2m-1} \\ x_{n,2m} \end{pmatrix},$$
 
     so that $\langle R_{n_1} q, R_{n_2} k\rangle = \langle q, R_{n_2 - n_1} k\rangle$. Angles are computed in
-    float32 or float64 (see [`rope_angles`][kexue.rope.rope_angles]) whatever the dtype of ``x``;
-    the output has ``x``'s dtype.
+    float32 or float64 (see [`rope_angles`][kexue.rope.rope_angles]) whatever the dtype of ``x``; their
+    cosines and sines are then rounded to ``x``'s dtype and the rotation is done in that dtype, as
+    Hugging Face does. The values are those of the formula in ``_rotate`` above; unless the angles
+    need gradients, they are computed by the fast path
+    [`apply_rope_tables`][kexue.rope.apply_rope_tables] uses (one pass over memory), and the
+    gradient is the rotation by the opposite angles.
 
     Args:
         x: Queries or keys.
@@ -407,7 +422,7 @@ def apply_rope(x: Tensor, positions: Tensor, inv_freq: Tensor, layout: Layout = 
         layout: ``"interleaved"`` pairs ``(2i, 2i+1)``; ``"half"`` pairs ``(i, i + d/2)`` (HF ``rotate_half``).
 
     Returns:
-        The rotated tensor.
+        The rotated tensor, with ``x``'s dtype.
 
     Shapes:
         x: ``(..., seq, d)``; positions: ``(seq,)`` or broadcastable ``(..., seq)``;
@@ -427,18 +442,11 @@ def apply_rope(x: Tensor, positions: Tensor, inv_freq: Tensor, layout: Layout = 
                 [-0.4161,  0.9093,  0.9801,  0.1987]])
     """
     _check_rope_inputs(x, positions, inv_freq, layout)
-    angles = rope_angles(positions, inv_freq)
-    cos, sin = angles.cos(), angles.sin()
-    work = torch.promote_types(x.dtype, cos.dtype)
-    xw = x.to(work)
-    if layout == "interleaved":
-        x1, x2 = xw[..., 0::2], xw[..., 1::2]
-        out = torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).flatten(-2)
-    else:
-        h = x.shape[-1] // 2
-        x1, x2 = xw[..., :h], xw[..., h:]
-        out = torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
-    return out.to(x.dtype)
+    angles = rope_angles(positions, inv_freq)  # float64 if inv_freq is float64, else float32
+    cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)  # then the rotation in x's dtype
+    if cos.requires_grad or sin.requires_grad or not _fast_path_applies(x, cos):
+        return _rotate(x, cos, sin, layout)  # autograd through the formula, to the frequencies too
+    return _RopeRotation.apply(x, cos, sin, layout)
 # --8<-- [end:apply]
 
 
@@ -635,10 +643,21 @@ def rope_phases(n: Tensor, beta: float, num_digits: int) -> Tensor:
 # --8<-- [end:digits]
 
 
-# ----------------------------------------------------------------------------- fast path (benchmarks)
-# Used by the Performance page's benchmark, not by the article's page: cos/sin tables built once
-# per length, outputs written into reused buffers. apply_rope above is the reference it is tested
-# against.
+# ----------------------------------------------------------------------------- fast path
+# The kernels behind apply_rope and apply_rope_tables. Same values as the formula in _rotate (the
+# tests check both against apply_rope_reference), fewer passes over memory:
+#
+# * interleaved, float32/float64: pairs (2i, 2i+1) are complex numbers x_2i + i x_2i+1 and the
+#   rotation is one complex multiply by e^{i n theta}, a single pass (bit-identical to _rotate: the
+#   complex kernel rounds the same products and sums);
+# * half layout: out = x * [cos, cos] over whole rows, then each half gets its swapped partner
+#   times sin added in place (a fused multiply-add, so it can differ from _rotate in the last bit),
+#   one (seq, d) slice at a time so the second pass reads from cache, not memory;
+# * interleaved float16/bfloat16 (no complex kernel): the same multiply and multiply-add on the
+#   strided halves.
+#
+# Fresh outputs come from kexue._memory.fresh_like: writing 64 MiB into fresh 4 KiB pages costs
+# more than the rotation itself.
 
 
 def rope_tables(positions: Tensor, inv_freq: Tensor, dtype: torch.dtype = torch.float32) -> tuple[Tensor, Tensor]:
@@ -688,6 +707,67 @@ def _spans_overlap(a: Tensor, b: Tensor) -> bool:
     return a0 < b1 and b0 < a1
 
 
+def _fast_path_applies(x: Tensor, cos: Tensor) -> bool:
+    """The tables broadcast to x's rows without enlarging x (positions with extra batch dims do not)."""
+    return torch.broadcast_shapes(x.shape[:-1], cos.shape[:-1]) == x.shape[:-1]
+
+
+def _rotate_into(x: Tensor, cos: Tensor, sin: Tensor, layout: Layout, out: Tensor) -> Tensor:
+    """Write the rotation of ``x`` into ``out`` (contiguous, not overlapping ``x``); tables broadcast to x's rows."""
+    if x.numel() == 0:
+        return out
+    h = x.shape[-1] // 2
+    if layout == "interleaved" and x.dtype in (torch.float32, torch.float64):
+        xc = torch.view_as_complex(x.contiguous().view(*x.shape[:-1], h, 2))
+        oc = torch.view_as_complex(out.view(*x.shape[:-1], h, 2))
+        torch.mul(xc, torch.complex(cos, sin), out=oc)
+        return out
+    if layout == "interleaved":  # float16 / bfloat16: no complex kernel; strided halves
+        x1, x2, o1, o2 = x[..., 0::2], x[..., 1::2], out[..., 0::2], out[..., 1::2]
+        torch.mul(x1, cos, out=o1)
+        o1.addcmul_(x2, sin, value=-1.0)
+        torch.mul(x2, cos, out=o2)
+        o2.addcmul_(x1, sin)
+        return out
+    cos2 = torch.cat((cos, cos), dim=-1)
+    if cos.ndim == 2 and x.ndim > 2:  # one (seq, d) slice at a time: the second pass reads from cache
+        pieces = zip(x.reshape(-1, *x.shape[-2:]), out.view(-1, *x.shape[-2:]), strict=True)
+    else:
+        pieces = ((x, out),)
+    for xi, oi in pieces:
+        torch.mul(xi, cos2, out=oi)  # (x1 cos, x2 cos), whole rows
+        oi[..., :h].addcmul_(xi[..., h:], sin, value=-1.0)  # x1 cos - x2 sin
+        oi[..., h:].addcmul_(xi[..., :h], sin)  # x2 cos + x1 sin
+    return out
+
+
+class _RopeRotation(torch.autograd.Function):
+    """Rotation by precomputed cos and sin tables (constants): forward by the fast path, backward by
+    the rotation through the opposite angles (the transpose of an orthogonal map)."""
+
+    @staticmethod
+    def forward(x: Tensor, cos: Tensor, sin: Tensor, layout: Layout) -> Tensor:
+        return _rotate_into(x, cos, sin, layout, fresh_like(x))
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple, output: Tensor) -> None:
+        _, ctx.cos, ctx.sin, ctx.layout = inputs
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, None, None, None]:
+        if not ctx.needs_input_grad[0]:
+            return None, None, None, None
+        return _RopeRotation.apply(grad, ctx.cos, -ctx.sin, ctx.layout), None, None, None
+
+    @staticmethod
+    def vmap(info: Any, in_dims: tuple, x: Tensor, cos: Tensor, sin: Tensor, layout: Layout) -> tuple[Tensor, int | None]:
+        """Under ``torch.func.vmap``: unbatched tables and x, the fast path; anything batched, the formula."""
+        if all(d is None for d in in_dims):
+            return _RopeRotation.apply(x, cos, sin, layout), None
+        plain = torch.func.vmap(lambda a, c, s: _rotate(a, c, s, layout), in_dims=in_dims[:3])
+        return plain(x, cos, sin), 0
+
+
 # --8<-- [start:tables]
 def apply_rope_tables(
     x: Tensor, cos: Tensor, sin: Tensor, layout: Layout = "half", out: Tensor | None = None
@@ -697,10 +777,11 @@ def apply_rope_tables(
     Same result as ``apply_rope(x, positions, inv_freq, layout)`` when ``cos, sin =
     rope_tables(positions, inv_freq, x.dtype)``. In the interleaved layout (float32/float64) each
     pair is a complex number and the rotation is one complex multiply by $e^{in\theta_m}$, a single
-    pass over memory. In the half layout there are no temporaries: each half of the output is
-    written with one multiply and one fused multiply-add, $y_1 = x_1\cos - x_2\sin$,
-    $y_2 = x_2\cos + x_1\sin$, one ``(seq, d)`` slice at a time so the second pass over a slice
-    hits the CPU cache instead of memory.
+    pass over memory. In the half layout there are no temporaries: whole rows are multiplied by
+    $(\cos, \cos)$ into ``out``, then each half gets its partner times $\sin$ added in place
+    (a fused multiply-add), $y_1 = x_1\cos - x_2\sin$, $y_2 = x_2\cos + x_1\sin$, one
+    ``(seq, d)`` slice at a time so the second pass over a slice hits the CPU cache instead of
+    memory.
 
     Args:
         x: Queries or keys (floating point, same dtype as the tables).
@@ -737,27 +818,12 @@ def apply_rope_tables(
         raise ValueError("x, cos, sin and out must not require grad (apply_rope_tables writes into a buffer, "
                          "which autograd cannot follow): use apply_rope, or call it under torch.no_grad()")
     if out is None:
-        out = torch.empty_like(x, memory_format=torch.contiguous_format)
+        out = fresh_like(x)
     elif not isinstance(out, Tensor) or out.shape != x.shape or out.dtype != x.dtype:
         raise ValueError(f"out must match x's shape {tuple(x.shape)} and dtype {x.dtype}")
     elif _spans_overlap(out, x):
         raise ValueError("out must not overlap x (rotate into a separate buffer)")
-    if layout == "interleaved" and x.dtype in (torch.float32, torch.float64) and out.is_contiguous():
-        # Pairs (2i, 2i+1) are complex numbers x_{2i} + i x_{2i+1}; the rotation is one complex
-        # multiply by e^{i n theta}: a single pass over memory.
-        xc = torch.view_as_complex(x.contiguous().view(*x.shape[:-1], h, 2))
-        oc = torch.view_as_complex(out.view(*x.shape[:-1], h, 2))
-        torch.mul(xc, torch.complex(cos, sin), out=oc)
-        return out
-    xs, os_ = x.reshape(-1, seq, 2 * h), out.view(-1, seq, 2 * h)
-    for xi, oi in zip(xs, os_, strict=True):  # one (seq, d) slice at a time: stays in cache
-        if layout == "half":
-            x1, x2, o1, o2 = xi[:, :h], xi[:, h:], oi[:, :h], oi[:, h:]
-        else:
-            x1, x2, o1, o2 = xi[:, 0::2], xi[:, 1::2], oi[:, 0::2], oi[:, 1::2]
-        torch.mul(x1, cos, out=o1)
-        o1.addcmul_(x2, sin, value=-1.0)
-        torch.mul(x2, cos, out=o2)
-        o2.addcmul_(x1, sin)
-    return out
+    if not out.is_contiguous():
+        return out.copy_(_rotate_into(x, cos, sin, layout, fresh_like(x)))
+    return _rotate_into(x, cos, sin, layout, out)
 # --8<-- [end:tables]

@@ -174,7 +174,7 @@ def test_train_members_records_after_each_epoch_and_returns_member_mean_loss():
     stack = _stack("cnn")
     seen = []
     history = train_members(stack, x, y, epochs=3, batch_size=8, lr=1e-2, after_epoch=lambda s: seen.append(s.training))
-    assert len(history) == 3 and seen == [False, False, False] and not stack.training
+    assert len(history) == 3 and seen == [False, False, False] and stack.training  # its mode is restored
     with torch.no_grad():
         first = LOSSES["margin"](_stack("cnn"), *member_orders(x, y, stack.seeds), generator=gen, epoch=0)
     assert first.item() / stack.members == pytest.approx(history[0], rel=0.5)  # same scale: per member

@@ -158,6 +158,87 @@ def test_fast_step_agrees_with_reference_in_value_and_gradient(n_iter):
     assert torch.allclose(ga, gb, rtol=1e-9, atol=1e-12)
 
 
+@pytest.mark.parametrize("n_iter", [1, 3])
+@pytest.mark.parametrize("dtype", [torch.float32, F64])
+def test_one_pass_step_for_large_matrices_agrees_with_reference(n_iter, dtype):
+    """Above 8 MiB the iteration reads W once per step (row blocks in cache) and the division writes a
+    fresh 2 MiB-page buffer; value, vectors and gradient still agree with the slow reference."""
+    g = gen(21)
+    rows, cols = (2100, 1100) if dtype == torch.float32 else (1500, 800)  # 9.2 and 9.6 MB
+    W = torch.randn(rows, cols, generator=g, dtype=dtype) / math.sqrt(cols)
+    u = torch.nn.functional.normalize(torch.randn(rows, generator=g, dtype=dtype), dim=0)
+    v = torch.nn.functional.normalize(torch.randn(cols, generator=g, dtype=dtype), dim=0)
+    c = torch.randn(rows, cols, generator=g, dtype=dtype)
+    results = []
+    for fn in (spectral_normalize, spectral_normalize_reference):
+        Wp = W.clone().requires_grad_(True)
+        out = fn(Wp, u, v, n_iter)
+        ((out.weight * c).sum() + out.sigma).backward()
+        results.append((out, Wp.grad))
+    (a, ga), (b, gb) = results
+    tol = 1e-5 if dtype == torch.float32 else 1e-12
+    for x, y in zip(a, b):
+        torch.testing.assert_close(x, y, rtol=tol, atol=tol)
+    torch.testing.assert_close(ga, gb, rtol=10 * tol, atol=10 * tol)
+    assert torch.allclose(a.u.norm(), torch.ones((), dtype=dtype)) and torch.allclose(a.v.norm(), torch.ones((), dtype=dtype))
+
+
+def test_large_weight_division_buffer():
+    """From 32 MiB W / sigma is written block by block into a NumPy-allocated buffer: same values and gradients."""
+    g = gen(22)
+    W = torch.randn(3000, 2900, generator=g) / 50  # 34.8 MB of float32
+    u = torch.nn.functional.normalize(torch.randn(3000, generator=g), dim=0)
+    v = torch.nn.functional.normalize(torch.randn(2900, generator=g), dim=0)
+    Wp = W.clone().requires_grad_(True)
+    step = spectral_normalize(Wp, u, v, 1)
+    assert step.weight.is_contiguous() and step.weight.data_ptr() % 64 == 0
+    assert torch.equal(step.weight, W / step.sigma.detach())
+    c = torch.randn(3000, 2900, generator=g)
+    (step.weight * c).sum().backward()
+    sigma = step.sigma.detach()
+    want = c / sigma - (c * W).sum() / sigma**2 * torch.outer(step.u, step.v)
+    torch.testing.assert_close(Wp.grad, want, rtol=1e-4, atol=1e-7)
+
+
+def test_spectral_norm_module_on_a_large_layer_matches_torch():
+    """The parametrization takes the one-pass path for a 9 MB weight and still matches PyTorch's."""
+    torch.manual_seed(0)
+    layer = torch_spectral_norm(nn.Linear(1500, 1600, bias=False))
+    ours = spectral_normalization(nn.Linear(1500, 1600, bias=False), generator=gen(1))
+    p = ours.parametrizations.weight
+    with torch.no_grad():
+        p.original.copy_(layer.parametrizations.weight.original)
+        p[0].u.copy_(layer.parametrizations.weight[0]._u)
+        p[0].v.copy_(layer.parametrizations.weight[0]._v)
+    for _ in range(3):
+        torch.testing.assert_close(ours.weight, layer.weight, rtol=1e-4, atol=1e-6)
+    ours.eval()
+    layer.eval()
+    torch.testing.assert_close(ours.weight, layer.weight, rtol=1e-4, atol=1e-6)
+
+
+def test_large_weight_paths_work_under_torch_func():
+    """The one-pass iteration and the fresh-buffer division keep vmap and jacrev working (jacobian_norms)."""
+    torch.manual_seed(0)
+    layer = spectral_normalization(nn.Linear(1500, 1600), generator=gen(2))  # 9.6 MB: one-pass iteration
+    model = nn.Sequential(layer, nn.ReLU(), nn.Linear(1600, 1)).eval()
+    x = torch.randn(3, 1500, generator=gen(3))
+    norms = jacobian_norms(model, x)
+    for i in range(3):
+        xi = x[i:i + 1].clone().requires_grad_(True)
+        (grad,) = torch.autograd.grad(model(xi).sum(), xi)
+        assert norms[i].item() == pytest.approx(grad.norm().item(), rel=1e-5)
+    g = gen(4)
+    W = torch.randn(2, 3000, 2900, generator=g) / 50  # 35 MB each: the division's fresh-buffer path too
+    u = torch.nn.functional.normalize(torch.randn(3000, generator=g), dim=0)
+    v = torch.nn.functional.normalize(torch.randn(2900, generator=g), dim=0)
+    batched = torch.func.vmap(lambda w: spectral_normalize(w, u, v, 1))(W)
+    for i in range(2):
+        one = spectral_normalize(W[i], u, v, 1)
+        torch.testing.assert_close(batched.weight[i], one.weight, rtol=1e-5, atol=1e-7)
+        torch.testing.assert_close(batched.sigma[i], one.sigma, rtol=1e-5, atol=1e-7)
+
+
 def test_sigma_gradient_is_u_v_transpose():
     W = matrix_with_spectrum([3.0, 1.0], (4, 3), seed=5).requires_grad_(True)
     r = spectral_norm_estimate(W.detach(), 80, generator=gen())

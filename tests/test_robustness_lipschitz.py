@@ -287,34 +287,25 @@ def test_spectral_norm_module_propagates_nan_without_poisoning_its_vectors():
     assert torch.equal(m.u, u)
 
 
-# spectral_normalize and its reference divide by sigma = 0 for a zero W or, with n_iter = 0, a u orthogonal to
-# Wv (documented in their docstring). Their computation is being optimised on another branch, so this branch
-# changed only their argument checks. Suggested fix there: W / sigma.clamp_min(eps) (bit-identical for ordinary
-# W), or the exact power-of-two rescaling SpectralNorm.forward now does. Remove the marker with the fix.
-_XFAIL_STEP = pytest.mark.xfail(strict=True, reason="sigma = 0 in spectral_normalize: fix pending on the "
-                                                    "optimisation branch (see the comment above)")
-
-
-@_XFAIL_STEP
+# spectral_normalize and its reference divide by sigma floored at eps (a zero W stays zero; with n_iter = 0, a u
+# orthogonal to Wv gives a finite weight), and the power iteration works on W / 2^k when its norms could under- or
+# overflow.
 @pytest.mark.parametrize("fn", [lip.spectral_normalize, lip.spectral_normalize_reference])
 def test_spectral_normalize_of_a_zero_weight_is_finite(fn):
     step = fn(torch.zeros(4, 3), _unit(4, 1), _unit(3, 2), 1, 1e-12)
     assert torch.isfinite(step.weight).all()
 
 
-@_XFAIL_STEP
 @pytest.mark.parametrize("fn", [lip.spectral_normalize, lip.spectral_normalize_reference])
 def test_spectral_normalize_with_u_orthogonal_to_wv_is_finite(fn):
     step = fn(torch.eye(4, 3), torch.tensor([0.0, 0.0, 0.0, 1.0]), torch.tensor([1.0, 0.0, 0.0]), 0, 1e-12)
     assert torch.isfinite(step.weight).all()
 
 
-@pytest.mark.xfail(strict=True, reason="the power iteration's norms under/overflow: fix pending on the optimisation "
-                                        "branch (see the comment above _XFAIL_STEP)")
 @pytest.mark.parametrize("scale", [1e-20, 1e30])
 def test_spectral_norm_estimate_of_tiny_and_huge_matrices(scale):
-    """The estimate is 0 for entries of 1e-20 or 1e30 (squared norms under/overflow in float32); the fix is the
-    exact power-of-two rescaling SpectralNorm.forward and spectral_project_ apply before calling it."""
+    """Entries of 1e-20 or 1e30 gave an estimate of 0 (squared norms under/overflow in float32); the iteration
+    now runs on the exactly rescaled W / 2^k."""
     W = _W()
     est = lip.spectral_norm_estimate(W * scale, 30, generator=_gen()).sigma / scale
     torch.testing.assert_close(est, lip.spectral_norm_exact(W), rtol=1e-4, atol=0)

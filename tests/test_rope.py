@@ -222,6 +222,148 @@ def test_empty_sequence():
     assert y.shape == (2, 0, 8)
 
 
+# ------------------------------------------------------- apply_rope's fast path against the reference
+
+
+def _formula(x, pos, f, layout):
+    """The rotation done the plain way in x's dtype: float64 or float32 angles, tables cast to x's dtype."""
+    a = R.rope_angles(pos, f)
+    return R._rotate(x, a.cos().to(x.dtype), a.sin().to(x.dtype), layout)
+
+
+@pytest.mark.parametrize("layout", ["interleaved", "half"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16, torch.float16])
+def test_apply_rope_dtype_behaviour(layout, dtype):
+    """Output in x's dtype; float64 angles even for low-precision x; values as the reference's up to x's precision."""
+    g = torch.Generator().manual_seed(11)
+    x = torch.randn(2, 3, 60, 32, dtype=torch.float64, generator=g).to(dtype)
+    pos = torch.arange(60) * 50  # positions up to 2950: bfloat16 angles would be off by whole radians
+    f = R.frequencies(32, BASE, "mixed", 4.0)
+    y = R.apply_rope(x, pos, f, layout)
+    assert y.dtype == dtype and y.shape == x.shape and y.is_contiguous()
+    ref = R.apply_rope_reference(x.double(), pos, f, layout)  # float64 everywhere
+    tol = {torch.float64: 1e-12, torch.float32: 2e-6, torch.bfloat16: 3e-2, torch.float16: 4e-3}[dtype]
+    torch.testing.assert_close(y.double(), ref, rtol=tol, atol=tol)
+    # the fast path computes the plain formula in x's dtype: equal up to a fused multiply-add's rounding
+    ulp = {torch.float64: 1e-15, torch.float32: 1e-6, torch.bfloat16: 1e-2, torch.float16: 1e-3}[dtype]
+    torch.testing.assert_close(y.double(), _formula(x, pos, f, layout).double(), rtol=ulp, atol=ulp)
+
+
+def test_apply_rope_float32_interleaved_is_the_formula():
+    """float32 interleaved (the page's model): the complex-multiply path gives the formula's values and gradients."""
+    g = torch.Generator().manual_seed(12)
+    x = torch.randn(4, 33, 64, generator=g, requires_grad=True)
+    f, pos = R.frequencies(64).float(), torch.arange(33)
+    y = R.apply_rope(x, pos, f)
+    x2 = x.detach().clone().requires_grad_(True)
+    y2 = _formula(x2, pos, f, "interleaved")
+    c = torch.randn(y.shape, generator=g)
+    (y * c).sum().backward()
+    (y2 * c).sum().backward()
+    torch.testing.assert_close(y, y2, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(x.grad, x2.grad, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("layout", ["interleaved", "half"])
+def test_apply_rope_autograd(layout):
+    """Gradient (and gradient of the gradient) through the fast path, checked by finite differences."""
+    g = torch.Generator().manual_seed(13)
+    x = torch.randn(2, 5, 8, dtype=torch.float64, generator=g, requires_grad=True)
+    f, pos = R.frequencies(8, 100.0), torch.arange(5) * 3
+    fn = lambda t: R.apply_rope(t, pos, f, layout)
+    assert torch.autograd.gradcheck(fn, (x,))
+    assert torch.autograd.gradgradcheck(fn, (x,))
+    # the gradient of <R x, c> is R^T c, the rotation by the opposite angles
+    c = torch.randn(2, 5, 8, dtype=torch.float64, generator=g)
+    (grad,) = torch.autograd.grad((fn(x) * c).sum(), x)
+    torch.testing.assert_close(grad, R.apply_rope_reference(c, pos, -f, layout), rtol=1e-12, atol=1e-12)
+
+
+def test_apply_rope_gradient_reaches_the_frequencies():
+    """Frequencies that require a gradient take the plain formula; its gradient matches finite differences."""
+    g = torch.Generator().manual_seed(14)
+    x = torch.randn(6, 8, dtype=torch.float64, generator=g)
+    f = R.frequencies(8, 100.0).requires_grad_(True)
+    pos = torch.arange(6)
+    assert torch.autograd.gradcheck(lambda t: R.apply_rope(x, pos, t), (f,))
+    assert torch.autograd.gradcheck(lambda t: R.apply_rope(x, pos, t, "half"), (f,))
+
+
+@pytest.mark.parametrize("layout", ["interleaved", "half"])
+def test_apply_rope_non_contiguous_inputs(layout):
+    g = torch.Generator().manual_seed(15)
+    f = R.frequencies(16, BASE, "ntk", 2.0)
+    base = torch.randn(3, 20, 4, 32, dtype=torch.float64, generator=g)
+    views = [
+        base[..., :16].transpose(1, 2),  # (3, 4, 20, 16), strided rows and heads
+        base[:, ::2, 0, 8:24],  # (3, 10, 16), every other position
+        base.transpose(1, 2)[:, 1, :, 16:],  # (3, 20, 16)
+    ]
+    for x in views:
+        pos = torch.arange(x.shape[-2]) + 5
+        assert not x.is_contiguous()
+        torch.testing.assert_close(R.apply_rope(x, pos, f, layout), R.apply_rope_reference(x, pos, f, layout),
+                                   rtol=1e-12, atol=1e-12)
+        cos, sin = R.rope_tables(pos, f, x.dtype)
+        out = torch.empty(x.shape[-1], *x.shape[:-1], dtype=x.dtype).movedim(0, -1)  # a non-contiguous out
+        got = R.apply_rope_tables(x, cos, sin, layout, out=out)
+        assert got is out
+        torch.testing.assert_close(got, R.apply_rope_reference(x, pos, f, layout), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("layout", ["interleaved", "half"])
+def test_apply_rope_large_output_buffer(layout):
+    """From 32 MiB the output comes from kexue._memory.fresh_like (NumPy, 2 MiB pages): same values."""
+    g = torch.Generator().manual_seed(16)
+    x = torch.randn(2, 4, 8192, 128, generator=g)  # 32 MiB of float32
+    f, pos = R.frequencies(128), torch.arange(8192)
+    y = R.apply_rope(x, pos, f, layout)
+    assert y.shape == x.shape and y.dtype == x.dtype and y.is_contiguous() and y.data_ptr() % 64 == 0
+    rows = [0, 4095, 8191]  # the reference is slow: check three positions of every head
+    want = R.apply_rope_reference(x[:, :, rows], pos[rows], f, layout)
+    torch.testing.assert_close(y[:, :, rows], want, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(y, _formula(x, pos, f, layout), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("layout", ["interleaved", "half"])
+def test_apply_rope_under_torch_func(layout):
+    """vmap (batched x) and jacrev through the fast path's autograd.Function give the formula's answers."""
+    g = torch.Generator().manual_seed(18)
+    xs = torch.randn(3, 5, 8, dtype=torch.float64, generator=g)
+    f, pos = R.frequencies(8, 100.0), torch.arange(5)
+    batched = torch.func.vmap(lambda t: R.apply_rope(t, pos, f, layout))(xs)
+    torch.testing.assert_close(batched, R.apply_rope_reference(xs, pos, f, layout), rtol=1e-12, atol=1e-12)
+    jac = torch.func.jacrev(lambda t: R.apply_rope(t, pos, f, layout))(xs[0])  # (5, 8, 5, 8)
+    eye = torch.eye(40, dtype=torch.float64).view(40, 5, 8)
+    want = torch.stack([R.apply_rope_reference(e, pos, f, layout) for e in eye]).view(5, 8, 5, 8).permute(2, 3, 0, 1)
+    torch.testing.assert_close(jac, want, rtol=1e-12, atol=1e-12)
+
+
+def test_positions_with_more_batch_dims_than_x():
+    """Positions that broadcast x to a larger shape take the plain formula (same result as before)."""
+    g = torch.Generator().manual_seed(17)
+    x = torch.randn(6, 8, dtype=torch.float64, generator=g)
+    pos = torch.stack((torch.arange(6), torch.arange(6) + 10))
+    y = R.apply_rope(x, pos, R.frequencies(8))
+    assert y.shape == (2, 6, 8)
+    torch.testing.assert_close(y[1], R.apply_rope(x, torch.arange(6) + 10, R.frequencies(8)))
+
+
+def test_fresh_like():
+    from kexue._memory import LARGE, fresh_like
+
+    small = torch.zeros(3, 4)
+    t = fresh_like(small)
+    assert t.shape == (3, 4) and t.dtype == torch.float32 and t.is_contiguous()
+    big = torch.zeros(LARGE // 4 + 16)
+    b = fresh_like(big)
+    assert b.shape == big.shape and b.dtype == big.dtype and b.data_ptr() % 64 == 0
+    b.fill_(2.0)
+    assert b.sum().item() == 2.0 * b.numel()
+    assert fresh_like(big, dtype=torch.bfloat16).dtype == torch.bfloat16  # no NumPy dtype: torch.empty
+    assert fresh_like(big, shape=(2, 3)).shape == (2, 3)
+
+
 # ----------------------------------------------------------------------------- log n
 
 

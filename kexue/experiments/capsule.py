@@ -43,7 +43,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from kexue._checks import check_int, check_real, check_tensor
+from kexue._checks import check_bool, check_finite, check_int, check_real, check_tensor
 from kexue.capsule import CapsuleLayer, margin_loss
 from kexue.experiments.training import LossFn, evaluating, fit
 
@@ -96,8 +96,9 @@ def make_pairs(
         ``(n, 1, H, 2W)`` or ``(n, 1, H, W)``; pair_labels: ``(n, 2)``.
 
     Raises:
-        TypeError: If ``images`` is not a floating tensor.
-        ValueError: On wrong shapes, an unknown ``mode`` or a single class.
+        TypeError: If ``images`` is not a floating tensor or ``labels`` not an integer tensor.
+        ValueError: On wrong shapes, an empty batch, an unknown ``mode``, a single class or a
+            negative ``seed``.
 
     Examples:
         >>> import torch
@@ -106,12 +107,12 @@ def make_pairs(
         >>> pairs.shape, bool((pair_labels[:, 0] != pair_labels[:, 1]).all())
         (torch.Size([6, 1, 16, 8]), True)
     """
-    check_tensor(images, "images", 4, floating=True)
-    if not isinstance(labels, Tensor) or labels.shape != images.shape[:1]:
-        raise ValueError(f"labels must be a tensor of shape ({images.shape[0]},)")
+    check_tensor(images, "images", 4, floating=True, nonempty=True)
+    _check_labels(labels, "labels", images.shape[0])
     if mode not in ("vertical", "horizontal", "overlay"):
         raise ValueError(f"mode must be 'vertical', 'horizontal' or 'overlay', got {mode!r}")
-    if labels.numel() == 0 or labels.unique().numel() < 2:
+    check_int(seed, "seed", 0)
+    if labels.unique().numel() < 2:
         raise ValueError("labels must contain at least two different classes")
     gen = torch.Generator().manual_seed(seed)
     n = images.shape[0]
@@ -152,8 +153,9 @@ def pair_accuracy(scores: Tensor, pair_labels: Tensor, threshold: float | None =
         scores: ``(n, classes)``; pair_labels: ``(n, 2)``.
 
     Raises:
-        TypeError: If ``scores`` is not a floating tensor.
-        ValueError: On mismatched shapes, an empty batch, or fewer than 2 classes.
+        TypeError: If ``scores`` is not a floating tensor or ``pair_labels`` not an integer tensor.
+        ValueError: On mismatched shapes, an empty batch, fewer than 2 classes, NaN/inf scores,
+            labels outside ``[0, classes)`` or two equal labels for one image.
 
     Examples:
         >>> import torch
@@ -162,20 +164,66 @@ def pair_accuracy(scores: Tensor, pair_labels: Tensor, threshold: float | None =
         0.5
     """
     check_tensor(scores, "scores", 2, floating=True)
-    if not isinstance(pair_labels, Tensor) or pair_labels.shape != (scores.shape[0], 2):
-        got = tuple(pair_labels.shape) if isinstance(pair_labels, Tensor) else type(pair_labels).__name__
-        raise ValueError(f"pair_labels must have shape ({scores.shape[0]}, 2), got {got}")
     if scores.shape[0] == 0:
         raise ValueError("scores must hold at least one image")
     if scores.shape[1] < 2:
         raise ValueError(f"scores need at least 2 classes, got {scores.shape[1]}")
+    check_finite(scores, "scores")
+    _check_pair_labels(pair_labels, "pair_labels", scores.shape[0], scores.shape[1])
     if threshold is not None:
         threshold = check_real(threshold, "threshold")
+    return _pair_accuracy(scores, pair_labels, threshold)
+
+
+def _pair_accuracy(scores: Tensor, pair_labels: Tensor, threshold: float | None) -> float:
     top, idx = scores.topk(2, dim=1)
     ok = (idx.sort(dim=1).values == pair_labels.sort(dim=1).values).all(dim=1)
     if threshold is not None:
         ok = ok & (top[:, 1] > threshold)
     return float(ok.double().mean())
+
+
+def _check_labels(labels: object, name: str, n: int) -> Tensor:
+    """Integer class labels, one per image (``(n,)``)."""
+    if not isinstance(labels, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of class labels, got {type(labels).__name__}")
+    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+        raise TypeError(f"{name} must be an integer tensor of class labels, got {labels.dtype}")
+    if labels.shape != (n,):
+        raise ValueError(f"{name} must be a tensor of shape ({n},), got {tuple(labels.shape)}")
+    return labels
+
+
+def _check_label_range(labels: Tensor, name: str, classes: int) -> None:
+    """Labels must index the model's classes (an out-of-range label would only lower the accuracy)."""
+    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= classes):
+        raise ValueError(
+            f"{name} must be class labels in [0, {classes - 1}], got labels from {int(labels.min())} to {int(labels.max())}"
+        )
+
+
+def _check_pair_labels(labels: object, name: str, n: int, classes: int) -> Tensor:
+    """Two different integer labels per image (``(n, 2)``), each in ``[0, classes)``."""
+    if not isinstance(labels, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of label pairs, got {type(labels).__name__}")
+    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+        raise TypeError(f"{name} must be an integer tensor of label pairs, got {labels.dtype}")
+    if labels.shape != (n, 2):
+        raise ValueError(f"{name} must have shape ({n}, 2), got {tuple(labels.shape)}")
+    _check_label_range(labels, name, classes)
+    if bool((labels[:, 0] == labels[:, 1]).any()):
+        raise ValueError(f"{name} must hold two different labels per image")
+    return labels
+
+
+def _check_channels(channels: object) -> tuple[int, int, int]:
+    if isinstance(channels, (str, bytes)) or not isinstance(channels, Sequence):
+        raise TypeError(f"channels must be a sequence of three positive integers, got {type(channels).__name__}")
+    if len(channels) != 3:
+        raise ValueError(f"channels must hold three positive integers, got {channels!r}")
+    for i, c in enumerate(channels):
+        check_int(c, f"channels[{i}]")
+    return tuple(channels)
 
 
 # ----------------------------------------------------------------------------- models
@@ -185,20 +233,24 @@ class ConvTrunk(nn.Module):
     """The shared feature extractor: two 3x3 convolutions, 2x2 average pooling, one more.
 
     A CPU-sized version of the article's trunk (its 'valid' 3x3 stack would leave
-    nothing of an 8x8 image, so we pad): ``(B, 1, H, W) -> (B, C, H/2, W/2)``.
+    nothing of an 8x8 image, so we pad): ``(B, 1, H, W) -> (B, C, H/2, W/2)``. Odd sizes are
+    rejected (the pooling would drop the last row or column); NaN/inf in the images propagate,
+    as in any layer (the evaluation helpers reject them).
 
     Args:
         channels: Output channels of the three convolutions.
 
     Shapes:
         input: ``(batch, 1, H, W)`` with even ``H`` and ``W``; output: ``(batch, channels[2], H/2, W/2)``.
+
+    Raises:
+        TypeError: If ``channels`` is not a sequence.
+        ValueError: If it does not hold three positive integers.
     """
 
     def __init__(self, channels: tuple[int, int, int] = (32, 32, 64)) -> None:
         super().__init__()
-        for i, c in enumerate(channels):
-            check_int(c, f"channels[{i}]")
-        c1, c2, c3 = channels
+        c1, c2, c3 = _check_channels(channels)
         self.net = nn.Sequential(
             nn.Conv2d(1, c1, 3, padding=1), nn.ReLU(),
             nn.Conv2d(c1, c2, 3, padding=1), nn.ReLU(),
@@ -208,8 +260,22 @@ class ConvTrunk(nn.Module):
         self.out_channels = c3
 
     def forward(self, x: Tensor) -> Tensor:
-        """Feature map of ``x``."""
+        """Feature map of ``x``.
+
+        Raises:
+            TypeError: If ``x`` is not a floating tensor of the trunk's dtype.
+            ValueError: If ``x`` is not ``(batch, 1, H, W)`` with even, positive ``H`` and ``W``
+                (the pooling would silently drop an odd last row or column).
+        """
         check_tensor(x, "x", 4, floating=True)
+        dtype = self.net[0].weight.dtype
+        if x.dtype != dtype:
+            raise TypeError(f"x must have the model's dtype {dtype}, got {x.dtype}")
+        if x.shape[1] != 1:
+            raise ValueError(f"x must hold one-channel images (batch, 1, H, W), got shape {tuple(x.shape)}")
+        h, w = x.shape[2], x.shape[3]
+        if h == 0 or w == 0 or h % 2 or w % 2:
+            raise ValueError(f"x must have an even, positive height and width (the trunk halves them), got {h}x{w}")
         return self.net(x)
 
 
@@ -225,13 +291,20 @@ class CNNClassifier(nn.Module):
         channels: Trunk channels.
 
     Shapes:
-        input: ``(batch, 1, H, W)``; output scores: ``(batch, num_classes)`` in (0, 1).
+        input: ``(batch, 1, H, W)`` with even ``H`` and ``W``; output scores: ``(batch, num_classes)``
+        in (0, 1).
+
+    Raises:
+        TypeError: If ``channels`` is not a sequence.
+        ValueError: If a size is not a positive integer.
     """
 
     def __init__(
         self, num_classes: int = 10, hidden: int = 128, channels: tuple[int, int, int] = (32, 32, 64)
     ) -> None:
         super().__init__()
+        check_int(num_classes, "num_classes")
+        check_int(hidden, "hidden")
         self.trunk = ConvTrunk(channels)
         self.head = nn.Sequential(nn.Linear(channels[2], hidden), nn.ReLU(), nn.Linear(hidden, num_classes))
 
@@ -255,7 +328,13 @@ class CapsuleClassifier(nn.Module):
         squash_c: Squash constant; ``None`` takes the routing's source's.
 
     Shapes:
-        input: ``(batch, 1, H, W)``; output scores: ``(batch, num_classes)`` in [0, 1).
+        input: ``(batch, 1, H, W)`` with even ``H`` and ``W``; output scores: ``(batch, num_classes)``
+        in [0, 1).
+
+    Raises:
+        TypeError: If ``channels`` is not a sequence.
+        ValueError: If a size or ``iterations`` is not a positive integer, the routing is unknown
+            or ``squash_c`` is not positive.
     """
 
     def __init__(
@@ -269,6 +348,8 @@ class CapsuleClassifier(nn.Module):
         squash_c: float | None = None,
     ) -> None:
         super().__init__()
+        check_int(num_classes, "num_classes")  # named here: the capsule layer calls it num_caps
+        check_int(dim_caps, "dim_caps")
         self.trunk = ConvTrunk(channels)
         self.caps = CapsuleLayer(
             channels[2], num_classes, dim_caps, iterations=iterations, routing=routing, squash_c=squash_c
@@ -313,7 +394,7 @@ def build_model(kind: str, *, seed: int = 0, **kwargs: object) -> nn.Module:
     Raises:
         ValueError: If ``kind`` is unknown or ``seed`` is not a non-negative integer.
     """
-    if kind not in MODELS:
+    if not isinstance(kind, str) or kind not in MODELS:
         raise ValueError(f"kind must be one of {sorted(MODELS)}, got {kind!r}")
     check_int(seed, "seed", 0)
     with torch.random.fork_rng(devices=[]):
@@ -345,17 +426,17 @@ class SeedStack(nn.Module):
         every member.
 
     Raises:
-        ValueError: If ``seeds`` is empty or repeats a seed, or the members differ in their
-            parameters or hold buffers.
+        TypeError: If ``build`` is not callable or does not return modules, or ``seeds`` is not
+            a sequence.
+        ValueError: If ``seeds`` is empty, holds anything but non-negative integers or repeats a
+            seed, or the members differ in their parameters or hold buffers.
     """
 
     def __init__(self, build: Callable[[int], nn.Module], seeds: Sequence[int]) -> None:
         super().__init__()
-        seeds = tuple(seeds)
-        if not seeds:
-            raise ValueError("seeds must name at least one seed, got none")
-        for i, s in enumerate(seeds):
-            check_int(s, f"seeds[{i}]", 0)
+        if not callable(build):
+            raise TypeError(f"build must be callable (seed -> module), got {type(build).__name__}")
+        seeds = _check_seeds(seeds)
         if len(set(seeds)) != len(seeds):
             raise ValueError(f"seeds must be distinct, got {seeds}")
         members = [build(s) for s in seeds]
@@ -415,10 +496,26 @@ class SeedStack(nn.Module):
         return model
 
     def train(self, mode: bool = True) -> SeedStack:
-        """Set training mode on the stack and on the shared module structure."""
+        """Set training mode on the stack and on the shared module structure.
+
+        Raises:
+            ValueError: If ``mode`` is not a bool.
+        """
+        check_bool(mode, "mode")
         super().train(mode)
         self.base.train(mode)
         return self
+
+
+def _check_seeds(seeds: object) -> tuple[int, ...]:
+    """A non-empty sequence of non-negative integer seeds."""
+    if isinstance(seeds, (str, bytes)) or not isinstance(seeds, Sequence):
+        raise TypeError(f"seeds must be a sequence of non-negative integers, got {type(seeds).__name__}")
+    if not seeds:
+        raise ValueError("seeds must name at least one seed, got none")
+    for i, s in enumerate(seeds):
+        check_int(s, f"seeds[{i}]", 0)
+    return tuple(seeds)
 
 
 def member_orders(x: Tensor, y: Tensor, seeds: Sequence[int]) -> tuple[Tensor, Tensor]:
@@ -441,15 +538,17 @@ def member_orders(x: Tensor, y: Tensor, seeds: Sequence[int]) -> tuple[Tensor, T
         x: ``(n, ...)``; y: ``(n,)``; xs: ``(n, members, ...)``; ys: ``(n, members)``.
 
     Raises:
-        ValueError: If ``x`` and ``y`` differ in length or ``seeds`` is empty.
+        TypeError: If ``x`` or ``y`` is not a tensor or ``seeds`` is not a sequence.
+        ValueError: If ``x`` is empty or 0-d, ``x`` and ``y`` differ in length, or ``seeds`` is
+            empty or holds anything but non-negative integers.
     """
     check_tensor(x, "x", nonempty=True)
+    if x.dim() == 0:
+        raise ValueError("x must have an example axis, got a 0-d tensor")
     check_tensor(y, "y", 1)
     if x.shape[0] != y.shape[0]:
         raise ValueError(f"x and y must have the same length, got {x.shape[0]} and {y.shape[0]}")
-    seeds = list(seeds)
-    if not seeds:
-        raise ValueError("seeds must name at least one seed, got none")
+    seeds = _check_seeds(seeds)
     perms = [torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(s)) for s in seeds]
     return torch.stack([x[p] for p in perms], dim=1), torch.stack([y[p] for p in perms], dim=1)
 
@@ -474,6 +573,32 @@ alike) or the paper's ``0.5``. On a [`SeedStack`][kexue.experiments.capsule.Seed
 return the sum of the members' mean losses, so each member gets its own gradient."""
 
 
+def _stack_dtype(stack: SeedStack) -> torch.dtype:
+    return next(iter(stack.parameters())).dtype
+
+
+def _check_images(images: object, name: str, dtype: torch.dtype) -> Tensor:
+    """A non-empty batch of finite images ``(n, 1, H, W)`` in the models' dtype."""
+    x = check_tensor(images, name, 4, floating=True, nonempty=True)
+    if x.dtype != dtype:
+        raise TypeError(f"{name} must have the models' dtype {dtype}, got {x.dtype}")
+    return check_finite(x, name)
+
+
+def _member_scores(stack: SeedStack, images: Tensor, name: str) -> Tensor:
+    """Every member's scores of ``images``; an input the members reject is named as the caller's ``name``."""
+    try:
+        return stack.same_input(images)
+    except (TypeError, ValueError) as error:
+        raise type(error)(f"{name} was rejected by the members: {error}") from error
+
+
+def _num_classes(stack: SeedStack, images: Tensor, name: str) -> int:
+    """The stack's number of classes: the last axis of its scores for one image."""
+    with evaluating(stack):
+        return _member_scores(stack, images[:1], name).shape[-1]
+
+
 def train_members(
     stack: SeedStack,
     images: Tensor,
@@ -490,12 +615,13 @@ def train_members(
     The data are laid out by [`member_orders`][kexue.experiments.capsule.member_orders] (one
     permutation per member's seed) and trained with the shared
     [`fit`][kexue.experiments.training.fit] loop (Adam), whose own shuffle is seeded with the
-    first member's seed.
+    first member's seed. The stack is in ``train()`` mode during the loop and back in the mode
+    it had afterwards.
 
     Args:
         stack: The members to train (in place).
-        images: Training images.
-        labels: Their integer labels.
+        images: Training images, finite, in the members' dtype.
+        labels: Their integer labels, each a class of the members' output.
         epochs: Passes over the data.
         batch_size: Examples per minibatch (per member).
         lr: Adam learning rate.
@@ -510,17 +636,23 @@ def train_members(
         images: ``(n, 1, H, W)``; labels: ``(n,)``.
 
     Raises:
-        ValueError: On mismatched shapes, an unknown loss or a bad hyper-parameter.
+        TypeError: If ``stack`` is not a [`SeedStack`][kexue.experiments.capsule.SeedStack],
+            ``images`` not a floating tensor of the members' dtype, ``labels`` not an integer
+            tensor, or ``after_epoch`` not callable.
+        ValueError: On mismatched shapes, an empty batch, NaN/inf images, labels outside the
+            members' classes, an unknown loss or a bad hyper-parameter.
     """
     if not isinstance(stack, SeedStack):
         raise TypeError(f"stack must be a SeedStack, got {type(stack).__name__}")
-    check_tensor(images, "images", 4, floating=True, nonempty=True)
-    if not isinstance(labels, Tensor) or labels.shape != images.shape[:1]:
-        raise ValueError(f"labels must be a tensor of shape ({images.shape[0]},)")
-    if loss not in LOSSES:
+    _check_images(images, "images", _stack_dtype(stack))
+    _check_labels(labels, "labels", images.shape[0])
+    if not isinstance(loss, str) or loss not in LOSSES:
         raise ValueError(f"loss must be one of {sorted(LOSSES)}, got {loss!r}")
     check_int(epochs, "epochs")
     check_int(batch_size, "batch_size")
+    if after_epoch is not None and not callable(after_epoch):
+        raise TypeError(f"after_epoch must be callable (stack -> anything) or None, got {type(after_epoch).__name__}")
+    _check_label_range(labels, "labels", _num_classes(stack, images, "images"))
     xs, ys = member_orders(images, labels, stack.seeds)
     steps = -(-images.shape[0] // batch_size)
     hook = None
@@ -536,7 +668,6 @@ def train_members(
     history = fit(
         stack, xs, ys, LOSSES[loss], epochs=epochs, batch_size=batch_size, lr=lr, seed=stack.seeds[0], after_step=hook
     )
-    stack.eval()
     return [h / stack.members for h in history]
 
 
@@ -548,6 +679,8 @@ def evaluate_members(
     threshold: float = 0.5,
 ) -> dict[str, Tensor]:
     """Every member's accuracy on each set of two-digit images, and optionally on single digits.
+
+    The stack is evaluated in ``eval()`` mode without gradients; its mode is restored afterwards.
 
     Args:
         stack: Trained members.
@@ -565,25 +698,40 @@ def evaluate_members(
         output: ``(members,)``.
 
     Raises:
-        TypeError: If ``stack`` is not a [`SeedStack`][kexue.experiments.capsule.SeedStack].
-        ValueError: On mismatched single-digit shapes or a bad threshold.
+        TypeError: If ``stack`` is not a [`SeedStack`][kexue.experiments.capsule.SeedStack],
+            ``pairs`` not a mapping of ``(images, pair_labels)`` pairs, ``single`` not an
+            ``(images, labels)`` pair, or images or labels of the wrong dtype.
+        ValueError: On mismatched shapes, empty or non-finite images, labels outside the
+            members' classes (or two equal labels for one image), or a bad threshold.
     """
     if not isinstance(stack, SeedStack):
         raise TypeError(f"stack must be a SeedStack, got {type(stack).__name__}")
     threshold = check_real(threshold, "threshold")
+    dtype = _stack_dtype(stack)
+    if not isinstance(pairs, Mapping):
+        raise TypeError(f"pairs must be a mapping of name -> (images, pair_labels), got {type(pairs).__name__}")
+    for name, entry in pairs.items():
+        if not isinstance(entry, (tuple, list)) or len(entry) != 2:
+            raise TypeError(f"pairs[{name!r}] must be an (images, pair_labels) pair, got {type(entry).__name__}")
+        _check_images(entry[0], f"pairs[{name!r}][0]", dtype)
+    if single is not None:
+        if not isinstance(single, (tuple, list)) or len(single) != 2:
+            raise TypeError(f"single must be an (images, labels) pair or None, got {type(single).__name__}")
+        _check_images(single[0], "single[0]", dtype)
+        _check_labels(single[1], "single[1]", single[0].shape[0])
     out: dict[str, Tensor] = {}
     with evaluating(stack):
         if single is not None:
             images, labels = single
-            check_tensor(images, "single[0]", 4, floating=True, nonempty=True)
-            if not isinstance(labels, Tensor) or labels.shape != images.shape[:1]:
-                raise ValueError(f"single[1] must be a tensor of shape ({images.shape[0]},)")
-            out["single"] = (stack.same_input(images).argmax(-1) == labels.unsqueeze(1)).double().mean(0)
+            scores = check_finite(_member_scores(stack, images, "single[0]"), "the members' scores")
+            _check_label_range(labels, "single[1]", scores.shape[-1])
+            out["single"] = (scores.argmax(-1) == labels.unsqueeze(1)).double().mean(0)
         for name, (x2, y2) in pairs.items():
-            scores = stack.same_input(x2)
+            scores = check_finite(_member_scores(stack, x2, f"pairs[{name!r}][0]"), "the members' scores")
+            _check_pair_labels(y2, f"pairs[{name!r}][1]", x2.shape[0], scores.shape[-1])
             members = range(stack.members)
-            out[name] = torch.tensor([pair_accuracy(scores[:, k], y2) for k in members], dtype=torch.float64)
+            out[name] = torch.tensor([_pair_accuracy(scores[:, k], y2, None) for k in members], dtype=torch.float64)
             out[f"{name}>{threshold:g}"] = torch.tensor(
-                [pair_accuracy(scores[:, k], y2, threshold) for k in members], dtype=torch.float64
+                [_pair_accuracy(scores[:, k], y2, threshold) for k in members], dtype=torch.float64
             )
     return out

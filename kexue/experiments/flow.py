@@ -19,6 +19,10 @@ page [RealNVP and Glow](../articles/realnvp-glow.md) needs to reproduce the arti
   follows a learning-rate schedule and evaluates held-out data during training to show when the
   curves flatten.
 
+Everything here reduces data to numbers (bits/dim, log-likelihoods, losses), so NaN/inf data is
+rejected with a ``ValueError`` naming the argument; integer levels may be stored in any real dtype
+(as ``load_digits(scale=False)`` does) but must be integers in ``0 .. levels - 1``.
+
 Examples:
     >>> import torch
     >>> from kexue.experiments.flow import categorical_bpd, uniform_bpd
@@ -33,14 +37,14 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, stack_module_state, vmap
 
-from kexue._checks import check_int, check_real, check_tensor
+from kexue._checks import check_bool, check_finite, check_int, check_real, check_tensor
 from kexue.experiments.training import minibatches, seeded_mlp
 from kexue.flow import (
     COUPLINGS,
@@ -51,6 +55,8 @@ from kexue.flow import (
     MaskedCoupling,
     Permutation,
     SplitPrior,
+    _bits_per_dim,
+    _check_levels,
     bits_per_dim,
     glow,
 )
@@ -99,7 +105,7 @@ def categorical_bpd(v_train: Tensor, v_test: Tensor, levels: int, alpha: float =
     exactly (no dequantisation) and ignores every dependency between pixels.
 
     Args:
-        v_train: Integer levels of the training set.
+        v_train: Integer levels of the training set (any real dtype).
         v_test: Integer levels of the test set.
         levels: Number of levels $L$.
         alpha: Additive smoothing (> 0).
@@ -111,19 +117,21 @@ def categorical_bpd(v_train: Tensor, v_test: Tensor, levels: int, alpha: float =
         v_train: ``(n, ...)``; v_test: ``(m, ...)`` with the same trailing shape.
 
     Raises:
-        ValueError: If trailing shapes differ, ``alpha <= 0`` or values fall outside ``0..levels-1``.
+        TypeError: If a levels tensor is not a real tensor.
+        ValueError: If a levels tensor is empty or has no batch dimension, trailing shapes differ,
+            ``alpha <= 0`` or values are not integers in ``0..levels-1``.
     """
     check_int(levels, "levels", 2)
     check_real(alpha, "alpha", above=0)
-    check_tensor(v_train, "v_train", nonempty=True)
-    check_tensor(v_test, "v_test", nonempty=True)
+    for name, v in (("v_train", v_train), ("v_test", v_test)):
+        check_tensor(v, name, nonempty=True)
+        if v.dim() == 0:
+            raise ValueError(f"{name} must have a batch dimension, got a 0-d tensor")
+        _check_levels(v, name, levels)
     if v_train.shape[1:] != v_test.shape[1:]:
         raise ValueError(f"v_train and v_test trailing shapes differ: {tuple(v_train.shape)} vs {tuple(v_test.shape)}")
     tr = v_train.reshape(v_train.shape[0], -1).long()
     te = v_test.reshape(v_test.shape[0], -1).long()
-    for name, v in (("v_train", tr), ("v_test", te)):
-        if v.min() < 0 or v.max() >= levels:
-            raise ValueError(f"{name} must hold integers in 0..{levels - 1}")
     counts = F.one_hot(tr, levels).sum(0).double()  # (D, L)
     logp = torch.log2((counts + alpha) / (tr.shape[0] + levels * alpha))
     picked = logp.gather(1, te.T)  # (D, m)
@@ -150,10 +158,17 @@ def gaussian_bpd(x_train: Tensor, x_test: Tensor, levels: int, ridge: float = 1e
         x_train: ``(n, ...)``; x_test: ``(m, ...)`` with the same trailing shape.
 
     Raises:
-        ValueError: If trailing shapes differ or ``ridge < 0``.
+        TypeError: If the data are not floating tensors.
+        ValueError: If the data are empty or have NaN/inf entries, trailing shapes differ,
+            ``ridge < 0``, or the covariance is singular (constant or collinear pixels with
+            ``ridge=0``: the Gaussian then has no density; use ``ridge > 0``).
     """
-    check_tensor(x_train, "x_train", floating=True, nonempty=True)
-    check_tensor(x_test, "x_test", floating=True, nonempty=True)
+    check_int(levels, "levels", 2)
+    for name, x in (("x_train", x_train), ("x_test", x_test)):
+        check_tensor(x, name, floating=True, nonempty=True)
+        if x.dim() == 0:
+            raise ValueError(f"{name} must have a batch dimension, got a 0-d tensor")
+        check_finite(x, name)
     if x_train.shape[1:] != x_test.shape[1:]:
         raise ValueError(f"x_train and x_test trailing shapes differ: {tuple(x_train.shape)} vs {tuple(x_test.shape)}")
     check_real(ridge, "ridge", at_least=0)
@@ -161,6 +176,9 @@ def gaussian_bpd(x_train: Tensor, x_test: Tensor, levels: int, ridge: float = 1e
     te = x_test.reshape(x_test.shape[0], -1).double()
     mu = tr.mean(0)
     cov = (tr - mu).T @ (tr - mu) / tr.shape[0] + ridge * torch.eye(tr.shape[1], dtype=torch.float64)
+    if int(torch.linalg.cholesky_ex(cov).info):
+        raise ValueError(f"the covariance of x_train plus ridge={ridge:g} is singular ({tr.shape[0]} examples of "
+                         f"{tr.shape[1]} dimensions; constant or collinear pixels): use ridge > 0")
     dist = torch.distributions.MultivariateNormal(mu, covariance_matrix=cov)
     return float(bits_per_dim(dist.log_prob(te), tr.shape[1], levels).mean())
 
@@ -198,7 +216,8 @@ def realnvp_2d(
         x: ``(batch, 2)``.
 
     Raises:
-        ValueError: If a size is not a positive integer or ``coupling`` is unknown.
+        ValueError: If a size is not a positive integer, ``seed`` a non-negative integer, ``actnorm`` a
+            bool, or ``coupling`` is unknown.
 
     Examples:
         >>> import torch
@@ -212,6 +231,8 @@ def realnvp_2d(
     check_int(hidden, "hidden")
     if coupling not in COUPLINGS:
         raise ValueError(f"coupling must be one of {sorted(COUPLINGS)}, got {coupling!r}")
+    check_bool(actnorm, "actnorm")
+    check_int(seed, "seed", 0)
     out = 2 if coupling == "additive" else 4
     layers: list[nn.Module] = []
     for i in range(n_couplings):  # seeded_mlp leaves the global generator alone
@@ -278,7 +299,8 @@ def glow_variant(
         name a 0/1 tensor of its shape, 0 where the entry is held fixed.
 
     Raises:
-        ValueError: If ``permutation`` is not one of the three.
+        ValueError: If ``permutation`` is not one of the three, ``actnorm`` or ``conditional_prior``
+            is not a bool, or an argument of [`glow`][kexue.flow.glow] is out of range.
 
     Examples:
         >>> import torch
@@ -294,6 +316,8 @@ def glow_variant(
     """
     if permutation not in ("lu", "shuffle", "reverse"):
         raise ValueError(f"permutation must be 'lu', 'shuffle' or 'reverse', got {permutation!r}")
+    check_bool(actnorm, "actnorm")
+    check_bool(conditional_prior, "conditional_prior")
     variant = glow(permutation=permutation, actnorm=actnorm, seed=seed, **kwargs)  # type: ignore[arg-type]
     model = glow(permutation="lu", actnorm=True, seed=seed, **kwargs)  # type: ignore[arg-type]
     shared = {k: v for k, v in variant.state_dict().items() if k in model.state_dict()}
@@ -344,6 +368,10 @@ class LogisticDequantizer(nn.Module):
 
     Shapes:
         v: ``(batch, ...)`` integer levels with ``dims`` entries per example; noise: same shape.
+
+    Raises:
+        ValueError: If ``dims`` or ``levels`` is out of range, or the inputs do not match (see
+            [`forward`][kexue.experiments.flow.LogisticDequantizer.forward]).
     """
 
     def __init__(self, dims: int, levels: int) -> None:
@@ -354,7 +382,21 @@ class LogisticDequantizer(nn.Module):
         self.log_a = nn.Parameter(torch.zeros(dims, levels))
 
     def forward(self, v: Tensor, noise: Tensor) -> tuple[Tensor, Tensor]:
-        """Return ``(u, log q(u | v))`` for levels ``v`` and uniform noise ``noise`` in (0, 1)."""
+        """Return ``(u, log q(u | v))`` for levels ``v`` and uniform noise ``noise`` in [0, 1].
+
+        Raises:
+            TypeError: If ``v`` is not a real tensor or ``noise`` not a floating tensor.
+            ValueError: If ``v`` is empty, has no batch dimension, another number of entries per
+                example than ``dims`` or values that are not integers in ``0 .. levels - 1``, or
+                ``noise`` has another shape, NaN/inf or values outside [0, 1].
+        """
+        dims, levels = self.mu.shape
+        _check_inputs(v, noise, levels, "v")
+        if v[0].numel() != dims:
+            raise ValueError(f"v must have {dims} entries per example (dims), got shape {tuple(v.shape)}")
+        return self._forward(v, noise)
+
+    def _forward(self, v: Tensor, noise: Tensor) -> tuple[Tensor, Tensor]:
         idx = v.reshape(v.shape[0], -1).long()
         mu = self.mu.gather(1, idx.T).T  # (batch, D)
         log_a = self.log_a.gather(1, idx.T).T
@@ -379,21 +421,70 @@ class DequantizedFlow(nn.Module):
 
     Shapes:
         v, noise: ``(batch, *flow.event_shape)``; output: ``(batch,)``.
+
+    Raises:
+        TypeError: If ``flow`` is not a [`Flow`][kexue.flow.Flow] or ``dequantizer`` not a module
+            (or None); on a call, if ``v`` is not a real tensor or ``noise`` not a floating one.
+        ValueError: If ``levels < 2`` or a ``LogisticDequantizer`` has other ``dims``/``levels``; on a
+            call, if ``v`` does not hold integer levels of the flow's event shape or ``noise`` has
+            another shape, NaN/inf or values outside [0, 1].
     """
 
     def __init__(self, flow: Flow, levels: int, dequantizer: nn.Module | None = None) -> None:
         super().__init__()
+        _check_flow(flow)
         self.flow = flow
         self.levels = check_int(levels, "levels", 2)
+        if dequantizer is not None and not isinstance(dequantizer, nn.Module):
+            raise TypeError(f"dequantizer must be an nn.Module (v, noise) -> (u, log_q) or None, "
+                            f"got {type(dequantizer).__name__}")
+        if isinstance(dequantizer, LogisticDequantizer) and tuple(dequantizer.mu.shape) != (flow.dims, levels):
+            raise ValueError(f"dequantizer must have dims={flow.dims} and levels={levels} (the flow's), "
+                             f"got dims={dequantizer.mu.shape[0]}, levels={dequantizer.mu.shape[1]}")
         self.dequantizer = dequantizer
 
     def forward(self, v: Tensor, noise: Tensor) -> Tensor:
+        _check_inputs(v, noise, self.levels, "v")
+        if tuple(v.shape[1:]) != self.flow.event_shape:
+            raise ValueError(f"v must have shape (batch, *{self.flow.event_shape}), got {tuple(v.shape)}")
+        return self._forward(v, noise)
+
+    def _forward(self, v: Tensor, noise: Tensor) -> Tensor:
+        """The bound without argument checks (for fit_stacked, which checks its data once, and vmap)."""
         if self.dequantizer is None:
             u, log_q = noise, noise.new_zeros(noise.shape[0])
+        elif isinstance(self.dequantizer, LogisticDequantizer):
+            u, log_q = self.dequantizer._forward(v, noise)
         else:
             u, log_q = self.dequantizer(v, noise)
         x = (v.to(noise.dtype) + u) / self.levels
-        return bits_per_dim(self.flow.log_prob(x) - log_q, self.flow.dims, self.levels)
+        return _bits_per_dim(self.flow._log_prob(x) - log_q, self.flow.dims, self.levels)
+
+
+def _check_flow(flow: object) -> None:
+    if not isinstance(flow, Flow):
+        raise TypeError(f"flow must be a kexue.flow.Flow, got {type(flow).__name__}")
+
+
+def _check_noise(noise: object, name: str, shape: torch.Size) -> None:
+    check_tensor(noise, name, floating=True)
+    assert isinstance(noise, Tensor)
+    if noise.shape != shape:
+        raise ValueError(f"{name} must have the shape of the levels {tuple(shape)}, got {tuple(noise.shape)}")
+    check_finite(noise, name)
+    if noise.numel() and (noise.min() < 0 or noise.max() > 1):
+        raise ValueError(f"{name} must hold uniform noise in [0, 1], got values in "
+                         f"[{noise.min().item():g}, {noise.max().item():g}]")
+
+
+def _check_inputs(v: object, noise: object, levels: int, name: str, noise_name: str = "noise") -> None:
+    """Integer levels (non-empty, with a batch dimension) and their uniform noise."""
+    check_tensor(v, name, nonempty=True)
+    assert isinstance(v, Tensor)
+    if v.dim() == 0:
+        raise ValueError(f"{name} must have a batch dimension, got a 0-d tensor")
+    _check_levels(v, name, levels)
+    _check_noise(noise, noise_name, v.shape)
 
 
 class ContinuousNLL(nn.Module):
@@ -407,14 +498,51 @@ class ContinuousNLL(nn.Module):
 
     Shapes:
         x, noise: ``(batch, *flow.event_shape)``; output: ``(batch,)``.
+
+    Raises:
+        TypeError: If ``flow`` is not a [`Flow`][kexue.flow.Flow]; on a call, if ``x`` is not a
+            floating tensor.
+        ValueError: On a call, if ``x`` has another shape or NaN/inf entries, or its log-density is
+            not finite.
     """
 
     def __init__(self, flow: Flow) -> None:
         super().__init__()
+        _check_flow(flow)
         self.flow = flow
 
     def forward(self, x: Tensor, noise: Tensor) -> Tensor:
         return -self.flow.log_prob(x)
+
+    def _forward(self, x: Tensor, noise: Tensor) -> Tensor:
+        """The loss without argument checks (for fit_stacked, which checks its data once, and vmap)."""
+        return -self.flow._log_prob(x)
+
+
+class _Unchecked(nn.Module):
+    """Calls an objective's unchecked core: fit_stacked checks its data once, and vmap allows no data-dependent checks."""
+
+    def __init__(self, objective: DequantizedFlow | ContinuousNLL) -> None:
+        super().__init__()
+        self.objective = objective
+
+    def forward(self, v: Tensor, u: Tensor) -> Tensor:
+        return self.objective._forward(v, u)
+
+
+def _check_data(models: list[DequantizedFlow | ContinuousNLL], data: object, name: str) -> None:
+    """Data of the models' event shape: integer levels for DequantizedFlow, finite floats for ContinuousNLL."""
+    event_shape = models[0].flow.event_shape
+    check_tensor(data, name, len(event_shape) + 1, nonempty=True)
+    assert isinstance(data, Tensor)
+    if tuple(data.shape[1:]) != event_shape:
+        raise ValueError(f"{name} must have shape (n, *{event_shape}) (the models' event shape), got {tuple(data.shape)}")
+    levels = [m.levels for m in models if isinstance(m, DequantizedFlow)]
+    if levels:
+        _check_levels(data, name, min(levels))
+    if len(levels) < len(models):
+        check_tensor(data, name, floating=True)
+        check_finite(data, name)
 
 
 def fit_stacked(
@@ -446,7 +574,8 @@ def fit_stacked(
     ``schedule`` of [`SCHEDULES`][kexue.experiments.flow.SCHEDULES]. Entries where
     ``trainable[i]`` is 0 keep their initial value. The forward pass is ``torch.func.vmap`` over the
     models' stacked weights, so many small models share every operation. The trained weights are
-    written back into ``models``.
+    written back into ``models``, and each module's training/eval mode is restored. The data are
+    checked once here; the models' unchecked objectives run inside the loop.
 
     Why not the shared [`fit`][kexue.experiments.training.fit]: it trains one model, and this loop
     stacks many, clips gradients per model, freezes entries, follows a schedule and evaluates
@@ -481,8 +610,12 @@ def fit_stacked(
         data: ``(n, *event_shape)``; eval_data, eval_noise: ``(m, *event_shape)``.
 
     Raises:
+        TypeError: If ``models``, ``seeds`` or ``trainable`` is not a sequence (of objectives, ints,
+            dicts), or a data tensor has the wrong dtype.
         ValueError: If the models differ in architecture, the number of seeds or masks does not
-            match, or a hyper-parameter is out of range.
+            match, a hyper-parameter is out of range, the data do not have the models' event shape,
+            are empty, have NaN/inf or (for ``DequantizedFlow``) values that are not integer levels,
+            or ``eval_noise`` is missing, of another shape or outside [0, 1].
 
     Examples:
         >>> import torch
@@ -494,14 +627,26 @@ def fit_stacked(
         >>> history["loss"].shape  # (models, epochs): mean training bits/dim
         torch.Size([3, 2])
     """
+    if isinstance(models, (str, bytes, nn.Module)) or not isinstance(models, Iterable):
+        raise TypeError(f"models must be a sequence of DequantizedFlow or ContinuousNLL models, got {type(models).__name__}")
     models = list(models)
     if not models or not all(isinstance(m, (DequantizedFlow, ContinuousNLL)) for m in models):
         raise ValueError("models must be a non-empty sequence of DequantizedFlow or ContinuousNLL models")
+    if isinstance(seeds, (str, bytes)) or not isinstance(seeds, Iterable):
+        raise TypeError(f"seeds must be a sequence of integer seeds, got {type(seeds).__name__}")
     seeds = list(seeds)
+    for i, seed in enumerate(seeds):
+        check_int(seed, f"seeds[{i}]", 0)
     if len(seeds) != len(models):
         raise ValueError(f"seeds must give one seed per model: {len(seeds)} seeds for {len(models)} models")
-    if trainable is not None and len(trainable) != len(models):
-        raise ValueError(f"trainable must give one mask dict per model, got {len(trainable)} for {len(models)}")
+    if trainable is not None:
+        if isinstance(trainable, (str, bytes, Mapping)) or not isinstance(trainable, Sequence):
+            raise TypeError(f"trainable must be a sequence of dicts (one per model) or None, got {type(trainable).__name__}")
+        if len(trainable) != len(models):
+            raise ValueError(f"trainable must give one mask dict per model, got {len(trainable)} for {len(models)}")
+        for i, t in enumerate(trainable):
+            if not isinstance(t, Mapping):
+                raise TypeError(f"trainable[{i}] must be a dict of parameter name -> 0/1 mask, got {type(t).__name__}")
     if schedule not in SCHEDULES:
         raise ValueError(f"schedule must be one of {sorted(SCHEDULES)}, got {schedule!r}")
     check_int(epochs, "epochs")
@@ -511,12 +656,18 @@ def fit_stacked(
     check_int(eval_every, "eval_every")
     check_real(lr, "lr", above=0)
     check_real(clip, "clip", above=0)
-    check_tensor(data, "data", len(models[0].flow.event_shape) + 1, nonempty=True)
-    if eval_data is not None and (eval_noise is None or eval_noise.shape != eval_data.shape):
-        raise ValueError("eval_noise must be given with eval_data, with the same shape")
     names = [n for n, _ in models[0].named_parameters()]
-    if any([n for n, _ in m.named_parameters()] != names for m in models[1:]):
-        raise ValueError("models must share one architecture (same parameter names); see glow_variant")
+    layout = [(n, p.shape) for n, p in models[0].named_parameters()]
+    if any([(n, p.shape) for n, p in m.named_parameters()] != layout or m.flow.event_shape != models[0].flow.event_shape
+           for m in models[1:]):
+        raise ValueError("models must share one architecture (same parameter names and shapes); see glow_variant")
+    _check_data(models, data, "data")
+    if eval_data is not None:
+        _check_data(models, eval_data, "eval_data")
+        if eval_noise is None:
+            raise ValueError("eval_noise must be given with eval_data, with the same shape")
+        _check_noise(eval_noise, "eval_noise", eval_data.shape)
+    modes = [[m.training for m in model.modules()] for model in models]
 
     k, n = len(models), data.shape[0]
     dtype = next(models[0].parameters()).dtype
@@ -525,7 +676,7 @@ def fit_stacked(
         model.train()
         vb = data[torch.randint(0, n, (min(init_batch, n),), generator=g)]
         with torch.no_grad():
-            model(vb, torch.rand(vb.shape, generator=g, dtype=dtype))
+            model._forward(vb, torch.rand(vb.shape, generator=g, dtype=dtype))
         model.eval()  # ActNorm never re-initialises under vmap
     params, buffers = stack_module_state(models)
     for t in trainable or []:
@@ -537,7 +688,9 @@ def fit_stacked(
         for name, p in models[0].named_parameters()
     }
     masks = {name: m for name, m in masks.items() if not bool((m == 1).all())}  # only the partly frozen ones
-    skeleton = copy.deepcopy(models[0]).to("meta")  # the weights come from the stack
+    skeleton = _Unchecked(copy.deepcopy(models[0])).to("meta")  # the weights come from the stack
+    params_in = {f"objective.{name}": t for name, t in params.items()}  # the same tensors, named for skeleton
+    buffers_in = {f"objective.{name}": t for name, t in buffers.items()}
 
     def bound(p: dict[str, Tensor], b: dict[str, Tensor], v: Tensor, u: Tensor) -> Tensor:
         return functional_call(skeleton, (p, b), (v, u))
@@ -557,7 +710,7 @@ def fit_stacked(
         for batch in zip(*orders):
             vb = torch.stack([data[idx] for idx in batch])
             ub = torch.stack([torch.rand(data[idx].shape, generator=g, dtype=dtype) for idx, g in zip(batch, gens)])
-            bpd = train_bpd(params, buffers, vb, ub).mean(1)  # (models,)
+            bpd = train_bpd(params_in, buffers_in, vb, ub).mean(1)  # (models,)
             for group in opt.param_groups:
                 group["lr"] = lr * factor(step, total, warmup)
             opt.zero_grad(set_to_none=False)
@@ -575,11 +728,14 @@ def fit_stacked(
             step += 1
         if eval_data is not None and ((epoch + 1) % eval_every == 0 or epoch + 1 == epochs):
             with torch.no_grad():
-                evals.append(eval_bpd(params, buffers, eval_data, eval_noise).mean(1))
+                evals.append(eval_bpd(params_in, buffers_in, eval_data, eval_noise).mean(1))
             eval_epochs.append(epoch + 1)
     with torch.no_grad():
         for i, model in enumerate(models):
             model.load_state_dict({name: t[i] for name, t in {**params, **buffers}.items()})
+    for model, mode in zip(models, modes):  # the init pass switched them to eval(): restore each module's mode
+        for m, training in zip(model.modules(), mode):
+            m.training = training
     return {
         "loss": loss_hist,
         "eval_epoch": eval_epochs,
@@ -599,13 +755,22 @@ def multiply_adds(model: nn.Module, x: Tensor) -> int:
     $C_\text{in}$ per output entry of every ``nn.Linear``), by forward hooks; element-wise
     operations are not counted. Used to compare the cost of affine and additive couplings.
 
+    The pass runs in eval mode without gradients, so it changes nothing in the model (an ActNorm
+    is not initialised from ``x``); each module's mode is restored afterwards.
+
     Args:
         model: Any module.
-        x: An input batch.
+        x: An input batch (whatever ``model`` takes).
 
     Returns:
         The number of multiply-adds for the whole batch.
+
+    Raises:
+        TypeError: If ``model`` is not an ``nn.Module`` or ``x`` not a tensor.
     """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    check_tensor(x, "x")
     total = 0
 
     def conv_hook(m: nn.Module, args: tuple[Tensor, ...], out: Tensor) -> None:
@@ -624,10 +789,14 @@ def multiply_adds(model: nn.Module, x: Tensor) -> int:
             handles.append(m.register_forward_hook(conv_hook))
         elif isinstance(m, nn.Linear):
             handles.append(m.register_forward_hook(linear_hook))
+    modes = [(m, m.training) for m in model.modules()]
     try:
+        model.eval()
         with torch.no_grad():
             model(x)
     finally:
         for h in handles:
             h.remove()
+        for m, training in modes:
+            m.training = training
     return total
