@@ -607,3 +607,13 @@ def test_code_patches_and_montage_check_their_tiling():
         X.montage(x[:0], 2)
     with pytest.raises(ValueError, match="x_test must have sides divisible by patch=3"):
         X.patch_kmeans(torch.rand(4, 1, 6, 6), torch.rand(2, 1, 8, 8), 3, patch=3)
+
+
+def test_training_curves_name_what_is_missing():
+    runs = X.train_vqvaes(_images(16), {"ema": {"update": "ema"}}, seeds=(0,), num_codes=4, dim=2, hidden=4, epochs=1,
+                          batch_size=8, init_batch=8)
+    assert runs.curve("recon", "ema", 0).shape == (2,)
+    with pytest.raises(ValueError, match="key must be one of"):
+        runs.curve("loss", "ema", 0)
+    with pytest.raises(ValueError, match=r"\(name, seed\) must be a trained member"):
+        runs.curve("recon", "ema", 1)

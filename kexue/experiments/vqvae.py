@@ -453,7 +453,15 @@ class VQVAERuns:
     epoch_loss: list[float]
 
     def curve(self, key: str, name: str, seed: int) -> Tensor:
-        """The per-step ``history[key]`` of one member, ``(steps,)``."""
+        """The per-step ``history[key]`` of one member, ``(steps,)``.
+
+        Raises:
+            ValueError: If ``key`` is not a recorded curve or ``(name, seed)`` not a trained member.
+        """
+        if not isinstance(key, str) or key not in self.history:
+            raise ValueError(f"key must be one of {sorted(self.history)}, got {key!r}")
+        if (name, seed) not in self.members:
+            raise ValueError(f"(name, seed) must be a trained member, one of {self.members}, got {(name, seed)!r}")
         return self.history[key][:, self.members.index((name, seed))]
 
 
