@@ -209,7 +209,7 @@ def test_train_priors_beat_the_unigram_model_on_structured_codes():
         assert prior_nll_bits(p, c) < 0.5 * unigram_bits(c, c, 8)
     with pytest.raises(ValueError, match="same non-zero length"):
         train_priors(codes, [0], num_codes=8)
-    with pytest.raises(ValueError, match="codes must lie"):
+    with pytest.raises(ValueError, match=r"codes\[\d\] must lie in \[0, 3\]"):
         train_priors(codes, [0, 1], num_codes=4)
 
 

@@ -37,9 +37,11 @@ Examples:
 from __future__ import annotations
 
 import copy
+import functools
+import inspect
 import math
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,12 +49,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from kexue._checks import check_int, check_tensor
+from kexue._checks import check_int, check_real, check_tensor
 from kexue.experiments.training import LOSSES, LossFn, evaluating, fit, seeded_mlp
 from kexue.vqvae import (
+    CODEBOOK_INITS,
     CodePrior,
     Quantized,
     VectorQuantizer,
+    _finite_extent,
+    _largest,
     codebook_init,
     dead_codes,
     kmeans,
@@ -86,6 +91,55 @@ __all__ = [
 
 
 # ----------------------------------------------------------------------------------------------
+# argument checks
+# ----------------------------------------------------------------------------------------------
+
+
+def _check_images(x: object, name: str, *, channels: int | None = 1, pixels: bool = False, even: bool = False,
+                  nonempty: bool = True) -> Tensor:  # fmt: skip
+    """A floating ``(B, C, H, W)`` batch without NaN/inf; ``pixels``: values in [0, 1]; ``even``: even sides."""
+    check_tensor(x, name, 4, floating=True, nonempty=nonempty)
+    if channels is not None and x.shape[1] != channels:
+        raise ValueError(f"{name} must have shape (B, {channels}, H, W), got {tuple(x.shape)}")
+    if even and (x.shape[2] % 2 or x.shape[3] % 2 or min(x.shape[2:]) < 2):
+        raise ValueError(
+            f"{name} must have even height and width >= 2 (the encoder halves them, the decoder doubles them "
+            f"back), got {tuple(x.shape)}"
+        )
+    if pixels:
+        _finite_extent(x, name, at_least=0.0, at_most=1.0, what="pixel values (the decoder ends in a sigmoid)")
+    else:
+        _finite_extent(x, name)
+    return x
+
+
+def _check_model_dtype(x: Tensor, model: nn.Module, name: str) -> None:
+    want = next(model.parameters()).dtype
+    if x.dtype != want:
+        raise TypeError(f"{name} ({x.dtype}) must have the model's dtype ({want}): convert {name}, or the model with .to()")
+
+
+def _check_seeds(seeds: object, name: str = "seeds") -> list[int]:
+    if isinstance(seeds, (str, bytes)) or not isinstance(seeds, Sequence) or not seeds:
+        raise ValueError(f"{name} must be a non-empty sequence of integer seeds, got {seeds!r}")
+    return [check_int(s, f"{name}[{i}]", 0) for i, s in enumerate(seeds)]
+
+
+def _check_codes_range(codes: Tensor, num_codes: int, name: str) -> None:
+    if codes.dtype == torch.bool:
+        raise TypeError(f"{name} must be an integer tensor, got torch.bool")
+    lo, hi = (int(v) for v in codes.aminmax())
+    if lo < 0 or hi >= num_codes:
+        raise ValueError(f"{name} must lie in [0, {num_codes - 1}], got range [{lo}, {hi}]")
+
+
+def _check_model(model: object, kind: type, name: str) -> Any:
+    if not isinstance(model, kind):
+        raise TypeError(f"{name} must be a {kind.__name__}, got {type(model).__name__}")
+    return model
+
+
+# ----------------------------------------------------------------------------------------------
 # the digit model
 # ----------------------------------------------------------------------------------------------
 
@@ -95,7 +149,8 @@ class VQVAE(nn.Module):
 
     Encoder: Conv(1->h, 4x4, stride 2) - ReLU - Conv(h->D, 3x3); decoder: Conv(D->h, 3x3) - ReLU -
     ConvTranspose(h->1, 4x4, stride 2) - sigmoid (pixels in [0, 1]). Reconstruction loss: MSE
-    (mean over pixels). A CPU-sized stand-in for Su's CelebA model (two stride-2 convolutions and
+    (mean over pixels). Images must have even sides (an odd side would come back one pixel
+    short) and pixel values in [0, 1], the decoder's range. A CPU-sized stand-in for Su's CelebA model (two stride-2 convolutions and
     residual blocks, 128×128×3 images to a 32×32 grid).
 
     Args:
@@ -104,19 +159,26 @@ class VQVAE(nn.Module):
         hidden: Channels of the hidden layers.
         kernel: Kernel size (odd) of the encoder's last and the decoder's first convolution, the
             ones on the code grid: 3 lets every code see, and be painted with, its neighbours.
-        seed: Seed of all initial weights.
+        seed: Seed of all initial weights (>= 0).
         **vq: Passed to [`VectorQuantizer`][kexue.vqvae.VectorQuantizer] (``update``, ``beta``,
-            ``decay``, ``dead_threshold``, ``init``).
+            ``decay``, ``eps``, ``dead_threshold``, ``init``).
+
+    Raises:
+        ValueError: On non-positive sizes, an even ``kernel``, a negative ``seed`` or a bad
+            quantizer argument (see [`VectorQuantizer`][kexue.vqvae.VectorQuantizer]).
     """
 
     def __init__(
         self, num_codes: int = 32, dim: int = 16, hidden: int = 32, *, kernel: int = 3, seed: int = 0, **vq: Any
     ) -> None:
         super().__init__()
+        check_int(num_codes, "num_codes")
+        check_int(dim, "dim")
         check_int(hidden, "hidden")
         check_int(kernel, "kernel")
         if kernel % 2 == 0:
             raise ValueError(f"kernel must be odd (the grid keeps its size), got {kernel}")
+        check_int(seed, "seed", 0)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             self.encoder = nn.Sequential(
@@ -130,26 +192,49 @@ class VQVAE(nn.Module):
         self.quantizer = VectorQuantizer(num_codes, dim, seed=seed, **vq)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Quantized]:
-        """Return ``(x_hat, z_e, quantized)`` for images ``x`` of shape ``(B, 1, 8, 8)``."""
-        check_tensor(x, "x", 4, floating=True)
-        if x.shape[1] != 1:
-            raise ValueError(f"x must have shape (B, 1, H, W), got {tuple(x.shape)}")
+        """Return ``(x_hat, z_e, quantized)`` for images ``x`` of shape ``(B, 1, H, W)`` (e.g. 8x8).
+
+        Raises:
+            ValueError: If ``x`` is empty, not ``(B, 1, H, W)`` with even ``H`` and ``W``, or holds
+                values outside [0, 1] (NaN/inf included).
+            TypeError: If ``x`` is not a floating tensor.
+        """
+        self._check_images(x, "x")
         z = self.encoder(x)
         q = self.quantizer(z)
         return self.decoder(q.z_st), z, q
 
     @torch.no_grad()
     def encode(self, x: Tensor) -> Tensor:
-        """Code grid ``(B, H/2, W/2)`` of images ``x`` ``(B, 1, H, W)``."""
+        """Code grid ``(B, H/2, W/2)`` of images ``x`` ``(B, 1, H, W)``; an empty batch gives an empty grid.
+
+        Raises:
+            ValueError, TypeError: As [`forward`][kexue.experiments.vqvae.VQVAE.forward].
+        """
+        return self._encode(self._check_images(x, "x", nonempty=False))
+
+    def _check_images(self, x: Tensor, name: str, *, nonempty: bool = True) -> Tensor:
+        _check_images(x, name, pixels=True, even=True, nonempty=nonempty)
+        _check_model_dtype(x, self, name)
+        return x
+
+    @torch.no_grad()
+    def _encode(self, x: Tensor) -> Tensor:
         return nearest_code(self.encoder(x).movedim(1, -1), self.quantizer.codebook)
 
     @torch.no_grad()
     def decode(self, codes: Tensor) -> Tensor:
-        """Images ``(B, 1, 2h, 2w)`` from a code grid ``(B, h, w)``: look up the codes and run the decoder."""
+        """Images ``(B, 1, 2h, 2w)`` from a code grid ``(B, h, w)``: look up the codes and run the decoder.
+
+        An empty batch of grids decodes to an empty batch of images.
+
+        Raises:
+            TypeError: If ``codes`` is not an integer tensor.
+            ValueError: If ``codes`` is not 3-D or holds a code outside ``[0, num_codes)``.
+        """
         check_tensor(codes, "codes", 3, floating=False)
-        k = self.quantizer.num_codes
-        if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= k):
-            raise ValueError(f"codes must lie in [0, {k - 1}], got range [{int(codes.min())}, {int(codes.max())}]")
+        if codes.numel():
+            _check_codes_range(codes, self.quantizer.num_codes, "codes")
         return self.decoder(F.embedding(codes.long(), self.quantizer.codebook).movedim(-1, 1))
 
 
@@ -198,13 +283,18 @@ class StackedVQVAE(nn.Module):
 
     Raises:
         ValueError: If ``members`` is empty or the members differ in shape.
+        TypeError: If ``members`` is not a sequence of [`VQVAE`][kexue.experiments.vqvae.VQVAE]s.
     """
 
     def __init__(self, members: Sequence[VQVAE]) -> None:
         super().__init__()
+        if isinstance(members, (str, bytes)) or not isinstance(members, Sequence):
+            raise TypeError(f"members must be a sequence of VQVAE models, got {type(members).__name__}")
         members = list(members)
         if not members:
             raise ValueError("members must hold at least one VQVAE")
+        for i, m in enumerate(members):
+            _check_model(m, VQVAE, f"members[{i}]")
         shapes = {
             (tuple(p.shape for p in (*m.encoder.parameters(), *m.decoder.parameters())), m.quantizer.codebook.shape)
             for m in members
@@ -237,15 +327,30 @@ class StackedVQVAE(nn.Module):
         Shapes:
             x, x_hat: ``(B, S, H, W)``; z_e: ``(S, B, h, w, D)``; quantized.indices: ``(S, B, h, w)``;
             quantized losses: ``(S,)``.
+
+        Raises:
+            ValueError: As [`VQVAE.forward`][kexue.experiments.vqvae.VQVAE.forward], with one
+                channel per member; also if the encoder outputs are NaN/inf or too large for the
+                losses (a diverged model).
+            TypeError: If ``x`` is not a floating tensor.
         """
         check_tensor(x, "x", 4, floating=True)
         if x.shape[1] != self.size:
             raise ValueError(f"x must have one channel per member, shape (B, {self.size}, H, W), got {tuple(x.shape)}")
+        _check_images(x, "x", channels=None, pixels=True, even=True)
+        _check_model_dtype(x, self, "x")
+        if x.dtype not in (torch.float32, torch.float64):
+            raise TypeError(f"x must be float32 or float64 (the stacked quantizer compares codes in x's dtype), got {x.dtype}")
         z = self.encoder(x)  # (B, S*D, h, w)
         b, _, h, w = z.shape
         z = z.reshape(b, self.size, -1, h, w).permute(1, 0, 3, 4, 2)  # (S, B, h, w, D)
         codebooks = torch.stack([vq.codebook for vq in self.quantizers])  # (S, K, D)
-        q = torch.func.vmap(quantize)(z, codebooks)
+        # quantize's data checks cannot run under vmap: the same ones here, once for every member
+        m = max(_largest(z, "the encoder outputs z"), _largest(codebooks, "the codebooks"))
+        if m > math.sqrt(torch.finfo(z.dtype).max / (4 * z.shape[-1])):
+            raise ValueError(f"the encoder outputs or codebooks reach {m:.3g}, too large for {z.dtype} squared distances "
+                             "(has training diverged? lower lr)")  # fmt: skip
+        q = torch.func.vmap(functools.partial(quantize, validate_args=False))(z, codebooks)
         q = q._replace(loss=self.codebook_weights * q.codebook_loss + self.betas * q.commitment_loss)
         z_st = q.z_st.permute(1, 0, 4, 2, 3).reshape(b, -1, h, w)  # (B, S*D, h, w), members in channel blocks
         return self.decoder(z_st), z, q
@@ -296,7 +401,12 @@ def vqvae_loss(history: dict[str, list[list[float]]] | None = None) -> LossFn:
 
     Returns:
         ``loss_fn(model, xb, yb, *, generator, epoch)``; ``yb`` is ignored (an autoencoder).
+
+    Raises:
+        TypeError: If ``history`` is neither None nor a dict.
     """
+    if history is not None and not isinstance(history, MutableMapping):
+        raise TypeError(f"history must be None or a dict to append the training curves to, got {type(history).__name__}")
     if history is not None:
         for key in ("recon", "perplexity", "used", "restarts"):
             history.setdefault(key, [])
@@ -343,8 +453,34 @@ class VQVAERuns:
     epoch_loss: list[float]
 
     def curve(self, key: str, name: str, seed: int) -> Tensor:
-        """The per-step ``history[key]`` of one member, ``(steps,)``."""
+        """The per-step ``history[key]`` of one member, ``(steps,)``.
+
+        Raises:
+            ValueError: If ``key`` is not a recorded curve or ``(name, seed)`` not a trained member.
+        """
+        if not isinstance(key, str) or key not in self.history:
+            raise ValueError(f"key must be one of {sorted(self.history)}, got {key!r}")
+        if (name, seed) not in self.members:
+            raise ValueError(f"(name, seed) must be a trained member, one of {self.members}, got {(name, seed)!r}")
         return self.history[key][:, self.members.index((name, seed))]
+
+
+_VARIANT_KEYS = frozenset(p for p in inspect.signature(VectorQuantizer).parameters if p not in ("num_codes", "dim", "seed"))
+
+
+def _check_variants(variants: object) -> None:
+    if not isinstance(variants, Mapping):
+        raise TypeError(f"variants must be a mapping of name -> VectorQuantizer arguments, got {variants!r}")
+    if not variants:
+        raise ValueError("variants must be non-empty: at least one name -> VectorQuantizer arguments")
+    for name, cfg in variants.items():
+        if not isinstance(cfg, Mapping):
+            raise TypeError(f"variants[{name!r}] must be a mapping of VectorQuantizer arguments, got {type(cfg).__name__}")
+        unknown = sorted(set(cfg) - _VARIANT_KEYS)
+        if unknown:
+            raise ValueError(f"variants[{name!r}] has unknown arguments {unknown}; known: {sorted(_VARIANT_KEYS)}")
+        if cfg.get("init", "normal") not in CODEBOOK_INITS:
+            raise ValueError(f"variants[{name!r}]['init'] must be one of {sorted(CODEBOOK_INITS)}, got {cfg['init']!r}")
 
 
 def train_vqvaes(
@@ -389,14 +525,18 @@ def train_vqvaes(
         A [`VQVAERuns`][kexue.experiments.vqvae.VQVAERuns] with the trained models (eval mode).
 
     Raises:
-        ValueError: On empty ``variants``/``seeds`` or images of the wrong shape.
+        ValueError: On empty ``variants``/``seeds``, a variant with an unknown argument, images of
+            the wrong shape (odd sides included) or outside [0, 1], or bad sizes and rates.
+        TypeError: If ``x`` is not a floating tensor or ``variants`` not a mapping of mappings.
     """
-    check_tensor(x, "x", 4, floating=True, nonempty=True)
-    if x.shape[1] != 1:
-        raise ValueError(f"x must have shape (N, 1, H, W), got {tuple(x.shape)}")
-    if not variants or not seeds:
-        raise ValueError("variants and seeds must both be non-empty")
-    check_int(init_batch, "init_batch")
+    _check_images(x, "x", pixels=True, even=True)
+    _check_variants(variants)
+    seeds = _check_seeds(seeds)
+    for value, name in ((num_codes, "num_codes"), (dim, "dim"), (hidden, "hidden"), (kernel, "kernel"),
+                        (epochs, "epochs"), (batch_size, "batch_size"), (init_batch, "init_batch")):  # fmt: skip
+        check_int(value, name)
+    check_real(lr, "lr", above=0)
+    check_int(fit_seed, "fit_seed", 0)
     n = x.shape[0]
     members: list[tuple[str, int]] = []
     models: list[VQVAE] = []
@@ -437,9 +577,16 @@ def evaluate_vqvae(model: VQVAE, x_train: Tensor, x_test: Tensor) -> dict[str, A
     Returns:
         ``mse`` (test reconstruction error through the codes), ``perplexity`` (of the test codes),
         ``dead`` (codes no training vector uses), and the code grids ``codes_train``, ``codes_test``.
+
+    Raises:
+        TypeError: If ``model`` is not a [`VQVAE`][kexue.experiments.vqvae.VQVAE].
+        ValueError, TypeError: For image sets the model cannot encode (see
+            [`VQVAE.forward`][kexue.experiments.vqvae.VQVAE.forward]) or an empty one.
     """
+    _check_model(model, VQVAE, "model")
+    codes_tr = model._encode(model._check_images(x_train, "x_train"))
+    codes_te = model._encode(model._check_images(x_test, "x_test"))
     k = model.quantizer.num_codes
-    codes_tr, codes_te = model.encode(x_train), model.encode(x_test)
     return {
         "mse": F.mse_loss(model.decode(codes_te), x_test).item(),
         "perplexity": perplexity(codes_te, k),
@@ -482,6 +629,7 @@ def patches_to_images(p: Tensor, channels: int = 1) -> Tensor:
         ValueError: If the last axis is not ``channels`` times a square.
     """
     check_tensor(p, "p", 4)
+    check_int(channels, "channels")
     b, h, w, d = p.shape
     patch = math.isqrt(d // channels)
     if channels * patch * patch != d:
@@ -508,7 +656,23 @@ def patch_kmeans(
 
     Returns:
         ``mse`` (test), ``perplexity`` (of the test codes), ``recon`` ``(M, C, H, W)``, ``centres``.
+
+    Raises:
+        ValueError: On empty image sets, NaN/inf pixels, sides not divisible by ``patch``, test
+            images of another channel count, or bad sizes.
+        TypeError: If an image set is not a floating tensor.
     """
+    _check_images(x_train, "x_train", channels=None)
+    _check_images(x_test, "x_test", channels=x_train.shape[1])
+    check_int(num_codes, "num_codes")
+    check_int(seed, "seed", 0)
+    check_int(iters, "iters", 0)
+    check_int(patch, "patch")
+    for x, name in ((x_train, "x_train"), (x_test, "x_test")):
+        if x.shape[2] % patch or x.shape[3] % patch:
+            raise ValueError(f"{name} must have sides divisible by patch={patch}, got {tuple(x.shape)}")
+    if x_test.dtype != x_train.dtype:
+        raise TypeError(f"x_test ({x_test.dtype}) and x_train ({x_train.dtype}) must share a dtype")
     channels = x_train.shape[1]
     tiles = images_to_patches(x_train, patch)
     centres, _ = kmeans(tiles.reshape(-1, tiles.shape[-1]), num_codes, iters,
@@ -537,13 +701,18 @@ class StackedCodePrior(nn.Module):
 
     Raises:
         ValueError: If ``priors`` is empty or the priors differ in shape.
+        TypeError: If ``priors`` is not a sequence of [`CodePrior`][kexue.vqvae.CodePrior]s.
     """
 
     def __init__(self, priors: Sequence[CodePrior]) -> None:
         super().__init__()
+        if isinstance(priors, (str, bytes)) or not isinstance(priors, Sequence):
+            raise TypeError(f"priors must be a sequence of CodePrior models, got {type(priors).__name__}")
         priors = list(priors)
         if not priors:
             raise ValueError("priors must hold at least one CodePrior")
+        for i, p in enumerate(priors):
+            _check_model(p, CodePrior, f"priors[{i}]")
         if len({tuple((n, p.shape) for n, p in m.named_parameters()) for m in priors}) != 1:
             raise ValueError("priors must share one architecture")
         self._priors = priors
@@ -554,15 +723,29 @@ class StackedCodePrior(nn.Module):
         self._base = copy.deepcopy(priors[0]).to("meta")
         self.size, self.num_codes = len(priors), priors[0].num_codes
 
+    def check_codes(self, codes: Tensor, name: str = "codes") -> Tensor:
+        """Return ``codes`` if it is ``(B, S, h, w)``, integer, ``B >= 1``, codes in ``[0, K)``; raise naming ``name``."""
+        check_tensor(codes, name, 4, floating=False, nonempty=True)
+        h, w = self._priors[0].grid
+        if codes.shape[1:] != (self.size, h, w):
+            raise ValueError(f"{name} must have one column per prior, shape (B, {self.size}, {h}, {w}), got {tuple(codes.shape)}")
+        self._priors[0].check_codes(codes.flatten(0, 1), name, prefix=False)  # dtype and range
+        return codes
+
     def forward(self, codes: Tensor) -> Tensor:
-        """Logits ``(S, B, T, K)`` of prior $s$ on column $s$ of ``codes`` ``(B, S, h, w)``."""
-        check_tensor(codes, "codes", 4, floating=False)
-        if codes.shape[1] != self.size:
-            raise ValueError(f"codes must have one column per prior, shape (B, {self.size}, h, w), got {tuple(codes.shape)}")
+        """Logits ``(S, B, T, K)`` of prior $s$ on column $s$ of ``codes`` ``(B, S, h, w)``.
+
+        Raises:
+            TypeError: If ``codes`` is not an integer tensor.
+            ValueError: On another shape, an empty batch or a code outside ``[0, K)``.
+        """
+        return self._logits(self.check_codes(codes))
+
+    def _logits(self, codes: Tensor) -> Tensor:
         params = dict(zip(self._names, self.weights, strict=True))
 
-        def one(p: dict[str, Tensor], c: Tensor) -> Tensor:
-            return torch.func.functional_call(self._base, (p, self._shared), (c,))
+        def one(p: dict[str, Tensor], c: Tensor) -> Tensor:  # checked above: the data checks cannot run under vmap
+            return torch.func.functional_call(self._base, (p, self._shared), (c,), {"validate_args": False})
 
         with warnings.catch_warnings():  # attention has no batching rule yet: vmap loops over the priors there
             warnings.filterwarnings("ignore", message="There is a performance drop")
@@ -585,8 +768,14 @@ def prior_loss(model: nn.Module, xb: Tensor, yb: Tensor, *, generator: torch.Gen
 
     Shapes:
         xb: ``(B, S, h, w)``.
+
+    Raises:
+        TypeError: If ``model`` is not a [`StackedCodePrior`][kexue.experiments.vqvae.StackedCodePrior]
+            or ``xb`` not an integer tensor.
+        ValueError: If ``xb`` is not ``(B, S, h, w)`` codes in ``[0, K)``.
     """
-    logits = model(xb)  # (S, B, T, K)
+    _check_model(model, StackedCodePrior, "model")
+    logits = model._logits(model.check_codes(xb, "xb"))  # (S, B, T, K)
     targets = xb.movedim(1, 0).reshape(logits.shape[0], -1).long()  # (S, B*T)
     nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="none")
     return nll.reshape(logits.shape[0], -1).mean(1).sum()
@@ -629,19 +818,30 @@ def train_priors(
         epoch in bits per grid, averaged over the priors.
 
     Raises:
-        ValueError: If ``codes`` and ``seeds`` differ in length or the code sets differ in shape.
+        ValueError: If ``codes`` and ``seeds`` differ in length, the code sets differ in shape or
+            hold codes outside ``[0, num_codes)``, or on bad sizes and rates.
+        TypeError: If ``codes`` is not a sequence of integer tensors.
     """
+    if isinstance(codes, (str, bytes, Tensor)) or not isinstance(codes, Sequence):
+        raise TypeError(f"codes must be a sequence of code-grid tensors (N, h, w), one per prior, got {type(codes).__name__}")
     codes = list(codes)
-    if len(codes) != len(seeds) or not codes:
+    seeds = _check_seeds(seeds)
+    if len(codes) != len(seeds):
         raise ValueError(f"codes and seeds must have the same non-zero length, got {len(codes)} and {len(seeds)}")
     for i, c in enumerate(codes):
         check_tensor(c, f"codes[{i}]", 3, floating=False, nonempty=True)
     if len({c.shape for c in codes}) != 1:
         raise ValueError(f"every code set must have one shape, got {sorted({tuple(c.shape) for c in codes})}")
     check_int(num_codes, "num_codes")
+    for i, c in enumerate(codes):
+        _check_codes_range(c, num_codes, f"codes[{i}]")
+    for value, name in ((d_model, "d_model"), (heads, "heads"), (layers, "layers"), (epochs, "epochs"),
+                        (batch_size, "batch_size")):  # fmt: skip
+        check_int(value, name)
+    check_real(lr, "lr", above=0)
+    check_real(weight_decay, "weight_decay", at_least=0)
+    check_int(fit_seed, "fit_seed", 0)
     n, h, w = codes[0].shape
-    if any(int(c.min()) < 0 or int(c.max()) >= num_codes for c in codes):
-        raise ValueError(f"codes must lie in [0, {num_codes - 1}]")
     priors, columns = [], []
     for c, seed in zip(codes, seeds, strict=True):
         priors.append(CodePrior(num_codes, (h, w), d_model, heads, layers, seed=seed))
@@ -671,13 +871,17 @@ def unigram_bits(train_codes: Tensor, test_codes: Tensor, num_codes: int) -> flo
 
     Shapes:
         train_codes: ``(N, ...)``; test_codes: ``(B, ...)``.
+
+    Raises:
+        TypeError: If a code set is not an integer tensor.
+        ValueError: If a code set is empty or holds codes outside ``[0, num_codes)``.
     """
-    check_tensor(train_codes, "train_codes", floating=False, nonempty=True)
-    check_tensor(test_codes, "test_codes", floating=False, nonempty=True)
     check_int(num_codes, "num_codes")
-    if int(train_codes.max()) >= num_codes or int(test_codes.max()) >= num_codes or min(
-        int(train_codes.min()), int(test_codes.min())) < 0:  # fmt: skip
-        raise ValueError(f"codes must lie in [0, {num_codes - 1}]")
+    for c, name in ((train_codes, "train_codes"), (test_codes, "test_codes")):
+        check_tensor(c, name, floating=False, nonempty=True)
+        if c.dim() < 1:
+            raise ValueError(f"{name} must have a batch dimension, got a scalar")
+        _check_codes_range(c, num_codes, name)
     counts = torch.bincount(train_codes.reshape(-1).long(), minlength=num_codes).double() + 1
     logp = (counts / counts.sum()).log2()
     return float(-logp[test_codes.reshape(-1).long()].sum()) / test_codes.shape[0]
@@ -705,7 +909,21 @@ def train_digit_classifier(
 
     Returns:
         The trained classifier (returns logits for ``(B, 1, 8, 8)`` images).
+
+    Raises:
+        ValueError: On empty or non-finite images, labels that are not one per image in 0..9,
+            or bad sizes and rates.
+        TypeError: If ``x`` is not a floating tensor or ``y`` not an integer tensor.
     """
+    _check_images(x, "x", channels=None)
+    check_tensor(y, "y", 1, floating=False)
+    if y.shape[0] != x.shape[0]:
+        raise ValueError(f"y must hold one label per image, got {y.shape[0]} labels for {x.shape[0]} images")
+    _check_codes_range(y, 10, "y")
+    check_int(seed, "seed", 0)
+    check_int(hidden, "hidden")
+    check_int(epochs, "epochs")
+    check_real(lr, "lr", above=0)
     clf = seeded_mlp([x[0].numel(), hidden, 10], seed=seed, flatten=True)
     fit(clf, x, y, LOSSES["cross_entropy"], epochs=epochs, batch_size=64, lr=lr, seed=seed)
     return clf
@@ -724,8 +942,14 @@ def digit_confidence(classifier: nn.Module, images: Tensor) -> dict[str, float]:
     Returns:
         ``confidence``, ``entropy`` (bits) and ``classes`` (how many of the 10 digits are some
         image's top prediction).
+
+    Raises:
+        TypeError: If ``classifier`` is not a module or ``images`` not a floating tensor.
+        ValueError: If ``images`` is not a non-empty ``(B, C, H, W)`` batch or holds NaN/inf (the
+            scores summarise it). The classifier's mode is restored afterwards.
     """
-    check_tensor(images, "images", 4, floating=True, nonempty=True)
+    _check_model(classifier, nn.Module, "classifier")
+    _check_images(images, "images", channels=None)
     with evaluating(classifier):
         p = classifier(images).softmax(-1).double()
     entropy = -(p * p.clamp_min(1e-300).log2()).sum(-1)
@@ -737,9 +961,17 @@ def digit_features(classifier: nn.Sequential, images: Tensor) -> Tensor:
     """The classifier's last hidden layer on ``images`` (float64), the feature space of
     [`frechet_distance`][kexue.experiments.vqvae.frechet_distance].
 
+    A layer's output: NaN/inf in an image propagate to its row, as in torch. The classifier's
+    mode is restored afterwards.
+
     Shapes:
         images: ``(B, 1, 8, 8)``; returns ``(B, hidden)``.
+
+    Raises:
+        TypeError: If ``classifier`` is not an ``nn.Sequential`` or ``images`` not a floating tensor.
+        ValueError: If ``images`` is not a non-empty 4-D batch.
     """
+    _check_model(classifier, nn.Sequential, "classifier")
     check_tensor(images, "images", 4, floating=True, nonempty=True)
     with evaluating(classifier):
         return classifier[:-1](images).double()
@@ -767,12 +999,18 @@ def frechet_distance(a: Tensor, b: Tensor) -> float:
         a: ``(n, F)``; b: ``(m, F)``.
 
     Raises:
-        ValueError: If a set has fewer than two rows or the widths differ.
+        ValueError: If a set has fewer than two rows, the widths differ or a set holds NaN/inf.
+        TypeError: If a set is not a floating tensor.
     """
     check_tensor(a, "a", 2, floating=True)
     check_tensor(b, "b", 2, floating=True)
-    if a.shape[0] < 2 or b.shape[0] < 2 or a.shape[1] != b.shape[1]:
-        raise ValueError(f"a and b need at least two rows each and equal widths, got {tuple(a.shape)} and {tuple(b.shape)}")
+    for x, name in ((a, "a"), (b, "b")):
+        if x.shape[0] < 2 or x.shape[1] < 1:
+            raise ValueError(f"{name} needs at least two rows of at least one feature, got shape {tuple(x.shape)}")
+    if a.shape[1] != b.shape[1]:
+        raise ValueError(f"a and b must have equal widths, got {tuple(a.shape)} and {tuple(b.shape)}")
+    _finite_extent(a, "a")
+    _finite_extent(b, "b")
     a, b = a.double(), b.double()
     cov_a, cov_b = torch.cov(a.T), torch.cov(b.T)
 
@@ -805,16 +1043,22 @@ def code_patches(x: Tensor, codes: Tensor, num_codes: int, *, patch: int = 2, co
         patch: Pixels per cell side.
         context: Extra pixels on each side.
 
-    Returns:
-        ``(windows, counts)``: ``(K, 1, patch + 2 context, patch + 2 context)`` and ``(K,)`` int64.
+    Raises:
+        ValueError: On empty or non-finite images (the windows are means), code grids that do not
+            tile ``x`` with ``patch``, codes outside ``[0, num_codes)`` or bad sizes.
+        TypeError: If ``x`` is not a floating tensor or ``codes`` not an integer tensor.
     """
-    check_tensor(x, "x", 4, floating=True)
-    check_tensor(codes, "codes", 3, floating=False)
+    _check_images(x, "x", channels=None)
+    check_tensor(codes, "codes", 3, floating=False, nonempty=True)
+    check_int(num_codes, "num_codes")
+    check_int(patch, "patch")
     check_int(context, "context", 0)
+    if x.shape[2] % patch or x.shape[3] % patch or codes.shape != (x.shape[0], x.shape[2] // patch, x.shape[3] // patch):
+        raise ValueError(f"codes {tuple(codes.shape)} do not tile x {tuple(x.shape)} with patch={patch}: "
+                         f"need (B, H/patch, W/patch) with patch dividing H and W")  # fmt: skip
+    _check_codes_range(codes, num_codes, "codes")
     side = patch + 2 * context
     cols = F.unfold(F.pad(x, (context,) * 4), kernel_size=side, stride=patch)  # (B, C*side*side, cells)
-    if cols.shape[-1] != codes[0].numel():
-        raise ValueError(f"codes {tuple(codes.shape)} do not tile x {tuple(x.shape)} with patch={patch}")
     flat = cols.transpose(1, 2).reshape(-1, cols.shape[1])  # (B*cells, side*side)
     idx = codes.reshape(-1).long()
     counts = torch.bincount(idx, minlength=num_codes)
@@ -824,9 +1068,19 @@ def code_patches(x: Tensor, codes: Tensor, num_codes: int, *, patch: int = 2, co
 
 
 def montage(images: Tensor, ncol: int, pad: int = 1) -> Tensor:
-    """Tile ``(n, 1, h, w)`` images into one ``(rows, cols)`` array with NaN gaps of ``pad`` pixels (for ``imshow``)."""
-    check_tensor(images, "images", 4)
+    """Tile ``(n, 1, h, w)`` images into one ``(rows, cols)`` array with NaN gaps of ``pad`` pixels (for ``imshow``).
+
+    Drawing only: NaN/inf pixels are copied as they are.
+
+    Raises:
+        TypeError: If ``images`` is not a floating tensor.
+        ValueError: If ``images`` is not a non-empty ``(n, 1, h, w)`` batch, ``ncol < 1`` or ``pad < 0``.
+    """
+    check_tensor(images, "images", 4, floating=True, nonempty=True)
+    if images.shape[1] != 1:
+        raise ValueError(f"images must have shape (n, 1, h, w), got {tuple(images.shape)}")
     check_int(ncol, "ncol")
+    check_int(pad, "pad", 0)
     n, _, h, w = images.shape
     nrow = -(-n // ncol)
     out = torch.full((nrow * (h + pad) - pad, ncol * (w + pad) - pad), float("nan"))
