@@ -15,8 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from vector_quantize_pytorch import VectorQuantize
 
-from kexue.experiments.vqvae import train_priors, unigram_bits
 from kexue import vqvae
+from kexue.experiments.vqvae import train_priors, unigram_bits
 from kexue.vqvae import (
     CODEBOOK_INITS,
     CodePrior,
