@@ -125,7 +125,9 @@ def test_at_most_mirrors_at_least():
 def test_close_to_three_branches():
     assert close_to(0.0955, 0.096, 0.01, name="HSIC").verdict == "reproduced"
     assert close_to(0.2, 0.096, 0.01, name="HSIC").verdict == "not reproduced"
-    assert close_to(Seeds([0.09, 0.10, 0.095]), 0.096, 0.01, name="h").verdict == "reproduced"
+    assert close_to(Seeds([0.094, 0.096, 0.095]), 0.096, 0.01, name="h").verdict == "reproduced"
+    assert close_to(Seeds([0.09, 0.10, 0.095]), 0.096, 0.01, name="h").verdict == "inconclusive"  # t band too wide
+    assert close_to(Seeds([0.09, 0.10, 0.095]), 0.096, 0.01, name="h", z=2).verdict == "reproduced"
     assert close_to(Seeds([0.5, 0.51, 0.52]), 0.096, 0.01, name="h").verdict == "not reproduced"
     assert close_to(Seeds([0.08, 0.12, 0.10]), 0.096, 0.01, name="h").verdict == "inconclusive"
 
@@ -170,13 +172,37 @@ def test_beats_plain_numbers_compare_directly_ties_are_not_reproduced():
     assert beats(1.0, 2.0, higher=False).verdict == "reproduced"
 
 
+def test_the_noise_band_is_a_students_t_interval():
+    """Three seeds a side: a difference must exceed t(0.975, Welch d.f.) standard errors, not 2."""
+    from scipy.stats import t
+
+    a, b = Seeds([1.00, 1.10, 1.20]), Seeds([0.90, 0.95, 1.00])
+    out, lenient = beats(a, b), beats(a, b, z=2)
+    se = math.hypot(a.sem, b.sem)
+    va, vb = a.sem**2, b.sem**2
+    df = (va + vb) ** 2 / (va**2 / 2 + vb**2 / 2)
+    assert out.evidence["noise band"] == pytest.approx(t.ppf(0.975, df) * se)
+    assert lenient.evidence["noise band"] == pytest.approx(2 * se)
+    assert (a.mean - b.mean) / se == pytest.approx(2.32, abs=0.01)  # beyond 2 s.e., inside t s.e.
+    assert lenient.verdict == "reproduced" and out.verdict == "inconclusive"
+    assert f"{t.ppf(0.975, df):.2f} s.e. (Student's t, {df:.2g} d.f.)" in out.reason
+    paired = beats(a, Seeds([0.95, 1.04, 1.145]), paired=True)  # differences 0.05, 0.06, 0.055
+    diffs = Seeds([0.05, 0.06, 0.055])
+    assert paired.evidence["noise band"] == pytest.approx(t.ppf(0.975, 2) * diffs.sem)  # 4.30 s.e.
+    assert paired.verdict == "reproduced" and "4.30 paired s.e. (Student's t, 2 d.f.)" in paired.reason
+    # a bound over three seeds: mean ± 4.30 s.e.
+    bound = at_least(Seeds([0.60, 0.62, 0.64]), 0.58, name="acc")
+    assert bound.verdict == "inconclusive" and at_least(Seeds([0.60, 0.62, 0.64]), 0.58, name="acc", z=2).verdict == "reproduced"
+
+
 def test_all_of_combines():
     yes = exact(0.0, 1e-9)
     no = exact(1.0, 1e-9)
     maybe = beats(Seeds([1, 2, 3]), Seeds([1.5, 2, 2.5]))
     assert all_of(yes, yes).verdict == "reproduced"
     assert all_of(yes, no).verdict == "partly"
-    assert all_of(yes, maybe).verdict == "partly"
+    assert all_of(yes, maybe).verdict == "inconclusive"  # the undecided part may still go either way
+    assert all_of(yes, no, maybe).verdict == "partly"
     assert all_of(no, maybe).verdict == "not reproduced"
     assert all_of(maybe, maybe).verdict == "inconclusive"
     combined = all_of(yes, maybe)
@@ -251,7 +277,7 @@ def test_table_puts_the_verdict_first_and_states_the_rules():
     assert 'data-verdict="reproduced"' in lines[2]
     assert "A \\| B beats B" in lines[2]  # a pipe in a cell is escaped
     assert "How the verdicts were decided" in text
-    assert text.count("beats (z = 2)") == 1
+    assert text.count("beats (95%)") == 1
 
 
 def test_table_embeds_parseable_json():

@@ -25,7 +25,7 @@ Examples:
     >>> outcome.verdict
     'reproduced'
     >>> outcome.reason
-    'A 0.920 ± 0.010 vs B 0.883 ± 0.015 (mean ± sd over 3 seeds): A is 0.0367 higher, 2 s.e. of the difference = 0.0211 — outside the noise'
+    "A 0.920 ± 0.010 vs B 0.883 ± 0.015 (mean ± sd over 3 seeds): A is 0.0367 higher; noise band 2.96 s.e. (Student's t, 3.4 d.f.) of the difference = 0.0312 — outside the noise"
     >>> rows = [Claim("A is more accurate than B", "95% vs 91%", f"{ours:.2f} vs {theirs:.2f}", outcome),
     ...         Claim("The identity holds", "derivation", "float64", exact(3e-16, 1e-12, name="max error"))]
     >>> print(claims_table(rows, page="demo"))  # doctest: +ELLIPSIS
@@ -97,6 +97,47 @@ def _positive(value: object, name: str) -> float:
     if value <= 0:
         raise ValueError(f"{name} must be > 0, got {value!r}")
     return value
+
+
+CONFIDENCE = 0.95
+"""Two-sided confidence of the noise band every rule over seeds uses by default."""
+
+
+def _width(z: float | None, df: float) -> tuple[float, str]:
+    """How many standard errors a band spans, and how a reason names it.
+
+    ``z=None`` (the default of every rule): the two-sided 95% point of Student's t with ``df``
+    degrees of freedom (4.30 for 3 seeds, 2.78 for 5), so the band is a 95% confidence interval
+    even with few seeds; a number gives a fixed multiple of the standard error instead.
+    """
+    if z is not None:
+        k = _positive(z, "z")
+        return k, f"{k:g} s.e."
+    from scipy.stats import t as student_t  # scipy is a runtime dependency; imported when used
+
+    k = float(student_t.ppf(0.5 + CONFIDENCE / 2, max(df, 1.0)))
+    return k, f"{k:.2f} s.e. (Student's t, {df:.2g} d.f.)"
+
+
+def _welch_df(se_a: float, n_a: int, se_b: float, n_b: int) -> float:
+    """Welch–Satterthwaite degrees of freedom of a difference of two means (one side may be exact)."""
+    parts = [(se * se, n) for se, n in ((se_a, n_a), (se_b, n_b)) if n > 0]
+    if not parts:
+        return math.inf
+    total = sum(v for v, _ in parts)
+    denom = sum(v * v / (n - 1) for v, n in parts)
+    if total == 0 or denom == 0:  # no spread at all: any multiple of a zero error is zero
+        return float(min(n for _, n in parts) - 1)
+    return total * total / denom
+
+
+def _band_words(z: float | None) -> tuple[str, str]:
+    """(tag, band) for a rule's statement: the band the rule compares against, in words."""
+    if z is None:
+        band = ("t standard errors, t the two-sided 95% point of Student's t with the seeds' degrees "
+                "of freedom (4.30 for 3 seeds, 2.78 for 5; Welch's for two independent groups)")
+        return "95%", band
+    return f"z = {z:g}", f"{z:g} standard errors"
 
 
 @dataclass(frozen=True)
@@ -295,11 +336,11 @@ def exact(error: float, tol: float, *, name: str = "error") -> Outcome:
     )
 
 
-def _bound(value: Number, bound: float, *, name: str, z: float, digits: int, upper: bool) -> Outcome:
+def _bound(value: Number, bound: float, *, name: str, z: float | None, digits: int, upper: bool) -> Outcome:
     mean, se, n = _spread(value, name)
     bound = _finite(bound, "bound")
-    z = _positive(z, "z")
-    lo, hi = mean - z * se, mean + z * se
+    k, width = _width(z, n - 1)
+    lo, hi = mean - k * se, mean + k * se
     sign = "≤" if upper else "≥"
     if n == 0:
         ok = mean <= bound if upper else mean >= bound
@@ -312,20 +353,21 @@ def _bound(value: Number, bound: float, *, name: str, z: float, digits: int, upp
             verdict = "not reproduced"
         else:
             verdict = "inconclusive"
-        interval = f"mean ± {z:g} s.e. = [{_num(lo, digits)}, {_num(hi, digits)}]"
+        interval = f"mean ± {width} = [{_num(lo, digits)}, {_num(hi, digits)}]"
         where = {"reproduced": "entirely", "not reproduced": "entirely not", "inconclusive": "not entirely"}[verdict]
         reason = (
             f"{_describe(value, name, digits)}{_seeds_note(n)}; {interval} is {where} {sign} {_num(bound, digits)}"
         )
+    tag, band = _band_words(z)
     rule = (
-        f"{'at most' if upper else 'at least'} (z = {z:g}): a measured value meets a bound when it does; "
-        f"over seeds, when mean ± {z:g} standard errors lies on the right side of the bound, "
+        f"{'at most' if upper else 'at least'} ({tag}): a measured value meets a bound when it does; "
+        f"over seeds, when mean ± {band} lies on the right side of the bound, "
         "not reproduced when it lies entirely on the wrong side, inconclusive otherwise."
     )
     return Outcome(verdict, reason, {**_evidence(value, name), "bound": bound}, n, (rule,))
 
 
-def at_least(value: Number, bound: float, *, name: str, z: float = 2.0, digits: int = 3) -> Outcome:
+def at_least(value: Number, bound: float, *, name: str, z: float | None = None, digits: int = 3) -> Outcome:
     """The claim "``value`` is at least ``bound``".
 
     A plain number is compared directly. For [`Seeds`][kexue.experiments.claims.Seeds] the
@@ -342,25 +384,27 @@ def at_least(value: Number, bound: float, *, name: str, z: float = 2.0, digits: 
     return _bound(value, bound, name=name, z=z, digits=digits, upper=False)
 
 
-def at_most(value: Number, bound: float, *, name: str, z: float = 2.0, digits: int = 3) -> Outcome:
+def at_most(value: Number, bound: float, *, name: str, z: float | None = None, digits: int = 3) -> Outcome:
     """The claim "``value`` is at most ``bound``" (the mirror of [`at_least`][kexue.experiments.claims.at_least])."""
     return _bound(value, bound, name=name, z=z, digits=digits, upper=True)
 
 
 def close_to(
-    value: Number, target: float, tol: float, *, name: str, z: float = 2.0, digits: int = 3
+    value: Number, target: float, tol: float, *, name: str, z: float | None = None, digits: int = 3
 ) -> Outcome:
     """The claim "``value`` is ``target`` within ``tol``", e.g. the article's number.
 
-    A plain number is within or not. For ``Seeds``: the interval mean ± ``z`` s.e. inside
+    A plain number is within or not. For ``Seeds``: the 95% interval (mean ± Student's t s.e., or
+    ± ``z`` s.e. when ``z`` is given) inside
     ``[target - tol, target + tol]`` is ``reproduced``, disjoint from it is ``not reproduced``,
     overlapping its edge is ``inconclusive``.
     """
     mean, se, n = _spread(value, name)
-    target, tol, z = _finite(target, "target"), _finite(tol, "tol"), _positive(z, "z")
+    target, tol = _finite(target, "target"), _finite(tol, "tol")
+    k, width = _width(z, n - 1)
     if tol < 0:
         raise ValueError(f"tol must be >= 0, got {tol!r}")
-    lo, hi = mean - z * se, mean + z * se
+    lo, hi = mean - k * se, mean + k * se
     if lo >= target - tol and hi <= target + tol:
         verdict = "reproduced"
     elif hi < target - tol or lo > target + tol:
@@ -373,12 +417,13 @@ def close_to(
     else:
         where = {"reproduced": "inside", "not reproduced": "outside", "inconclusive": "across the edge of"}[verdict]
         reason = (
-            f"{_describe(value, name, digits)}{_seeds_note(n)}; mean ± {z:g} s.e. "
+            f"{_describe(value, name, digits)}{_seeds_note(n)}; mean ± {width} "
             f"[{_num(lo, digits)}, {_num(hi, digits)}] lies {where} {band}"
         )
+    tag, band = _band_words(z)
     rule = (
-        f"close to (z = {z:g}): a value reproduces a number when it lies within the stated tolerance of it; "
-        f"over seeds, when all of mean ± {z:g} standard errors does; not reproduced when none of it does."
+        f"close to ({tag}): a value reproduces a number when it lies within the stated tolerance of it; "
+        f"over seeds, when all of mean ± {band} does; not reproduced when none of it does."
     )
     return Outcome(verdict, reason, {**_evidence(value, name), "target": target, "tolerance": tol}, n, (rule,))
 
@@ -390,7 +435,7 @@ def beats(
     names: tuple[str, str] = ("A", "B"),
     higher: bool = True,
     margin: float = 0.0,
-    z: float = 2.0,
+    z: float | None = None,
     paired: bool = False,
     digits: int = 3,
 ) -> Outcome:
@@ -398,8 +443,12 @@ def beats(
 
     With $d = \pm(\bar a - \bar b)$ the difference in the claimed direction and $s$ its standard
     error ($\sqrt{s_a^2 + s_b^2}$, or the standard error of the per-seed differences when
-    ``paired``): $d - \text{margin} > z s$ is ``reproduced``, $d - \text{margin} < -z s$ is
-    ``not reproduced``, anything in between is ``inconclusive``. Two plain numbers have $s = 0$.
+    ``paired``): $d - \text{margin} > t s$ is ``reproduced``, $d - \text{margin} < -t s$ is
+    ``not reproduced``, anything in between is ``inconclusive``. $t$ is the two-sided 95% point
+    of Student's t with $n - 1$ degrees of freedom when paired and Welch's degrees of freedom
+    otherwise (4.30 for three seeds a side), so that "outside the noise" means outside a 95%
+    confidence interval even with three seeds; ``z`` replaces it by a fixed multiple. Two plain
+    numbers have $s = 0$.
 
     Args:
         a: The side the claim says is better (number or ``Seeds``).
@@ -408,28 +457,32 @@ def beats(
         higher: True when larger is better (accuracy), False when smaller is (loss, bits/dim).
         margin: How much better the claim says ``a`` is (0 for "better"); a negative margin
             states "``a`` is no worse than ``b`` by more than ``-margin``" (non-inferiority).
-        z: Standard errors a difference must exceed to count.
+        z: A fixed number of standard errors a difference must exceed to count (default: the
+            Student's t point above).
         paired: Seeds of ``a`` and ``b`` share data and initialisation: use per-seed differences.
         digits: Significant digits in the reason.
     """
     name_a, name_b = names
     mean_a, se_a, n_a = _spread(a, name_a)
     mean_b, se_b, n_b = _spread(b, name_b)
-    margin, z = _finite(margin, "margin"), _positive(z, "z")
+    margin = _finite(margin, "margin")
     sign = 1.0 if higher else -1.0
     d = sign * (mean_a - mean_b)
     if paired:
         if not (isinstance(a, Seeds) and isinstance(b, Seeds) and a.n == b.n):
             raise ValueError("paired=True needs Seeds with the same number of values on both sides")
         se = Seeds(x - y for x, y in zip(a.values, b.values, strict=True)).sem
+        df = float(a.n - 1)
     else:
         se = math.hypot(se_a, se_b)
+        df = _welch_df(se_a, n_a, se_b, n_b)
     n = max(n_a, n_b)
+    k, width = _width(z, df) if n else (0.0, "")
     if n == 0:
         verdict = "reproduced" if d > margin else "not reproduced"
-    elif d - margin > z * se:
+    elif d - margin > k * se:
         verdict = "reproduced"
-    elif d - margin < -z * se:
+    elif d - margin < -k * se:
         verdict = "not reproduced"
     else:
         verdict = "inconclusive"
@@ -446,19 +499,23 @@ def beats(
         reason = f"{head}: {diff}{over}"
     else:
         kind = "paired " if paired else ""
-        reason = f"{head}: {diff}{over}, {z:g} {kind}s.e. of the difference = {_num(z * se, digits)}"
+        band = width.replace("s.e.", kind + "s.e.", 1)
+        reason = f"{head}: {diff}{over}; noise band {band} of the difference = {_num(k * se, digits)}"
         reason += {
             "reproduced": " — outside the noise",
             "not reproduced": " — outside the noise, against the claim",
             "inconclusive": " — inside the noise",
         }[verdict]
+    tag, band = _band_words(z)
     rule = (
-        f"beats (z = {z:g}): A beats B when the mean difference over seeds, in the claimed direction and "
-        f"beyond any claimed margin, exceeds {z:g} standard errors of the difference; a difference beyond "
-        f"{z:g} standard errors the other way is not reproduced; anything in between is inconclusive. "
-        "Numbers without seeds are compared directly."
+        f"beats ({tag}): A beats B when the mean difference over seeds, in the claimed direction and "
+        f"beyond any claimed margin, exceeds {band} of the difference; a difference as large the other "
+        "way is not reproduced; anything in between is inconclusive. Numbers without seeds are compared "
+        "directly."
     )
     evidence = {**_evidence(a, name_a), **_evidence(b, name_b), "difference": d, "standard error": se}
+    if n:
+        evidence["noise band"] = k * se
     if margin:
         evidence["margin"] = margin
     return Outcome(verdict, reason, evidence, n, (rule,))
@@ -467,8 +524,10 @@ def beats(
 def all_of(*outcomes: Outcome, join: str = "; ") -> Outcome:
     """Combine the parts of a compound claim.
 
-    ``reproduced`` when every part is; ``partly`` when some part is and some is not; when no
-    part is reproduced, ``not reproduced`` if some part is, and ``inconclusive`` otherwise.
+    ``reproduced`` when every part is; ``partly`` when some part is reproduced (or partly) and
+    some part is not reproduced; ``not reproduced`` when no part is reproduced and some part goes
+    against the claim; otherwise ``inconclusive``: a compound whose undecided parts are inside
+    the noise is not "partly" reproduced, since those parts may still go either way.
     ``not tested`` parts are not allowed (split the claim instead).
     """
     if not outcomes:
@@ -478,15 +537,17 @@ def all_of(*outcomes: Outcome, join: str = "; ") -> Outcome:
             raise TypeError(f"all_of takes Outcomes, got {type(o).__name__}")
         if o.verdict == "not tested":
             raise ValueError("a part of a compound claim is 'not tested': list it as a claim of its own")
-    words = [o.verdict for o in outcomes]
-    if all(w == "reproduced" for w in words):
+    words = {o.verdict for o in outcomes}
+    if words == {"reproduced"}:
         verdict = "reproduced"
-    elif any(w in {"reproduced", "partly"} for w in words):
-        verdict = "partly"
-    elif "not reproduced" in words:
+    elif "partly" in words or {"reproduced", "not reproduced"} <= words:
+        verdict = "partly"  # some of the claim holds and some of it does not
+    elif "not reproduced" in words and "reproduced" not in words and "inconclusive" not in words:
         verdict = "not reproduced"
+    elif words == {"not reproduced", "inconclusive"}:
+        verdict = "not reproduced"  # nothing holds; what is measured goes against it
     else:
-        verdict = "inconclusive"
+        verdict = "inconclusive"  # the parts that would decide it are inside the noise
     evidence: dict[str, float] = {}
     for i, o in enumerate(outcomes):
         for k, v in o.evidence.items():
@@ -494,8 +555,9 @@ def all_of(*outcomes: Outcome, join: str = "; ") -> Outcome:
     # "(verdict)", not "[verdict]": Markdown would read a bracketed word after "]" as a link reference.
     reason = join.join(f"{o.reason} ({o.verdict})" for o in outcomes) if len(outcomes) > 1 else outcomes[0].reason
     rule = (
-        "all of: a compound claim is reproduced when every part is, partly when only some are, "
-        "not reproduced when none is and some part goes against it, inconclusive otherwise."
+        "all of: a compound claim is reproduced when every part is, partly when some parts are reproduced "
+        "and some go against it, not reproduced when none is reproduced and some part goes against it, "
+        "inconclusive otherwise (parts inside the noise leave it undecided)."
     )
     rules = tuple(dict.fromkeys((rule, *(r for o in outcomes for r in o.rules))))
     return Outcome(verdict, reason, evidence, max(o.seeds for o in outcomes), rules)
@@ -506,7 +568,7 @@ def ranks(
     order: Sequence[str],
     *,
     higher: bool = True,
-    z: float = 2.0,
+    z: float | None = None,
     paired: bool = False,
     digits: int = 3,
 ) -> Outcome:
