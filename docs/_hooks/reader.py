@@ -39,7 +39,7 @@ from mkdocs.structure.files import File
 from mkdocs.utils import get_relative_url
 from mkdocs.utils.meta import get_data
 
-from kexue._docs import expand_snippets, scan_fences
+from kexue._docs import expand_snippets, library_excerpt, scan_fences
 from kexue.experiments.claims import VERDICTS
 
 log = logging.getLogger("mkdocs.hooks.reader")
@@ -166,7 +166,8 @@ def notebook_from_markdown(
       (hidden-line markers removed, the lines kept: later cells may need what they define). Each
       carries what the fence printed in the build (``outputs``: body line of the fence -> text),
       as a stream, Markdown or HTML output, figures as images.
-    * Other fences become Markdown code blocks (snippet includes expanded); prose becomes
+    * Other fences become Markdown code blocks (snippet includes expanded, library excerpts as the page
+      shows them: file named, docstrings folded); prose becomes
       Markdown cells whose links are made absolute with ``resolve`` (site pages and anchors).
     """
     outputs = outputs or {}
@@ -217,7 +218,11 @@ def notebook_from_markdown(
             cell.outputs = _outputs(outputs.get(fence.line, ""), kind)
             cells.append(cell)
         else:
-            body = expand_snippets(fence.source, ROOT).rstrip("\n")
+            excerpt = library_excerpt(fence.source, ROOT) if fence.lang in {"python", "py"} else None
+            if excerpt is not None:  # as the page shows it: the file named, docstrings folded
+                body = f"# {excerpt.path} (excerpt; the full docstrings are on the API page)\n{excerpt.code}"
+            else:
+                body = expand_snippets(fence.source, ROOT).rstrip("\n")
             prose.extend([f"```{fence.lang}", body, "```"])
         i = end + 1
     flush()
