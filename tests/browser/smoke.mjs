@@ -9,10 +9,12 @@
 //   KEXUE_AXE='["/path/", ...]'    run axe-core (WCAG 2 A/AA rules) on these pages in both palettes;
 //   KEXUE_MOBILE='["/path/", ...]' open these pages at 390x844 and measure claims tables, display
 //                                  math and horizontal overflow;
-//   KEXUE_ZOOM='/path/'            click the first figure of this page and check the enlarged view.
+//   KEXUE_ZOOM='/path/'            click the first figure of this page and check the enlarged view;
+//   KEXUE_COPY='/path/'            click the copy button of every executed block of this page and
+//                                  record what landed on the clipboard.
 // Prints one JSON object: {pages: [{path, status, consoleErrors, pageErrors, katex, rawMath,
 // figures, inlineFigures, brokenFigures, unnamedFigures, roles, title, notebook, axe}], search:
-// [{query, hits, previews}], mobile: [...], zoom: {...}, navigation: {...}, external: [urls the
+// [{query, hits, previews}], mobile: [...], zoom: {...}, copied: [...], navigation: {...}, external: [urls the
 // pages tried to fetch outside the site]}.
 // Requests to other hosts are aborted and recorded, so "zero external requests" is observed,
 // not assumed.
@@ -84,11 +86,16 @@ const results = [];
 const search = [];
 const mobile = [];
 let zoom = null;
+let copied = null;
+const started = Date.now();
+const phases = {};
+const lap = (name) => { phases[name] = (Date.now() - started) / 1000; };
 let navigation = null;
 try {
   for (const scheme of ["light", "dark"]) {
     const context = await browser.newContext({ colorScheme: scheme, viewport: { width: 1280, height: 900 } });
     await serve(context);
+    lap(`${scheme}: start`);
     for (const path of paths) {
       const page = await context.newPage();
       const consoleErrors = [];
@@ -154,6 +161,7 @@ try {
       results.push({ path, colorScheme: scheme, status: response ? response.status() : null, consoleErrors, pageErrors, ...info });
       await page.close();
     }
+    lap(`${scheme}: pages`);
     if (scheme === "light") {
       // Search as a reader does it: open the search box and type the query, then read the hits
       // once the list has stopped changing.
@@ -163,13 +171,16 @@ try {
         page.on("pageerror", (err) => search.push({ query: "(page)", error: String(err) }));
         await page.goto(base + "/", { waitUntil: "load" });
         const input = page.locator("input.md-search__input");
+        await page.locator("label[for='__search']").first().click({ timeout: 5000 }).catch(() => {});
         for (const query of queries) {
-          await page.locator("label.md-search__icon, label[for='__search']").first().click().catch(() => {});
           await input.fill("");
-          await input.pressSequentially(query, { delay: 20 });
+          await input.pressSequentially(query, { delay: 10 });
+          // Characters typed through an input method arrive without key events of their own; the
+          // search reacts to keyup, as it does when an IME commits. End gives it one.
+          await input.press("End");
           let last = "", hits = [], previews = [], meta = "";
-          for (let i = 0; i < 60; i++) {
-            await page.waitForTimeout(150);
+          for (let i = 0; i < 40; i++) {
+            await page.waitForTimeout(100);
             const now = await page.evaluate(() => ({
               meta: document.querySelector(".md-search-result__meta")?.textContent || "",
               hits: [...document.querySelectorAll(".md-search-result__item > a")].map((a) => a.href),
@@ -184,6 +195,7 @@ try {
         }
         await page.close();
       }
+      lap("search");
       // Instant navigation: a click on a tab swaps the page in place (the JS context survives),
       // which Material only does on the site_url origin.
       const page = await context.newPage();
@@ -220,9 +232,26 @@ try {
         zoom = { path: zoomPath, href, opened, closed };
         await zp.close();
       }
+      // Copy buttons: what each executed block's button puts on the clipboard.
+      const copyPath = process.env.KEXUE_COPY;
+      if (copyPath) {
+        await context.grantPermissions(["clipboard-read", "clipboard-write"], { origin: site.origin });
+        const cp = await context.newPage();
+        await cp.goto(base + copyPath, { waitUntil: "load" });
+        copied = [];
+        const buttons = cp.locator(".kx-run button[data-md-type='copy']");
+        for (let i = 0; i < await buttons.count(); i++) {
+          await cp.evaluate(() => navigator.clipboard.writeText(""));
+          await buttons.nth(i).click();
+          await cp.waitForTimeout(100);
+          copied.push(await cp.evaluate(() => navigator.clipboard.readText()));
+        }
+        await cp.close();
+      }
     }
     await context.close();
   }
+  lap("desktop done");
   // A phone: claims tables, display math and sideways scrolling at 390 px.
   const mobilePaths = env("KEXUE_MOBILE", "[]");
   if (mobilePaths.length) {
@@ -256,7 +285,8 @@ try {
     }
     await context.close();
   }
+  lap("mobile");
 } finally {
   await browser.close();
 }
-process.stdout.write(JSON.stringify({ pages: results, search, mobile, zoom, navigation, external }));
+process.stdout.write(JSON.stringify({ pages: results, search, mobile, zoom, copied, navigation, external, phases }));
