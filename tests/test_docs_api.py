@@ -19,7 +19,7 @@ import kexue
 
 pytestmark = pytest.mark.site
 
-ROLE = re.compile(r":(?:py:)?(?:func|class|meth|data|attr|mod|exc|obj|const):`")
+ROLE = re.compile(r":(?:py:)?(?:func|class|meth|data|attr|mod|exc|obj|const):(?=`|\w)")
 
 
 def _modules() -> list[str]:

@@ -153,7 +153,11 @@ try {
           return { href: a.getAttribute("href"), status: res.status, error: String(e) };
         }
       });
-      if (axePaths.has(path)) info.axe = await axe(page);
+      if (axePaths.has(path)) {
+        const t0 = Date.now();
+        info.axe = await axe(page);
+        info.axeSeconds = (Date.now() - t0) / 1000;
+      }
       if (shots !== "-") {
         const name = (path.replace(/^\/|\/$/g, "").replace(/[^\w]+/g, "_") || "home") + `-${scheme}.png`;
         await page.screenshot({ path: `${shots}/${name}`, fullPage: true });
