@@ -1,23 +1,29 @@
 """The benchmark cases: kexue against maintained peers on the same inputs, after a parity check.
 
-Each case is a function ``(limits) -> list[Result]`` registered in :data:`CASES`. Before any
-timing, every implementation's output is compared with kexue's (same inputs, tolerance stated),
-so a fast wrong answer cannot be reported. Ratios are peer seconds / kexue seconds (> 1 means
-kexue is faster).
+Each case is a function ``(bench) -> list[Result]`` registered in :data:`CASES`; ``bench`` is a
+[`Bench`][benchmarks.harness.Bench] (machine limits, rounds, time per round, quick mode). Before
+any timing, every implementation's output is compared with kexue's (same inputs, tolerance
+stated), so a fast wrong answer cannot be reported. Then all implementations of a case, and the
+machine limit that applies to it, are timed in the same interleaved rounds; ratios are peer
+seconds / kexue seconds within a round (> 1 means kexue is faster), medians over rounds.
 """
 
 from __future__ import annotations
 
+import json
 import math
+import subprocess
+import sys
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 from torch import nn
 
-from benchmarks.harness import Result, Timing, median_seconds
+from benchmarks.harness import Bench, Result, classify, interleaved, summarise
 
-CASES: dict[str, Callable[[dict], list[Result]]] = {}
+CASES: dict[str, Callable[[Bench], list]] = {}
 
 
 def case(name: str):
@@ -37,74 +43,86 @@ def _close(a: torch.Tensor, b: torch.Tensor, what: str, atol: float = 1e-4, rtol
 
 
 @case("rope")
-def rope_apply(limits: dict) -> list[Result]:
-    """RoPE on q and k of shape (1, 32, 4096, 128) float32, positions 0..4095."""
+def rope_apply(bench: Bench) -> list[Result]:
+    """RoPE on q and k of shape (1, 32, 4096, 128) float32, positions 0..4095.
+
+    Two results from the same rounds: the documented ``apply_rope`` (fresh output, tables computed
+    per call) against Hugging Face and rotary-embedding-torch, and the fast path with tables
+    built once and outputs written into reused buffers against a copy of q and k.
+    """
     from rotary_embedding_torch import RotaryEmbedding
     from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
     from kexue import rope
 
-    b, h, n, d = 1, 32, 4096, 128
+    b, h, n, d = 1, 32, (1024 if bench.quick else 4096), 128
     g = torch.Generator().manual_seed(0)
     q, k = torch.randn(b, h, n, d, generator=g), torch.randn(b, h, n, d, generator=g)
     pos = torch.arange(n)
-    theta = rope.inv_freq(d)
+    theta = rope.frequencies(d)
     # Hugging Face: cos/sin tables of shape (batch, seq, d) built once, as a model does per forward.
     # Angles in float64 for both (HF's own float32 angles drift by ~1e-3 at position 4095, which
     # would test table precision, not the rotation), then float32 tables.
     ang = rope.rope_angles(pos, theta)
     emb = torch.cat((ang, ang), dim=-1)
     cos, sin = emb.cos().float()[None], emb.sin().float()[None]
-    ours_half = lambda: (rope.apply_rope(q, pos, theta, "half"), rope.apply_rope(k, pos, theta, "half"))
-    hf = lambda: apply_rotary_pos_emb(q, k, cos, sin)
-    oq, ok = ours_half()
-    hq, hk = hf()
-    _close(oq, hq, "rope half vs HF")
-    _close(ok, hk, "rope half vs HF")
     rot = RotaryEmbedding(dim=d)
-    ours_inter = lambda: (rope.apply_rope(q, pos, theta), rope.apply_rope(k, pos, theta))
-    ret = lambda: (rot.rotate_queries_or_keys(q), rot.rotate_queries_or_keys(k))
-    # rotary-embedding-torch forms position x frequency in float32: ~1e-3 off at position 4095.
-    _close(ours_inter()[0], ret()[0], "rope interleaved vs rotary-embedding-torch", atol=5e-3, rtol=0)
-    qc, kc = torch.empty_like(q), torch.empty_like(k)
-    copy = lambda: (qc.copy_(q), kc.copy_(k))
-    moved = 2 * 2 * q.numel() * q.element_size()  # read and write q and k
-    impls = [("kexue (half)", ours_half), ("kexue (interleaved)", ours_inter), ("HF apply_rotary_pos_emb", hf),
-             ("rotary-embedding-torch", ret), ("copy q, k (limit)", copy)]
-    # kexue's fast path: tables built once per length, outputs written into reused buffers.
-    tq, tk = torch.empty_like(q), torch.empty_like(k)
-    for layout, want in (("half", hq), ("interleaved", ours_inter()[0])):
-        c, s_ = rope.rope_tables(pos, theta, q.dtype)
-        _close(rope.apply_rope_tables(q, c, s_, layout, out=tq), want, f"kexue tables ({layout})")
     c, s_ = rope.rope_tables(pos, theta, q.dtype)
-    impls.insert(0, ("kexue apply_rope_tables (half)",
-                     lambda: (rope.apply_rope_tables(q, c, s_, "half", out=tq),
-                              rope.apply_rope_tables(k, c, s_, "half", out=tk))))
-    impls.insert(0, ("kexue apply_rope_tables (interleaved)",
-                     lambda: (rope.apply_rope_tables(q, c, s_, "interleaved", out=tq),
-                              rope.apply_rope_tables(k, c, s_, "interleaved", out=tk))))
-    timings = []
-    for name, fn in impls:
-        s = median_seconds(fn)
-        timings.append(Timing(name, s, gb_per_s=moved / s / 1e9))
-    ref = timings[0]
-    return [Result("RoPE apply", f"q, k: {b}x{h}x{n}x{d} float32", ref.impl, timings,
-                   limit="copy bandwidth measured in this run",
-                   limit_fraction=ref.gb_per_s / limits["copy_gb_per_s"])]
+    tq, tk, cq, ck = (torch.empty_like(q) for _ in range(4))
+    impls = {
+        "kexue apply_rope (half)": lambda: (rope.apply_rope(q, pos, theta, "half"),
+                                            rope.apply_rope(k, pos, theta, "half")),
+        "kexue apply_rope (interleaved)": lambda: (rope.apply_rope(q, pos, theta), rope.apply_rope(k, pos, theta)),
+        "HF apply_rotary_pos_emb": lambda: apply_rotary_pos_emb(q, k, cos, sin),
+        "rotary-embedding-torch": lambda: (rot.rotate_queries_or_keys(q), rot.rotate_queries_or_keys(k)),
+        "kexue apply_rope_tables (half)": lambda: (rope.apply_rope_tables(q, c, s_, "half", out=tq),
+                                                   rope.apply_rope_tables(k, c, s_, "half", out=tk)),
+        "kexue apply_rope_tables (interleaved)": lambda: (rope.apply_rope_tables(q, c, s_, "interleaved", out=tq),
+                                                          rope.apply_rope_tables(k, c, s_, "interleaved", out=tk)),
+        "copy q, k (limit)": lambda: (cq.copy_(q), ck.copy_(k)),
+    }
+    # parity: every kexue path against the peer with the same layout
+    hq, hk = impls["HF apply_rotary_pos_emb"]()
+    for name in ("kexue apply_rope (half)", "kexue apply_rope_tables (half)"):
+        oq, ok = impls[name]()
+        _close(oq, hq, f"{name} vs HF")
+        _close(ok, hk, f"{name} vs HF")
+    # rotary-embedding-torch forms position x frequency in float32: ~1e-3 off at position 4095.
+    rq = rot.rotate_queries_or_keys(q)
+    for name in ("kexue apply_rope (interleaved)", "kexue apply_rope_tables (interleaved)"):
+        _close(impls[name]()[0], rq, f"{name} vs rotary-embedding-torch", atol=5e-3, rtol=0)
+    seconds = interleaved(impls, bench.rounds, bench.budget)
+    moved = 2 * 2 * q.numel() * q.element_size()  # read and write q and k
+    nbytes = dict.fromkeys(impls, moved)
+    kind, why = classify(6 * q.numel(), moved, bench.limits)  # 6 flops per pair, 3 per element, q and k
+    problem = f"q, k: {b}x{h}x{n}x{d} float32"
+    return [
+        summarise("RoPE apply (fresh output, tables per call)", problem, "kexue apply_rope (half)", seconds,
+                  names=["kexue apply_rope (half)", "kexue apply_rope (interleaved)", "HF apply_rotary_pos_emb",
+                         "rotary-embedding-torch", "copy q, k (limit)"],
+                  bytes_moved=nbytes, limit_impl="copy q, k (limit)", limit="copy bandwidth (same rounds)",
+                  bound=kind, bound_reason=why),
+        summarise("RoPE apply (fast path: tables once, reused buffers)", problem, "kexue apply_rope_tables (half)",
+                  seconds, names=["kexue apply_rope_tables (half)", "kexue apply_rope_tables (interleaved)",
+                                  "HF apply_rotary_pos_emb", "copy q, k (limit)"],
+                  bytes_moved=nbytes, limit_impl="copy q, k (limit)", limit="copy bandwidth (same rounds)",
+                  bound=kind, bound_reason=why),
+    ]
 
 
 # ----------------------------------------------------------------------------------- VQ
 
 
 @case("vq")
-def nearest_code(limits: dict) -> list[Result]:
+def nearest_code(bench: Bench) -> list[Result]:
     """Nearest-code search, kexue vs vector-quantize-pytorch's forward (eval, same codebook)."""
     from vector_quantize_pytorch import VectorQuantize
 
     from kexue import vqvae
 
     out = []
-    for n, kk, d in [(16384, 512, 64), (65536, 1024, 64)]:
+    sizes = [(16384, 512, 64)] if bench.quick else [(16384, 512, 64), (65536, 1024, 64)]
+    for n, kk, d in sizes:
         g = torch.Generator().manual_seed(0)
         z, codebook = torch.randn(n, d, generator=g), torch.randn(kk, d, generator=g)
         norms = codebook.pow(2).sum(1)
@@ -126,14 +144,17 @@ def nearest_code(limits: dict) -> list[Result]:
             raise AssertionError(f"nearest code: only {agree:.4f} of indices agree with vector-quantize-pytorch")
         if n <= 16384 and not torch.equal(idx, reference()):
             raise AssertionError("nearest code: fast path disagrees with the slow reference")
-        flops = 2 * n * kk * d
-        timings = []
-        for name, fn in [("kexue nearest_code", ours), ("vector-quantize-pytorch forward", theirs)]:
-            s = median_seconds(fn)
-            timings.append(Timing(name, s, gflop_per_s=flops / s / 1e9))
-        out.append(Result("Nearest code", f"N={n}, K={kk}, D={d} float32", timings[0].impl, timings,
-                          limit="GEMM throughput measured in this run",
-                          limit_fraction=timings[0].gflop_per_s / limits["gemm_gflop_per_s"]))
+        m = 2048
+        a, b_, prod = torch.randn(m, m, generator=g), torch.randn(m, m, generator=g), torch.empty(m, m)
+        impls = {"kexue nearest_code": ours, "vector-quantize-pytorch forward": theirs,
+                 "GEMM 2048x2048 (limit)": lambda: torch.mm(a, b_, out=prod)}
+        seconds = interleaved(impls, bench.rounds, bench.budget)
+        flops = {"kexue nearest_code": 2 * n * kk * d, "vector-quantize-pytorch forward": 2 * n * kk * d,
+                 "GEMM 2048x2048 (limit)": 2 * m**3}
+        kind, why = classify(2 * n * kk * d, 4 * (n * d + kk * d + n * kk), bench.limits)
+        out.append(summarise("Nearest code", f"N={n}, K={kk}, D={d} float32", "kexue nearest_code", seconds,
+                             flops=flops, limit_impl="GEMM 2048x2048 (limit)",
+                             limit="float32 GEMM throughput (same rounds)", bound=kind, bound_reason=why))
     return out
 
 
@@ -141,15 +162,15 @@ def nearest_code(limits: dict) -> list[Result]:
 
 
 @case("hsic")
-def hsic_statistic(limits: dict) -> list[Result]:
+def hsic_statistic(bench: Bench) -> list[Result]:
     """Normalised unbiased HSIC from points (Gaussian kernels): kexue's tiled path and its Gram-matrix
-    path vs hyppo, plus the O(n^3) form."""
+    path vs hyppo, plus the O(n^3) form. Larger n are on the cost curve."""
     from hyppo.independence import Hsic
 
     from kexue import hsic
 
     out = []
-    for n in (500, 2000, 4000, 8000):
+    for n in (500,) if bench.quick else (500, 2000, 4000):
         g = torch.Generator().manual_seed(n)
         x = torch.randn(n, 2, generator=g, dtype=torch.float64)
         y = x[:, :1] ** 2 + 0.5 * torch.randn(n, 1, generator=g, dtype=torch.float64)
@@ -177,13 +198,16 @@ def hsic_statistic(limits: dict) -> list[Result]:
 
         K, L = hsic.gaussian_kernel(x, s), hsic.gaussian_kernel(y, s)
         _close(hsic.hsic(K, L), hsic.hsic_reference(K, L), f"HSIC n={n} fast vs reference", atol=1e-12, rtol=1e-9)
-        impls = [("kexue hsic_gaussian (tiled, from points)", ours), ("hyppo Hsic.statistic", theirs),
-                 ("kexue Gram matrices -> normalized_hsic", ours_grams),
-                 ("kexue hsic on given Grams", lambda: hsic.hsic(K, L))]
-        if n <= 2000:  # the centring-matrix form is O(n^3): 8000 would take minutes
-            impls.append(("naive trace(KHLH)/n^2, O(n^3)", lambda: hsic.hsic_reference(K, L)))
-        timings = [Timing(name, median_seconds(fn, min_run_time=0.5 if n < 8000 else 0.1)) for name, fn in impls]
-        out.append(Result("HSIC statistic", f"n={n}, float64", timings[0].impl, timings))
+        impls = {"kexue hsic_gaussian (tiled, from points)": ours, "hyppo Hsic.statistic": theirs,
+                 "kexue Gram matrices -> normalized_hsic": ours_grams,
+                 "kexue hsic on given Grams": lambda: hsic.hsic(K, L)}
+        if n <= 2000:  # the centring-matrix form is O(n^3)
+            impls["naive trace(KHLH)/n^2, O(n^3)"] = lambda: hsic.hsic_reference(K, L)
+        seconds = interleaved(impls, bench.rounds, bench.budget)
+        out.append(summarise("HSIC statistic", f"n={n}, float64", "kexue hsic_gaussian (tiled, from points)",
+                             seconds, bound="compute",
+                             bound_reason="n^2 kernel values, each an exp, computed in cache-sized tiles; "
+                                          "nothing of size n^2 goes through memory"))
     return out
 
 
@@ -191,14 +215,14 @@ def hsic_statistic(limits: dict) -> list[Result]:
 
 
 @case("spectral")
-def spectral_step(limits: dict) -> list[Result]:
+def spectral_step(bench: Bench) -> list[Result]:
     """One training-time spectral-normalisation step, kexue vs torch's parametrization."""
     from torch.nn.utils.parametrizations import spectral_norm
 
     from kexue import lipschitz
 
     out = []
-    for size in (1024, 4096):
+    for size in (1024,) if bench.quick else (1024, 4096):
         g = torch.Generator().manual_seed(size)
         lin = nn.Linear(size, size, bias=False)
         with torch.no_grad():
@@ -214,19 +238,24 @@ def spectral_step(limits: dict) -> list[Result]:
         ref_mod.train()
         their_w = ref_mod.weight
         _close(step.weight, their_w.detach(), f"spectral norm {size}: weight", atol=1e-5, rtol=1e-4)
-        ours = lambda: lipschitz.spectral_normalize(W, u, v, n_iter=1)
+        slow = lipschitz.spectral_normalize_reference(W, u, v, n_iter=1)
+        _close(step.weight, slow.weight, f"spectral norm {size}: fast vs reference", atol=1e-6, rtol=1e-5)
+        Wc = torch.empty_like(W)
 
         def theirs():
             with torch.no_grad():
                 return ref_mod.weight
 
-        timings = []
-        for name, fn in [("kexue spectral_normalize", ours), ("torch parametrizations.spectral_norm", theirs)]:
-            s = median_seconds(fn)
-            timings.append(Timing(name, s, gb_per_s=2 * W.numel() * W.element_size() / s / 1e9))
-        out.append(Result("Spectral normalisation step", f"{size}x{size} float32, 1 power iteration",
-                          timings[0].impl, timings, limit="copy bandwidth (the step reads W about twice)",
-                          limit_fraction=timings[0].gb_per_s / limits["copy_gb_per_s"]))
+        impls = {"kexue spectral_normalize": lambda: lipschitz.spectral_normalize(W, u, v, n_iter=1),
+                 "torch parametrizations.spectral_norm": theirs,
+                 "copy W (limit)": lambda: Wc.copy_(W)}
+        seconds = interleaved(impls, bench.rounds, bench.budget)
+        nbytes = dict.fromkeys(impls, 2 * W.numel() * W.element_size())  # what a copy of W moves
+        kind, why = classify(5 * W.numel(), 3 * W.numel() * W.element_size(), bench.limits)
+        out.append(summarise("Spectral normalisation step", f"{size}x{size} float32, 1 power iteration",
+                             "kexue spectral_normalize", seconds, bytes_moved=nbytes, limit_impl="copy W (limit)",
+                             limit="copy bandwidth (rate = bytes of one copy of W / time)",
+                             bound=kind, bound_reason=why))
     return out
 
 
@@ -234,7 +263,7 @@ def spectral_step(limits: dict) -> list[Result]:
 
 
 @case("glow")
-def glow_step(limits: dict) -> list[Result]:
+def glow_step(bench: Bench) -> list[Result]:
     """One Glow step (ActNorm, LU 1x1 conv, affine coupling), forward + log-det, kexue vs normflows."""
     import normflows as nf
 
@@ -262,24 +291,25 @@ def glow_step(limits: dict) -> list[Result]:
     for name, (z, ld) in (("kexue", run_ours()), ("normflows", run_theirs())):
         if not (torch.isfinite(z).all() and torch.isfinite(ld).all()):
             raise AssertionError(f"Glow step ({name}) produced non-finite output")
-    timings = [Timing(f"kexue GlowStep ({n_ours:,} params)", median_seconds(run_ours)),
-               Timing(f"normflows GlowBlock ({n_theirs:,} params)", median_seconds(run_theirs))]
-    return [Result("Glow step", f"batch {batch}, {c}x{hw}x{hw}, hidden {hidden}, forward + log-det",
-                   timings[0].impl, timings)]
+    ours_name, theirs_name = f"kexue GlowStep ({n_ours:,} params)", f"normflows GlowBlock ({n_theirs:,} params)"
+    seconds = interleaved({ours_name: run_ours, theirs_name: run_theirs}, bench.rounds, bench.budget)
+    return [summarise("Glow step", f"batch {batch}, {c}x{hw}x{hw}, hidden {hidden}, forward + log-det",
+                      ours_name, seconds, bound="compute", bound_reason="convolutions")]
 
 
 # ----------------------------------------------------------------------------------- DGCNN
 
 
 @case("dgcnn")
-def dgcnn_encoder(limits: dict) -> list[Result]:
+def dgcnn_encoder(bench: Bench) -> list[Result]:
     """DGCNN encoder (dilations 1, 2, 4, 8, 1) vs a 5-layer BiLSTM of similar size, forward + backward."""
     from kexue import dgcnn
+    from kexue.experiments.dgcnn import BiLSTMEncoder
 
     torch.manual_seed(0)
     batch, seq, d = 32, 128, 64
     enc = dgcnn.DGCNNEncoder(d, (1, 2, 4, 8, 1))
-    lstm = dgcnn.BiLSTMEncoder(d, num_layers=5)
+    lstm = BiLSTMEncoder(d, num_layers=5)
     x = torch.randn(batch, seq, d, generator=torch.Generator().manual_seed(1), requires_grad=True)
     n_enc = sum(p.numel() for p in enc.parameters())
     n_lstm = sum(p.numel() for p in lstm.parameters())
@@ -296,7 +326,27 @@ def dgcnn_encoder(limits: dict) -> list[Result]:
         y = run(m)()
         if y.shape != x.shape or not torch.isfinite(y).all():
             raise AssertionError(f"{type(m).__name__} output has the wrong shape or is not finite")
-    timings = [Timing(f"kexue DGCNNEncoder ({n_enc:,} params)", median_seconds(run(enc))),
-               Timing(f"BiLSTM x5, torch.nn.LSTM ({n_lstm:,} params)", median_seconds(run(lstm)))]
-    return [Result("Sequence encoder", f"batch {batch}, length {seq}, width {d}, forward + backward",
-                   timings[0].impl, timings)]
+    enc_name, lstm_name = f"kexue DGCNNEncoder ({n_enc:,} params)", f"BiLSTM x5, torch.nn.LSTM ({n_lstm:,} params)"
+    seconds = interleaved({enc_name: run(enc), lstm_name: run(lstm)}, bench.rounds, bench.budget)
+    return [summarise("Sequence encoder", f"batch {batch}, length {seq}, width {d}, forward + backward",
+                      enc_name, seconds, bound="compute", bound_reason="convolutions and recurrent matrix products")]
+
+
+# ----------------------------------------------------------------------------------- cost curves
+
+
+@case("curves")
+def cost_curves(bench: Bench) -> list[dict]:
+    """Time against problem size for RoPE, nearest code and HSIC, each curve in a child process
+    with a memory budget (see ``benchmarks/curves.py``)."""
+    from benchmarks import curves
+
+    out = []
+    for name in curves.SPECS:
+        cmd = [sys.executable, "-m", "benchmarks.curves", "run", name] + (["--quick"] if bench.quick else [])
+        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=Path(__file__).resolve().parent.parent,
+                              check=False)
+        if proc.returncode != 0:
+            raise RuntimeError(f"curve {name} failed:\n{proc.stderr[-3000:]}")
+        out.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    return out

@@ -32,6 +32,7 @@ import textwrap
 import time
 import traceback
 import types
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -215,6 +216,21 @@ _VERSIONED = ("torch", "numpy", "scipy", "matplotlib", "scikit-learn", "markdown
 _PATH_LITERAL = re.compile(r"""["']((?:[\w.-]+/)*[\w.-]+\.(?:json|csv|txt|toml|yaml|yml|npz|npy|pt))["']""")
 
 
+_IMPORT = re.compile(r"^\s*(?:from\s+(kexue(?:\.\w+)*)\s+import\s+([\w\s,()]+)|import\s+(kexue(?:\.\w+)*))", re.MULTILINE)
+
+
+def _imported_kexue_modules(text: str) -> list[str]:
+    """Names of ``kexue`` modules a source text imports (``from kexue.x import y`` may name module y)."""
+    out = []
+    for m in _IMPORT.finditer(text):
+        if m[3]:
+            out.append(m[3])
+        else:
+            out.append(m[1])
+            out += [f"{m[1]}.{name}" for name in re.findall(r"\w+", m[2])]
+    return out
+
+
 class FenceError(Exception):
     """A fence raised. ``traceback`` is the formatted traceback (page file and line numbers),
     ``printed`` what the fence printed before it failed."""
@@ -274,9 +290,11 @@ class FenceExecutor:
     * Tracebacks name the page and its line numbers (the code is compiled with the page's
       path as file name, padded to the fence's line).
     * Cache (``cache_dir``): a fence's output is stored under a key hashing the Python and
-      library versions, the source of the ``kexue`` package, the files the session's code names
-      as string literals (e.g. ``"benchmarks/results.json"``), the page, the session, and
-      **every fence of the session up to and including this one**. With ``read=True`` a hit is
+      library versions, the source of the ``kexue`` modules the session's code imports (with
+      everything they import from ``kexue`` in turn, and this runner itself), the files the
+      session's code names as string literals (e.g. ``"benchmarks/results.json"``), the page, the
+      session, and **every fence of the session up to and including this one**. Editing one
+      topic module therefore re-runs only the pages that use it. With ``read=True`` a hit is
       not run; its code is remembered, and when a later fence of the session misses, the skipped
       fences are replayed first (output discarded), so the miss runs in exactly the namespace a
       cold run gives it. With ``read=False`` (the pytest run) every fence runs and its output is
@@ -309,7 +327,7 @@ class FenceExecutor:
     # -- keys
 
     def salt(self) -> str:
-        """Hash of the Python and library versions and the ``kexue`` source (computed once)."""
+        """Hash of the Python and library versions and of this runner's source (computed once)."""
         if self._salt is None:
             h = hashlib.sha256(platform.python_version().encode())
             for name in _VERSIONED:
@@ -317,16 +335,42 @@ class FenceExecutor:
                     h.update(f"{name}=={metadata.version(name)}".encode())
                 except metadata.PackageNotFoundError:
                     h.update(f"{name} absent".encode())
-            for path in sorted((self.root / "kexue").rglob("*.py")):
-                h.update(path.relative_to(self.root).as_posix().encode())
-                h.update(path.read_bytes())
+            for rel in ("kexue/__init__.py", "kexue/_docs.py"):
+                path = self.root / rel
+                h.update(rel.encode())
+                h.update(path.read_bytes() if path.is_file() else b"absent")
             self._salt = h.hexdigest()
         return self._salt
+
+    def _module_file(self, module: str) -> Path | None:
+        base = self.root.joinpath(*module.split("."))
+        for path in (base.with_suffix(".py"), base / "__init__.py"):
+            if path.is_file():
+                return path
+        return None
+
+    def kexue_sources(self, code: Iterable[str]) -> list[str]:
+        """The ``kexue`` source files that ``code`` imports, directly or through other kexue modules."""
+        todo = [m for text in code for m in _imported_kexue_modules(text)]
+        seen: dict[str, Path] = {}
+        while todo:
+            module = todo.pop()
+            parts = module.split(".")
+            for i in range(1, len(parts) + 1):  # the packages on the way are imported too
+                name = ".".join(parts[:i])
+                if name in seen:
+                    continue
+                path = self._module_file(name)
+                if path is None:
+                    continue
+                seen[name] = path
+                todo.extend(_imported_kexue_modules(path.read_text(encoding="utf-8")))
+        return sorted(p.relative_to(self.root).as_posix() for p in seen.values())
 
     def _file_hash(self, name: str) -> str | None:
         if name not in self._file_hashes:
             path = self.root / name
-            if not path.is_file() or path.resolve().is_relative_to((self.root / "kexue").resolve()):
+            if not path.is_file():
                 return None
             self._file_hashes[name] = hashlib.sha256(path.read_bytes()).hexdigest()
         return self._file_hashes[name]
@@ -334,6 +378,7 @@ class FenceExecutor:
     def key(self, page: str, session: str | None, history: list[str]) -> str:
         """The cache key of the last fence of ``history`` (see the class docstring)."""
         read = sorted({m for code in history for m in _PATH_LITERAL.findall(code) if self._file_hash(m)})
+        read += self.kexue_sources(history)
         files = [(name, self._file_hash(name)) for name in read]
         payload = json.dumps([self.salt(), files, page, session, [c.rstrip("\n") for c in history]])
         return hashlib.sha256(payload.encode()).hexdigest()

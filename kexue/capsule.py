@@ -1,51 +1,55 @@
-"""Capsules and dynamic routing read as clustering (kexue.fm/archives/4819 and 5112).
+r"""Capsules and dynamic routing read as clustering.
 
-A capsule is a vector treated as one unit: its length says how sure the layer is
-that an entity is present, its direction describes it. A capsule layer turns
-``n`` input capsules into ``k`` output capsules by "dynamic routing", which Su
-Jianlin reads as a few steps of a clustering algorithm: every input capsule
-splits itself among the outputs with a softmax over its agreement with them, and
-every output is the squashed weighted sum of what it receives.
+Companion to Su Jianlin, "揭开迷雾，来一顿美味的Capsule盛宴"
+([kexue.fm/archives/4819](https://kexue.fm/archives/4819), 2018-01-23) and its sequel
+([kexue.fm/archives/5112](https://kexue.fm/archives/5112), 2018-02-12).
 
-This module gives the pieces as pure functions on tensors:
+A capsule is a vector treated as one unit: its length says how sure the layer is that an
+entity is present, its direction describes it. A capsule layer turns ``n`` input capsules into
+``k`` output capsules by "dynamic routing", which Su reads as a few steps of a clustering
+algorithm: every input capsule splits itself among the outputs with a softmax over its agreement
+with them, and every output is the squashed weighted sum of what it receives.
 
-* :func:`squash` with the constant as a parameter (1 in the paper, 0.5 in the article);
-* :func:`route` with three registered routings (:data:`ROUTINGS`): ``"hinton"`` (logits
-  accumulate, Sabour, Frosst & Hinton 2017), ``"su4819"`` (logits overwritten, the article)
-  and ``"su5112"`` (normalised centres during the iterations, one squash at the end,
-  the sequel kexue.fm/archives/5112), plus the slow loop :func:`route_reference`;
-* :func:`margin_loss`, :func:`coupling_entropy`, :func:`pair_accuracy`;
+This module holds the article's math as pure functions on tensors, and one thin layer:
 
-thin ``nn.Module``\\ s that hold weights (:class:`CapsuleLayer`, :class:`CNNClassifier`,
-:class:`CapsuleClassifier`), and the article's generalisation test built from the
-8x8 digits (:func:`make_pairs`: two different digits stacked into one image).
+* [`squash`][kexue.capsule.squash] with the constant as a parameter (1 in the paper, 0.5 in the
+  article), and the other length maps the article names
+  ([`SQUASH_PROFILES`][kexue.capsule.SQUASH_PROFILES]);
+* the prediction vectors [`predict_shared`][kexue.capsule.predict_shared] (Su's default) and
+  [`predict_dense`][kexue.capsule.predict_dense] (the paper's);
+* [`route`][kexue.capsule.route] with three registered routings
+  ([`ROUTINGS`][kexue.capsule.ROUTINGS]): ``"hinton"`` (logits accumulate; Sabour, Frosst &
+  Hinton 2017), ``"su4819"`` (logits overwritten; the article) and ``"su5112"`` (normalised
+  centres during the iterations, one squash at the end; the sequel), plus the slow loop
+  [`route_reference`][kexue.capsule.route_reference];
+* [`coupling_entropy`][kexue.capsule.coupling_entropy] and the paper's
+  [`margin_loss`][kexue.capsule.margin_loss];
+* [`CapsuleLayer`][kexue.capsule.CapsuleLayer], which holds the weights and calls the functions.
+
+The page's experiment (the CPU-sized classifiers, the two-digit test images, the seed-stacked
+training) lives in [`kexue.experiments.capsule`][kexue.experiments.capsule].
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
-from typing import Literal
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from kexue._checks import check_int, check_real, check_tensor
+from kexue._checks import check_finite, check_int, check_real, check_tensor
 
 __all__ = [
     "DEFAULT_SQUASH_C",
     "ROUTINGS",
     "SQUASH_PROFILES",
-    "CNNClassifier",
-    "CapsuleClassifier",
     "CapsuleLayer",
-    "ConvTrunk",
-    "build_classifier",
     "coupling_entropy",
-    "make_pairs",
     "margin_loss",
-    "pair_accuracy",
     "predict_dense",
     "predict_shared",
     "route",
@@ -54,11 +58,36 @@ __all__ = [
     "routing_su4819",
     "routing_su5112",
     "squash",
-    "train_classifier",
 ]
 
 
 # ----------------------------------------------------------------------------- checks
+
+_HALF = (torch.float16, torch.bfloat16)
+
+
+def _in_float32(fn: Callable[..., Any], x: Tensor, *args: Any) -> Any:
+    """``fn(x, *args)``, with float16/bfloat16 ``x`` computed in float32 and every tensor result cast back."""
+    if x.dtype not in _HALF:
+        return fn(x, *args)
+    out = fn(x.float(), *args)
+    return tuple(o.to(x.dtype) for o in out) if isinstance(out, tuple) else out.to(x.dtype)
+
+
+def _check_squash_c(c: object, name: str, dtype: torch.dtype) -> float:
+    """A positive squash constant that the computing dtype can hold (float32 for float16 input)."""
+    top = torch.finfo(torch.float32 if dtype in _HALF else dtype).max
+    return check_real(c, name, above=0, at_most=top)
+
+
+def _check_dim(dim: object, s: Tensor) -> int:
+    if not isinstance(dim, int) or isinstance(dim, bool) or not -s.dim() <= dim < s.dim():
+        raise ValueError(f"dim must be an integer indexing an axis of s (shape {tuple(s.shape)}), got {dim!r}")
+    return dim
+
+
+def _check_u_hat(u_hat: object) -> Tensor:
+    return check_tensor(u_hat, "u_hat", 4, floating=True)
 
 
 # ----------------------------------------------------------------------------- squash
@@ -72,9 +101,15 @@ def squash(s: Tensor, dim: int = -1, c: float = 1.0) -> Tensor:
     \qquad \lVert \operatorname{squash}_c(s)\rVert = \frac{\lVert s\rVert^2}{c + \lVert s\rVert^2}.$$
 
     ``c = 1`` is the paper's choice (Sabour, Frosst & Hinton 2017, eq. 1); the article
-    (kexue.fm/archives/4819) prefers ``c = 0.5``, which lengthens short vectors instead of
-    shrinking every vector. Written as $s\,\lVert s\rVert/(c + \lVert s\rVert^2)$, it is
-    exactly zero at the zero vector, with gradient zero there (no NaN).
+    ([kexue.fm/archives/4819](https://kexue.fm/archives/4819)) prefers ``c = 0.5``. Near zero the
+    output length is $\lVert s\rVert^2/c$, so with ``c = 0.5`` a short vector keeps twice as much
+    of its length as with ``c = 1``; for $c \ge 1/4$ no vector ever gets longer. Written as
+    $s\,\lVert s\rVert/(c + \lVert s\rVert^2)$, it is exactly zero at the zero vector, with
+    gradient zero there (no NaN). Vectors so long that $\lVert s\rVert^2$ overflows (beyond about
+    $1.8\cdot 10^{19}$ in float32) are first scaled down by a power of two, so they come out
+    with length 1 instead of NaN. float16 and bfloat16 are computed in float32 and cast back.
+    Like any elementwise layer, it propagates NaN/inf: a vector with a NaN or infinite entry
+    comes out NaN.
 
     Args:
         s: Vectors to squash.
@@ -82,28 +117,56 @@ def squash(s: Tensor, dim: int = -1, c: float = 1.0) -> Tensor:
         c: Positive constant; larger values squash harder.
 
     Returns:
-        A tensor of the same shape as ``s``.
+        A tensor of the same shape and dtype as ``s``.
 
     Shapes:
         s: ``(..., d, ...)`` with ``d`` on axis ``dim``; output: same as ``s``.
 
     Raises:
         TypeError: If ``s`` is not a floating tensor.
-        ValueError: If ``c`` is not positive or ``dim`` is out of range.
+        ValueError: If ``c`` is not positive (or overflows the dtype) or ``dim`` is not an
+            integer indexing an axis of ``s``.
+
+    Examples:
+        >>> import torch
+        >>> s = torch.tensor([[3.0, 4.0], [0.0, 0.0]])  # lengths 5 and 0
+        >>> squash(s).norm(dim=-1)  # 25 / 26 with the paper's constant
+        tensor([0.9615, 0.0000])
+        >>> squash(s, c=0.5).norm(dim=-1)  # 25 / 25.5
+        tensor([0.9804, 0.0000])
+        >>> squash(torch.tensor([3e20, 4e20])).norm()  # far too long to square: length 1, no NaN
+        tensor(1.)
     """
     check_tensor(s, "s", floating=True)
-    c = check_real(c, "c", above=0)
-    if s.dim() == 0 or not -s.dim() <= dim < s.dim():
-        raise ValueError(f"dim must index an axis of s (shape {tuple(s.shape)}), got {dim}")
+    c = _check_squash_c(c, "c", s.dtype)
+    _check_dim(dim, s)
+    return _in_float32(_squash, s, dim, c)
+
+
+def _squash(s: Tensor, dim: int = -1, c: float = 1.0) -> Tensor:
     norm = torch.linalg.vector_norm(s, dim=dim, keepdim=True)  # its backward is 0, not NaN, at 0
-    return s * (norm / (c + norm * norm))
+    k = _overflow_scale(torch.isfinite(c + norm * norm), s.dtype)  # 1, or 2^-80 where |s|^2 overflows
+    t = s * k  # squash(s) = t |t| / (c k^2 + |t|^2): the same numbers as before for k = 1
+    norm = torch.linalg.vector_norm(t, dim=dim, keepdim=True)
+    return t * (norm / (c * k * k + norm * norm))
 
 
 # --8<-- [end:squash]
 
 
-#: Other ways to map a length $x = \lVert s\rVert \ge 0$ into $[0, 1)$ that the article lists
-#: beside the paper's; each maps 0 to 0 and increases towards 1.
+def _overflow_scale(finite: Tensor, dtype: torch.dtype) -> Tensor:
+    """1 where ``finite``, else a power of two small enough that no finite vector's squared norm overflows.
+
+    For float32 that is $2^{-80}$ (float64: $2^{-528}$): entries up to the dtype's largest,
+    $2^{128}$, become at most $2^{48}$, so up to $2^{32}$ of them have a finite squared norm, and
+    scaling by a power of two loses no precision. Where NaN or inf made the test fail, the
+    result stays NaN.
+    """
+    exponent = math.frexp(torch.finfo(dtype).max)[1]  # 128 for float32
+    one = torch.ones((), dtype=dtype)
+    return torch.where(finite, one, torch.full((), 2.0 ** -(exponent // 2 + 16), dtype=dtype))
+
+
 SQUASH_PROFILES: dict[str, Callable[[Tensor], Tensor]] = {
     "x^2/(1+x^2) (paper)": lambda x: x * x / (1.0 + x * x),
     "x^2/(0.5+x^2) (article)": lambda x: x * x / (0.5 + x * x),
@@ -111,6 +174,8 @@ SQUASH_PROFILES: dict[str, Callable[[Tensor], Tensor]] = {
     "1-exp(-x)": lambda x: -torch.expm1(-x),
     "x/(1+x)": lambda x: x / (1.0 + x),
 }
+r"""Ways to map a length $x = \lVert s\rVert \ge 0$ into $[0, 1)$: the paper's, the article's, and
+the alternatives the article lists. Each maps 0 to 0 and increases towards 1."""
 
 
 # ----------------------------------------------------------------------------- predictions
@@ -137,12 +202,14 @@ def predict_shared(u: Tensor, weight: Tensor) -> Tensor:
         output: ``(batch, n_in, n_out, dim_out)``.
 
     Raises:
+        TypeError: If ``u`` or ``weight`` is not a floating tensor, or their dtypes differ.
         ValueError: On wrong ranks or mismatched ``dim_in``.
     """
-    check_tensor(u, "u", 3, floating=True)
-    check_tensor(weight, "weight", 3, floating=True)
-    if weight.shape[2] != u.shape[2]:
-        raise ValueError(f"weight's last axis ({weight.shape[2]}) must equal u's capsule dim ({u.shape[2]})")
+    _check_prediction_args(u, weight, 3)
+    return _predict_shared(u, weight)
+
+
+def _predict_shared(u: Tensor, weight: Tensor) -> Tensor:
     return torch.einsum("bnd,jed->bnje", u, weight)
 
 
@@ -163,18 +230,51 @@ def predict_dense(u: Tensor, weight: Tensor) -> Tensor:
         output: ``(batch, n_in, n_out, dim_out)``.
 
     Raises:
+        TypeError: If ``u`` or ``weight`` is not a floating tensor, or their dtypes differ.
         ValueError: On wrong ranks, a different number of inputs, or mismatched ``dim_in``.
     """
-    check_tensor(u, "u", 3, floating=True)
-    check_tensor(weight, "weight", 4, floating=True)
+    _check_prediction_args(u, weight, 4)
     if weight.shape[0] != u.shape[1]:
         raise ValueError(f"weight has {weight.shape[0]} input capsules but u has {u.shape[1]}")
-    if weight.shape[3] != u.shape[2]:
-        raise ValueError(f"weight's last axis ({weight.shape[3]}) must equal u's capsule dim ({u.shape[2]})")
+    return _predict_dense(u, weight)
+
+
+def _predict_dense(u: Tensor, weight: Tensor) -> Tensor:
     return torch.einsum("bnd,njed->bnje", u, weight)
 
 
+def _check_prediction_args(u: object, weight: object, weight_ndim: int) -> None:
+    check_tensor(u, "u", 3, floating=True)
+    check_tensor(weight, "weight", weight_ndim, floating=True)
+    if weight.dtype != u.dtype:
+        raise TypeError(f"weight must have u's dtype {u.dtype}, got {weight.dtype}")
+    if weight.shape[-1] != u.shape[2]:
+        raise ValueError(f"weight's last axis ({weight.shape[-1]}) must equal u's capsule dim ({u.shape[2]})")
+
+
 # ----------------------------------------------------------------------------- routing
+
+
+def _routing(core: Callable[[Tensor, int, float], tuple[Tensor, Tensor]]) -> Callable[..., tuple[Tensor, Tensor]]:
+    """Make a routing core public: check the arguments, compute float16/bfloat16 in float32.
+
+    [`route`][kexue.capsule.route] checks its own arguments once and calls the core
+    (``__wrapped__``) directly.
+    """
+
+    @functools.wraps(core)
+    def routing(u_hat: Tensor, iterations: int, squash_c: float) -> tuple[Tensor, Tensor]:
+        _check_u_hat(u_hat)
+        check_int(iterations, "iterations")
+        return _in_float32(core, u_hat, iterations, _check_squash_c(squash_c, "squash_c", u_hat.dtype))
+
+    return routing
+
+
+def _unit(o: Tensor) -> Tensor:
+    """``F.normalize(o, dim=-1)`` (a zero centre stays zero), also for centres whose squared norm overflows."""
+    k = _overflow_scale(torch.isfinite(torch.linalg.vector_norm(o, dim=-1, keepdim=True)), o.dtype)
+    return F.normalize(o * k, dim=-1)  # the same numbers as F.normalize(o) for k = 1
 
 
 # --8<-- [start:routings]
@@ -183,61 +283,80 @@ def _agreement(u_hat: Tensor, v: Tensor) -> Tensor:
     return (u_hat * v.unsqueeze(1)).sum(-1)
 
 
+@_routing
 def routing_hinton(u_hat: Tensor, iterations: int, squash_c: float) -> tuple[Tensor, Tensor]:
-    """Paper routing: the logits accumulate, ``b += <u_hat, v>``. See :func:`route`."""
+    """Paper routing: the logits accumulate, ``b += <u_hat, v>``. See [`route`][kexue.capsule.route]."""
     b = u_hat.new_zeros(u_hat.shape[:3])  # zero logits, per example
     for t in range(iterations):
         c = torch.softmax(b, dim=2)  # each input splits itself over the outputs
-        v = squash((c.unsqueeze(-1) * u_hat).sum(1), c=squash_c)
+        v = _squash((c.unsqueeze(-1) * u_hat).sum(1), c=squash_c)
         if t < iterations - 1:
             b = b + _agreement(u_hat, v)
     return v, c
 
 
+@_routing
 def routing_su4819(u_hat: Tensor, iterations: int, squash_c: float) -> tuple[Tensor, Tensor]:
-    """Article routing: the logits are overwritten, ``b = <u_hat, v>``. See :func:`route`."""
+    """Article routing: the logits are overwritten, ``b = <u_hat, v>``. See [`route`][kexue.capsule.route]."""
     b = u_hat.new_zeros(u_hat.shape[:3])
     for t in range(iterations):
         c = torch.softmax(b, dim=2)
-        v = squash((c.unsqueeze(-1) * u_hat).sum(1), c=squash_c)
+        v = _squash((c.unsqueeze(-1) * u_hat).sum(1), c=squash_c)
         if t < iterations - 1:
             b = _agreement(u_hat, v)
     return v, c
 
 
+@_routing
 def routing_su5112(u_hat: Tensor, iterations: int, squash_c: float) -> tuple[Tensor, Tensor]:
-    """Sequel routing: agreement with unit-length centres, one squash at the end. See :func:`route`."""
+    """Sequel routing: agreement with unit-length centres, one squash at the end. See [`route`][kexue.capsule.route]."""
     b = u_hat.new_zeros(u_hat.shape[:3])
     for t in range(iterations):
         c = torch.softmax(b, dim=2)
         o = (c.unsqueeze(-1) * u_hat).sum(1)
         if t < iterations - 1:
-            b = _agreement(u_hat, F.normalize(o, dim=-1))  # a zero centre stays zero
-    return squash(o, c=squash_c), c
+            b = _agreement(u_hat, _unit(o))  # a zero centre stays zero
+    return _squash(o, c=squash_c), c
 
 
 # --8<-- [end:routings]
 
 
-#: Routing algorithms by name; each is ``f(u_hat, iterations, squash_c) -> (v, couplings)``.
 ROUTINGS: dict[str, Callable[[Tensor, int, float], tuple[Tensor, Tensor]]] = {
     "hinton": routing_hinton,
     "su4819": routing_su4819,
     "su5112": routing_su5112,
 }
+"""Routing algorithms by name; each is ``f(u_hat, iterations, squash_c) -> (v, couplings)`` and checks
+its arguments like [`route`][kexue.capsule.route]."""
 
-#: The squash constant each routing uses unless told otherwise (paper: 1; Su's code: 0.5).
 DEFAULT_SQUASH_C: dict[str, float] = {"hinton": 1.0, "su4819": 0.5, "su5112": 0.5}
+"""The squash constant each routing's source uses (paper: 1; Su's code: 0.5), taken when a
+caller passes ``squash_c=None``. The constant is not part of the routing rule: pass it
+explicitly to compare rules at the same constant."""
+
+
+def _check_method(method: object, name: str) -> str:
+    if not isinstance(method, str) or method not in ROUTINGS:
+        raise ValueError(f"{name} must be one of {sorted(ROUTINGS)}, got {method!r}")
+    return method
 
 
 def _check_route_args(u_hat: object, iterations: object, method: object, squash_c: object) -> float:
-    check_tensor(u_hat, "u_hat", 4, floating=True)
+    _check_u_hat(u_hat)
     check_int(iterations, "iterations")
-    if method not in ROUTINGS:
-        raise ValueError(f"method must be one of {sorted(ROUTINGS)}, got {method!r}")
+    _check_method(method, "method")
     if squash_c is None:
+        if method not in DEFAULT_SQUASH_C:
+            raise ValueError(f"squash_c must be given for method {method!r}, which has no default constant")
         return DEFAULT_SQUASH_C[method]  # type: ignore[index]
-    return check_real(squash_c, "squash_c", above=0)
+    return _check_squash_c(squash_c, "squash_c", u_hat.dtype)  # type: ignore[union-attr]
+
+
+def _route(u_hat: Tensor, iterations: int, method: str, squash_c: float) -> tuple[Tensor, Tensor]:
+    """The routing ``method`` on checked arguments: its core, float16/bfloat16 in float32."""
+    fn = ROUTINGS[method]
+    return _in_float32(getattr(fn, "__wrapped__", fn), u_hat, iterations, squash_c)
 
 
 def route(
@@ -256,23 +375,28 @@ def route(
 
     then differ in what the logits become before the next pass (no update after the last):
 
-    * ``"hinton"`` (Sabour, Frosst & Hinton 2017, Procedure 1): $v_j = \operatorname{squash}_1(s_j)$,
+    * ``"hinton"`` (Sabour, Frosst & Hinton 2017, Procedure 1): $v_j = \operatorname{squash}_c(s_j)$,
       $b_{ij} \leftarrow b_{ij} + \langle \hat u_{j|i}, v_j\rangle$ (the logits accumulate);
-    * ``"su4819"`` (the article, kexue.fm/archives/4819, and Su's ``Capsule_Keras.py`` of
-      January 2018): $v_j = \operatorname{squash}_{0.5}(s_j)$,
+    * ``"su4819"`` (the article, [kexue.fm/archives/4819](https://kexue.fm/archives/4819), and
+      Su's ``Capsule_Keras.py`` of January 2018): $v_j = \operatorname{squash}_c(s_j)$,
       $b_{ij} \leftarrow \langle \hat u_{j|i}, v_j\rangle$ (overwritten: a fixed-point iteration);
-    * ``"su5112"`` (the sequel, kexue.fm/archives/5112): $b_{ij} \leftarrow
-      \langle \hat u_{j|i}, s_j/\lVert s_j\rVert\rangle$, and only the result is squashed,
-      $v_j = \operatorname{squash}_{0.5}(s_j)$.
+    * ``"su5112"`` (the sequel, [kexue.fm/archives/5112](https://kexue.fm/archives/5112)):
+      $b_{ij} \leftarrow \langle \hat u_{j|i}, s_j/\lVert s_j\rVert\rangle$, and only the result
+      is squashed, $v_j = \operatorname{squash}_c(s_j)$.
 
-    The softmax runs over the **output** capsules $j$: each input's couplings sum to 1.
+    The softmax runs over the **output** capsules $j$: each input's couplings sum to 1. With
+    ``iterations=1`` the couplings are uniform, and ``"hinton"`` and ``"su4819"`` coincide for
+    ``iterations <= 2`` (from zero logits, adding and overwriting give the same first update).
+
+    Empty inputs route to empty outputs (no inputs: zero output capsules). float16 and bfloat16
+    are computed in float32 and cast back. NaN/inf in ``u_hat`` propagate, as in any layer.
 
     Args:
         u_hat: Prediction vectors $\hat u_{j|i}$.
         iterations: Number of routing passes $r \ge 1$ (``1`` means uniform couplings).
-        method: A key of :data:`ROUTINGS`.
-        squash_c: The squash constant; ``None`` takes the method's own
-            (:data:`DEFAULT_SQUASH_C`).
+        method: A key of [`ROUTINGS`][kexue.capsule.ROUTINGS].
+        squash_c: The squash constant $c$; ``None`` takes the method's source's
+            ([`DEFAULT_SQUASH_C`][kexue.capsule.DEFAULT_SQUASH_C]: 1 for ``"hinton"``, 0.5 for Su's).
 
     Returns:
         ``(v, couplings)``: the output capsules and the couplings of the last pass.
@@ -283,11 +407,22 @@ def route(
 
     Raises:
         TypeError: If ``u_hat`` is not a floating tensor.
-        ValueError: If ``u_hat`` is not 4-D, ``iterations < 1``, ``method`` is unknown
-            or ``squash_c`` is not positive.
+        ValueError: If ``u_hat`` is not 4-D, ``iterations`` is not an integer >= 1, ``method``
+            is unknown or ``squash_c`` is not a positive number (that the dtype can hold).
+
+    Examples:
+        >>> import torch
+        >>> u_hat = torch.randn(2, 5, 3, 4, generator=torch.Generator().manual_seed(0))
+        >>> v, c = route(u_hat, iterations=3, method="su4819", squash_c=0.5)
+        >>> v.shape, c.shape  # 2 examples, 5 inputs, 3 outputs of dimension 4
+        (torch.Size([2, 3, 4]), torch.Size([2, 5, 3]))
+        >>> torch.allclose(c.sum(dim=-1), torch.ones(2, 5))  # each input splits itself over the outputs
+        True
+        >>> bool((v.norm(dim=-1) < 1).all())
+        True
     """
     c = _check_route_args(u_hat, iterations, method, squash_c)
-    return ROUTINGS[method](u_hat, iterations, c)
+    return _route(u_hat, iterations, method, c)
 
 
 def route_reference(
@@ -296,40 +431,56 @@ def route_reference(
     method: str = "hinton",
     squash_c: float | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """Slow, obvious version of :func:`route`: explicit loops over examples, inputs and outputs.
+    """Slow, obvious version of [`route`][kexue.capsule.route]: explicit loops over examples, inputs and outputs.
 
-    Same arguments, results and errors as :func:`route`; use it to check the fast path.
+    Same arguments, results and errors as [`route`][kexue.capsule.route]; use it to check the fast path.
+
+    Args:
+        u_hat: Prediction vectors.
+        iterations: Number of routing passes.
+        method: A key of [`ROUTINGS`][kexue.capsule.ROUTINGS].
+        squash_c: The squash constant; ``None`` takes the method's source's.
+
+    Returns:
+        ``(v, couplings)`` as [`route`][kexue.capsule.route] returns them.
 
     Shapes:
         u_hat: ``(batch, n_in, n_out, dim)``; v: ``(batch, n_out, dim)``;
         couplings: ``(batch, n_in, n_out)``.
     """
     csq = _check_route_args(u_hat, iterations, method, squash_c)
-    batch, n_in, n_out, _ = u_hat.shape
-    v_all = torch.zeros(batch, n_out, u_hat.shape[3], dtype=u_hat.dtype)
+    return _in_float32(_route_loops, u_hat, iterations, method, csq)
+
+
+def _route_loops(u_hat: Tensor, iterations: int, method: str, csq: float) -> tuple[Tensor, Tensor]:
+    batch, n_in, n_out, dim = u_hat.shape
+    v_all = torch.zeros(batch, n_out, dim, dtype=u_hat.dtype)
     c_all = torch.zeros(batch, n_in, n_out, dtype=u_hat.dtype)
 
-    def sq(x: Tensor) -> Tensor:
-        n2 = float((x * x).sum())
-        return x * (math.sqrt(n2) / (csq + n2))
+    def length(x: Tensor) -> float:  # math.hypot does not overflow where the sum of squares would
+        return math.hypot(*x.double().tolist())
+
+    def sq(x: Tensor) -> Tensor:  # x |x| / (c + |x|^2), as x / (c / |x| + |x|): no |x|^2 to overflow
+        n = length(x)
+        return x * (1.0 / (csq / n + n)) if n != 0 else x * 0.0
 
     for b_ in range(batch):
         logits = [[0.0] * n_out for _ in range(n_in)]
         for t in range(iterations):
             coup = []
             for i in range(n_in):
-                m = max(logits[i])
+                m = max(logits[i], default=0.0)
                 e = [math.exp(z - m) for z in logits[i]]
                 coup.append([x / sum(e) for x in e])
-            s = [sum(coup[i][j] * u_hat[b_, i, j] for i in range(n_in)) for j in range(n_out)]
-            if method == "su5112":
+            zero = torch.zeros(dim, dtype=u_hat.dtype)
+            s = [sum((coup[i][j] * u_hat[b_, i, j] for i in range(n_in)), zero) for j in range(n_out)]
+            out = [sq(s[j]) for j in range(n_out)]
+            if method == "su5112":  # agreement with the unit-length centres
                 centres = []
                 for j in range(n_out):
-                    norm = math.sqrt(float((s[j] * s[j]).sum()))
+                    norm = length(s[j])
                     centres.append(s[j] / norm if norm > 0 else s[j] * 0.0)
-                out = [sq(s[j]) for j in range(n_out)]
             else:
-                out = [sq(s[j]) for j in range(n_out)]
                 centres = out
             if t < iterations - 1:
                 for i in range(n_in):
@@ -338,7 +489,7 @@ def route_reference(
                         logits[i][j] = logits[i][j] + a if method == "hinton" else a
         for j in range(n_out):
             v_all[b_, j] = out[j]
-        c_all[b_] = torch.tensor(coup, dtype=u_hat.dtype)
+        c_all[b_] = torch.tensor(coup, dtype=u_hat.dtype).reshape(n_in, n_out)
     return v_all, c_all
 
 
@@ -358,13 +509,33 @@ def coupling_entropy(couplings: Tensor) -> Tensor:
         couplings: ``(batch, n_in, n_out)``; output: ``(batch,)``.
 
     Raises:
-        ValueError: If ``couplings`` is not 3-D.
+        TypeError: If ``couplings`` is not a floating tensor.
+        ValueError: If ``couplings`` is not 3-D, has no input or no output capsule, holds NaN
+            or inf, or is not a distribution over the outputs (entries in [0, 1], each input's
+            summing to 1).
+
+    Examples:
+        >>> import torch
+        >>> coupling_entropy(torch.full((1, 6, 4), 0.25))  # even split: log 4
+        tensor([1.3863])
+        >>> coupling_entropy(torch.eye(4).unsqueeze(0))  # one-hot
+        tensor([0.])
     """
     check_tensor(couplings, "couplings", 3, floating=True)
+    if couplings.shape[1] == 0 or couplings.shape[2] == 0:
+        raise ValueError(f"couplings need at least one input and one output capsule, got shape {tuple(couplings.shape)}")
+    check_finite(couplings, "couplings")
+    tol = max(1e-4, 8 * couplings.shape[2] * torch.finfo(couplings.dtype).eps)
+    sums = couplings.float().sum(-1)
+    if bool((couplings < 0).any()) or bool(((sums - 1).abs() > tol).any()):
+        raise ValueError(
+            "couplings must be a distribution over the outputs (entries >= 0, each input's summing to 1), "
+            f"got entries from {couplings.min().item():.3g} and sums from {sums.min().item():.3g} to {sums.max().item():.3g}"
+        )
     return -(torch.special.xlogy(couplings, couplings)).sum(-1).mean(-1)
 
 
-# ----------------------------------------------------------------------------- loss and metric
+# ----------------------------------------------------------------------------- loss
 
 
 # --8<-- [start:margin]
@@ -385,10 +556,11 @@ def margin_loss(
     can be present at once.
 
     Args:
-        lengths: Class scores in [0, 1] (capsule lengths or sigmoid outputs).
-        targets: Integer labels ``(batch,)`` or 0/1 indicators shaped like ``lengths``.
-        m_pos: Length a present class should exceed.
-        m_neg: Length an absent class should stay below.
+        lengths: Class scores in [0, 1] (capsule lengths or sigmoid outputs), finite.
+        targets: Integer labels ``(batch,)`` in ``[0, classes)``, or 0/1 indicators shaped like
+            ``lengths`` (bool, or floating in [0, 1]).
+        m_pos: Length a present class should exceed, in [0, 1].
+        m_neg: Length an absent class should stay below, in [0, 1].
         lam: Weight of the absent-class term (>= 0).
 
     Returns:
@@ -398,25 +570,24 @@ def margin_loss(
         lengths: ``(batch, classes)``; targets: ``(batch,)`` int64 or ``(batch, classes)``.
 
     Raises:
-        ValueError: On wrong shapes, labels out of range or ``lam < 0``.
+        TypeError: If ``lengths`` is not a floating tensor or ``targets`` is not a real tensor.
+        ValueError: On wrong shapes, an empty batch, NaN/inf, labels or indicators out of range,
+            or margins outside [0, 1] or ``lam < 0``.
+
+    Examples:
+        >>> import torch
+        >>> lengths = torch.tensor([[0.95, 0.30, 0.05]])  # class 0 present and long enough
+        >>> margin_loss(lengths, torch.tensor([0]))  # only class 1 is too long: 0.5 * 0.2**2
+        tensor(0.0200)
+        >>> margin_loss(lengths, torch.tensor([0]), lam=0.25)  # the article's weight
+        tensor(0.0100)
     """
-    check_tensor(lengths, "lengths", 2, floating=True)
-    if not isinstance(targets, Tensor):
-        raise TypeError(f"targets must be a torch.Tensor, got {type(targets).__name__}")
-    if not (lam >= 0):
-        raise ValueError(f"lam must be >= 0, got {lam!r}")
-    if targets.dtype in (torch.int64, torch.int32, torch.int16, torch.uint8):
-        if targets.shape != lengths.shape[:1]:
-            raise ValueError(
-                f"integer targets must have shape {tuple(lengths.shape[:1])}, got {tuple(targets.shape)}"
-            )
-        if targets.numel() and not (0 <= int(targets.min()) and int(targets.max()) < lengths.shape[1]):
-            raise ValueError(f"targets must lie in [0, {lengths.shape[1] - 1}]")
-        t = F.one_hot(targets.long(), lengths.shape[1]).to(lengths.dtype)
-    else:
-        if targets.shape != lengths.shape:
-            raise ValueError(f"targets must have shape {tuple(lengths.shape)}, got {tuple(targets.shape)}")
-        t = targets.to(lengths.dtype)
+    check_tensor(lengths, "lengths", 2, floating=True, nonempty=True)
+    check_finite(lengths, "lengths")
+    m_pos = check_real(m_pos, "m_pos", at_least=0, at_most=1)
+    m_neg = check_real(m_neg, "m_neg", at_least=0, at_most=1)
+    lam = check_real(lam, "lam", at_least=0)
+    t = _margin_targets(targets, lengths)  # one-hot labels, or the 0/1 indicators themselves
     present = t * F.relu(m_pos - lengths) ** 2
     absent = lam * (1.0 - t) * F.relu(lengths - m_neg) ** 2
     return (present + absent).sum(dim=1).mean()
@@ -425,130 +596,69 @@ def margin_loss(
 # --8<-- [end:margin]
 
 
-def pair_accuracy(scores: Tensor, pair_labels: Tensor, threshold: float | None = None) -> float:
-    """Share of images whose two highest scores are exactly the two digits in it.
-
-    The article's test: the set of the top-2 classes must equal the set of true labels.
-    With ``threshold`` (the article uses 0.5), both of those scores must also exceed it,
-    i.e. the model must be confident that both digits are there.
-
-    Args:
-        scores: Class scores of two-digit images.
-        pair_labels: The two (different) labels of each image.
-        threshold: Optional minimum score for both top-2 classes.
-
-    Returns:
-        Accuracy in [0, 1].
-
-    Shapes:
-        scores: ``(n, classes)``; pair_labels: ``(n, 2)``.
-
-    Raises:
-        ValueError: On mismatched shapes, an empty batch, or fewer than 2 classes.
-    """
-    check_tensor(scores, "scores", 2, floating=True)
-    if not isinstance(pair_labels, Tensor) or pair_labels.shape != (scores.shape[0], 2):
-        got = tuple(pair_labels.shape) if isinstance(pair_labels, Tensor) else type(pair_labels).__name__
-        raise ValueError(f"pair_labels must have shape ({scores.shape[0]}, 2), got {got}")
-    if scores.shape[0] == 0:
-        raise ValueError("scores must hold at least one image")
-    if scores.shape[1] < 2:
-        raise ValueError(f"scores need at least 2 classes, got {scores.shape[1]}")
-    top, idx = scores.topk(2, dim=1)
-    ok = (idx.sort(dim=1).values == pair_labels.sort(dim=1).values).all(dim=1)
-    if threshold is not None:
-        ok = ok & (top[:, 1] > threshold)
-    return float(ok.double().mean())
+def _margin_targets(targets: object, lengths: Tensor) -> Tensor:
+    """Checked targets of [`margin_loss`][kexue.capsule.margin_loss] as indicators shaped like ``lengths``."""
+    t = check_tensor(targets, "targets")
+    if t.is_complex():
+        raise TypeError(f"targets must be integer labels or real indicators, got {t.dtype}")
+    batch, classes = lengths.shape
+    if not t.is_floating_point() and t.dtype != torch.bool:
+        if t.shape != (batch,):
+            raise ValueError(f"integer targets must have shape ({batch},), got {tuple(t.shape)}")
+        low, high = int(t.min()), int(t.max())
+        if low < 0 or high >= classes:
+            raise ValueError(f"targets must lie in [0, {classes - 1}], got labels from {low} to {high}")
+        return F.one_hot(t.long(), classes).to(lengths.dtype)
+    if t.shape != lengths.shape:
+        raise ValueError(f"targets must have shape {tuple(lengths.shape)}, got {tuple(t.shape)}")
+    if t.is_floating_point() and not bool(((t >= 0) & (t <= 1)).all()):
+        raise ValueError("targets must be 0/1 indicators (or weights in [0, 1]), got NaN, inf or values outside [0, 1]")
+    return t.to(lengths.dtype)
 
 
-# ----------------------------------------------------------------------------- data
-
-
-# --8<-- [start:pairs]
-def make_pairs(
-    images: Tensor,
-    labels: Tensor,
-    *,
-    mode: Literal["vertical", "horizontal", "overlay"] = "vertical",
-    seed: int = 0,
-) -> tuple[Tensor, Tensor]:
-    """Two-digit test images: each image joined with a random partner of another class.
-
-    ``"vertical"`` stacks the partner below the image (``2H x W``, no overlap), as the
-    article's test script does with MNIST; ``"horizontal"`` puts it to the right
-    (``H x 2W``); ``"overlay"`` takes the pixel-wise maximum (``H x W``), closer to the
-    paper's MultiMNIST (which also shifts the digits).
-
-    Args:
-        images: Single-digit images.
-        labels: Their labels; at least two classes must occur.
-        mode: How to join the two digits.
-        seed: Seed for choosing partners.
-
-    Returns:
-        ``(pair_images, pair_labels)``: one pair per input image, ``pair_labels[:, 0]`` being
-        the image's own label and ``pair_labels[:, 1]`` its partner's.
-
-    Shapes:
-        images: ``(n, 1, H, W)``; labels: ``(n,)``; pair_images: ``(n, 1, 2H, W)``,
-        ``(n, 1, H, 2W)`` or ``(n, 1, H, W)``; pair_labels: ``(n, 2)``.
-
-    Raises:
-        ValueError: On wrong shapes, an unknown ``mode`` or a single class.
-    """
-    check_tensor(images, "images", 4, floating=True)
-    if not isinstance(labels, Tensor) or labels.shape != images.shape[:1]:
-        raise ValueError(f"labels must be a tensor of shape ({images.shape[0]},)")
-    if mode not in ("vertical", "horizontal", "overlay"):
-        raise ValueError(f"mode must be 'vertical', 'horizontal' or 'overlay', got {mode!r}")
-    if labels.numel() == 0 or labels.unique().numel() < 2:
-        raise ValueError("labels must contain at least two different classes")
-    gen = torch.Generator().manual_seed(seed)
-    n = images.shape[0]
-    partner = torch.randint(n, (n,), generator=gen)
-    clash = labels[partner] == labels
-    while clash.any():  # redraw partners with the same label until none is left
-        partner[clash] = torch.randint(n, (int(clash.sum()),), generator=gen)
-        clash = labels[partner] == labels
-    other = images[partner]
-    if mode == "vertical":
-        joined = torch.cat([images, other], dim=2)
-    elif mode == "horizontal":
-        joined = torch.cat([images, other], dim=3)
-    else:
-        joined = torch.maximum(images, other)
-    return joined, torch.stack([labels, labels[partner]], dim=1)
-
-
-# --8<-- [end:pairs]
-
-
-# ----------------------------------------------------------------------------- modules
+# ----------------------------------------------------------------------------- the layer
 
 
 class CapsuleLayer(nn.Module):
-    """A capsule layer: predictions from the input capsules, then dynamic routing.
+    r"""A capsule layer: predictions from the input capsules, then dynamic routing.
 
     With ``num_inputs=None`` one matrix per output capsule is shared by all inputs
-    (:func:`predict_shared`, the article's default, any number of inputs); with an
-    integer ``num_inputs`` every (input, output) pair has its own matrix
-    (:func:`predict_dense`, the paper's layer, fixed number of inputs).
+    ([`predict_shared`][kexue.capsule.predict_shared], the article's default, any number of
+    inputs); with an integer ``num_inputs`` every (input, output) pair has its own matrix
+    ([`predict_dense`][kexue.capsule.predict_dense], the paper's layer, fixed number of inputs).
 
-    Weights start uniform in $\\pm\\sqrt{6/(d_{in} + k\\,d_{out})}$ (Glorot, as in
-    Su's Keras layer).
+    Weights start uniform in $\pm\sqrt{6/(d_{in} + k\,d_{out})}$ (Glorot, as in
+    Su's Keras layer), drawn from the global generator (seed it, or build the layer inside
+    ``torch.random.fork_rng``). Like any layer it propagates NaN/inf in its input; huge finite
+    inputs give finite capsules (see [`squash`][kexue.capsule.squash]).
 
     Args:
         dim_in: Input capsule dimension.
         num_caps: Number of output capsules ``k``.
         dim_caps: Output capsule dimension.
         iterations: Routing passes.
-        routing: A key of :data:`ROUTINGS`.
+        routing: A key of [`ROUTINGS`][kexue.capsule.ROUTINGS].
         num_inputs: ``None`` for shared weights, else the fixed number of input capsules.
-        squash_c: Squash constant; ``None`` takes the routing's default.
+        squash_c: Squash constant; ``None`` takes the routing's source's
+            ([`DEFAULT_SQUASH_C`][kexue.capsule.DEFAULT_SQUASH_C]).
 
     Shapes:
         input: ``(batch, n_in, dim_in)``; output ``v``: ``(batch, num_caps, dim_caps)``;
         couplings: ``(batch, n_in, num_caps)``.
+
+    Raises:
+        ValueError: On a non-positive size or iteration count, an unknown routing or a
+            non-positive ``squash_c``.
+
+    Examples:
+        >>> import torch
+        >>> _ = torch.manual_seed(0)
+        >>> layer = CapsuleLayer(dim_in=8, num_caps=10, dim_caps=16, routing="su5112", squash_c=0.5)
+        >>> v, couplings = layer(torch.randn(4, 6, 8))  # 4 examples, 6 input capsules of dim 8
+        >>> v.shape, couplings.shape
+        (torch.Size([4, 10, 16]), torch.Size([4, 6, 10]))
+        >>> v.norm(dim=-1).shape  # the class scores are the lengths
+        torch.Size([4, 10])
     """
 
     def __init__(
@@ -566,13 +676,14 @@ class CapsuleLayer(nn.Module):
         for name, val in (("dim_in", dim_in), ("num_caps", num_caps), ("dim_caps", dim_caps)):
             check_int(val, name)
         check_int(iterations, "iterations")
-        if routing not in ROUTINGS:
-            raise ValueError(f"routing must be one of {sorted(ROUTINGS)}, got {routing!r}")
+        _check_method(routing, "routing")
         if num_inputs is not None:
             check_int(num_inputs, "num_inputs")
         self.iterations, self.routing = iterations, routing
+        if squash_c is None and routing not in DEFAULT_SQUASH_C:
+            raise ValueError(f"squash_c must be given for routing {routing!r}, which has no default constant")
         self.squash_c = (
-            DEFAULT_SQUASH_C[routing] if squash_c is None else check_real(squash_c, "squash_c", above=0)
+            DEFAULT_SQUASH_C[routing] if squash_c is None else _check_squash_c(squash_c, "squash_c", torch.float32)
         )
         shape = (
             (num_caps, dim_caps, dim_in) if num_inputs is None else (num_inputs, num_caps, dim_caps, dim_in)
@@ -586,184 +697,23 @@ class CapsuleLayer(nn.Module):
         return self.weight.dim() == 3
 
     def forward(self, u: Tensor) -> tuple[Tensor, Tensor]:
-        """Route ``u`` to the output capsules; returns ``(v, couplings)``."""
-        u_hat = predict_shared(u, self.weight) if self.shared else predict_dense(u, self.weight)
-        return route(u_hat, self.iterations, self.routing, self.squash_c)
+        """Route ``u`` to the output capsules; returns ``(v, couplings)``.
 
-
-class ConvTrunk(nn.Module):
-    """The shared feature extractor: two 3x3 convolutions, 2x2 average pooling, one more.
-
-    A CPU-sized version of the article's trunk (its 'valid' 3x3 stack would leave
-    nothing of an 8x8 image, so we pad): ``(B, 1, H, W) -> (B, C, H/2, W/2)``.
-
-    Args:
-        channels: Output channels of the three convolutions.
-
-    Shapes:
-        input: ``(batch, 1, H, W)`` with even ``H`` and ``W``; output: ``(batch, channels[2], H/2, W/2)``.
-    """
-
-    def __init__(self, channels: tuple[int, int, int] = (32, 32, 64)) -> None:
-        super().__init__()
-        c1, c2, c3 = channels
-        self.net = nn.Sequential(
-            nn.Conv2d(1, c1, 3, padding=1), nn.ReLU(),
-            nn.Conv2d(c1, c2, 3, padding=1), nn.ReLU(),
-            nn.AvgPool2d(2),
-            nn.Conv2d(c2, c3, 3, padding=1), nn.ReLU(),
-        )  # fmt: skip
-        self.out_channels = c3
-
-    def forward(self, x: Tensor) -> Tensor:
-        """Feature map of ``x``."""
-        check_tensor(x, "x", 4, floating=True)
-        return self.net(x)
-
-
-class CNNClassifier(nn.Module):
-    """Trunk, global average pooling, a hidden layer and one sigmoid per class.
-
-    Args:
-        num_classes: Number of classes.
-        hidden: Width of the hidden layer.
-        channels: Trunk channels.
-
-    Shapes:
-        input: ``(batch, 1, H, W)``; output scores: ``(batch, num_classes)`` in (0, 1).
-    """
-
-    def __init__(
-        self, num_classes: int = 10, hidden: int = 128, channels: tuple[int, int, int] = (32, 32, 64)
-    ) -> None:
-        super().__init__()
-        self.trunk = ConvTrunk(channels)
-        self.head = nn.Sequential(nn.Linear(channels[2], hidden), nn.ReLU(), nn.Linear(hidden, num_classes))
-
-    def forward(self, x: Tensor) -> Tensor:
-        """Class scores of ``x``."""
-        return torch.sigmoid(self.head(self.trunk(x).mean(dim=(2, 3))))
-
-
-class CapsuleClassifier(nn.Module):
-    """Trunk, every feature-map position as an input capsule, a shared capsule layer; scores are lengths.
-
-    Args:
-        num_classes: Number of output capsules (classes).
-        dim_caps: Output capsule dimension.
-        iterations: Routing passes.
-        routing: A key of :data:`ROUTINGS`.
-        channels: Trunk channels (the last one is the input capsule dimension).
-        squash_c: Squash constant; ``None`` takes the routing's default.
-
-    Shapes:
-        input: ``(batch, 1, H, W)``; output scores: ``(batch, num_classes)`` in [0, 1).
-    """
-
-    def __init__(
-        self,
-        num_classes: int = 10,
-        dim_caps: int = 16,
-        *,
-        iterations: int = 3,
-        routing: str = "su4819",
-        channels: tuple[int, int, int] = (32, 32, 64),
-        squash_c: float | None = None,
-    ) -> None:
-        super().__init__()
-        self.trunk = ConvTrunk(channels)
-        self.caps = CapsuleLayer(
-            channels[2], num_classes, dim_caps, iterations=iterations, routing=routing, squash_c=squash_c
-        )
-
-    def capsules(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """Output capsules and couplings of ``x``: ``(batch, classes, dim_caps)``, ``(batch, n_in, classes)``."""
-        f = self.trunk(x)
-        return self.caps(f.flatten(2).transpose(1, 2))  # (B, H*W, C): one capsule per position
-
-    def forward(self, x: Tensor) -> Tensor:
-        """Class scores (capsule lengths) of ``x``."""
-        return torch.linalg.vector_norm(self.capsules(x)[0], dim=-1)
-
-
-def build_classifier(kind: str, *, seed: int = 0, **kwargs: object) -> nn.Module:
-    """Build ``"cnn"`` or ``"capsule"`` classifier with seeded initial weights.
-
-    The global torch generator is forked, so the caller's random state is untouched.
-
-    Args:
-        kind: ``"cnn"`` (:class:`CNNClassifier`) or ``"capsule"`` (:class:`CapsuleClassifier`).
-        seed: Seed of the initial weights.
-        **kwargs: Passed to the class.
-
-    Returns:
-        The model.
-
-    Raises:
-        ValueError: If ``kind`` is unknown.
-    """
-    classes = {"cnn": CNNClassifier, "capsule": CapsuleClassifier}
-    if kind not in classes:
-        raise ValueError(f"kind must be 'cnn' or 'capsule', got {kind!r}")
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return classes[kind](**kwargs)  # type: ignore[arg-type]
-
-
-def train_classifier(
-    model: nn.Module,
-    images: Tensor,
-    labels: Tensor,
-    *,
-    epochs: int = 20,
-    batch_size: int = 64,
-    lr: float = 3e-3,
-    lam: float = 0.25,
-    seed: int = 0,
-) -> list[float]:
-    """Train a classifier on single digits with the margin loss and Adam.
-
-    Every class score is trained as a yes/no detector (:func:`margin_loss`, the article's
-    ``lam=0.25`` by default), for the CNN's sigmoids and the capsules' lengths alike.
-
-    Args:
-        model: Maps ``(batch, 1, H, W)`` images to ``(batch, classes)`` scores.
-        images: Training images.
-        labels: Their integer labels.
-        epochs: Passes over the data.
-        batch_size: Mini-batch size.
-        lr: Adam learning rate.
-        lam: Absent-class weight of the margin loss.
-        seed: Seed of the shuffling.
-
-    Returns:
-        The mean training loss of each epoch.
-
-    Shapes:
-        images: ``(n, 1, H, W)``; labels: ``(n,)``.
-
-    Raises:
-        ValueError: On mismatched shapes or non-positive ``epochs``/``batch_size``.
-    """
-    check_tensor(images, "images", 4, floating=True)
-    if not isinstance(labels, Tensor) or labels.shape != images.shape[:1]:
-        raise ValueError(f"labels must be a tensor of shape ({images.shape[0]},)")
-    check_int(epochs, "epochs")
-    check_int(batch_size, "batch_size")
-    gen = torch.Generator().manual_seed(seed)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    history: list[float] = []
-    model.train()
-    for _ in range(epochs):
-        perm = torch.randperm(images.shape[0], generator=gen)
-        total = 0.0
-        for k in range(0, images.shape[0], batch_size):
-            idx = perm[k : k + batch_size]
-            loss = margin_loss(model(images[idx]), labels[idx], lam=lam)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            total += loss.item() * idx.numel()
-        history.append(total / images.shape[0])
-    model.eval()
-    return history
+        Raises:
+            TypeError: If ``u`` is not a floating tensor of the layer's dtype.
+            ValueError: If ``u`` is not ``(batch, n_in, dim_in)`` (with ``n_in = num_inputs`` for
+                a dense layer), or the routing attributes were set to invalid values.
+        """
+        w = self.weight
+        check_tensor(u, "u", 3, floating=True)
+        if u.dtype != w.dtype:
+            raise TypeError(f"u must have the layer's dtype {w.dtype}, got {u.dtype}")
+        if u.shape[2] != w.shape[-1]:
+            raise ValueError(f"u must hold capsules of dimension dim_in={w.shape[-1]}, got shape {tuple(u.shape)}")
+        if not self.shared and u.shape[1] != w.shape[0]:
+            raise ValueError(f"u must hold num_inputs={w.shape[0]} input capsules, got shape {tuple(u.shape)}")
+        check_int(self.iterations, "iterations")  # attributes a caller may have changed
+        _check_method(self.routing, "routing")
+        c = _check_squash_c(self.squash_c, "squash_c", u.dtype)
+        u_hat = _predict_shared(u, w) if self.shared else _predict_dense(u, w)
+        return _route(u_hat, self.iterations, self.routing, c)

@@ -14,9 +14,11 @@ Examples:
 
 from __future__ import annotations
 
+import numbers
+
 import torch
 
-from kexue._checks import check_int
+from kexue._checks import check_bool, check_floating_dtype, check_int, check_real
 
 __all__ = ["load_digits", "make_moons", "train_test_split"]
 
@@ -37,14 +39,15 @@ def load_digits(*, dtype: torch.dtype = torch.float32, scale: bool = True) -> tu
 
     Raises:
         TypeError: If ``dtype`` is not a floating-point dtype.
+        ValueError: If ``scale`` is not ``True`` or ``False``.
 
     Examples:
         >>> images, labels = load_digits()
         >>> tuple(images.shape), images.max().item(), labels[:5].tolist()
         ((1797, 1, 8, 8), 1.0, [0, 1, 2, 3, 4])
     """
-    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-        raise TypeError(f"dtype must be a floating torch.dtype, got {dtype!r}")
+    check_floating_dtype(dtype)
+    check_bool(scale, "scale")
     from sklearn.datasets import load_digits as _sk_load_digits
 
     bunch = _sk_load_digits()
@@ -63,7 +66,7 @@ def make_moons(
     Args:
         n: Number of points (>= 2; split evenly between the two moons).
         noise: Standard deviation of Gaussian noise added to each coordinate (>= 0).
-        seed: Seed of the generator.
+        seed: Seed of the generator, in ``[0, 2**32)`` (scikit-learn's range).
         dtype: Floating dtype of the points.
 
     Returns:
@@ -82,14 +85,13 @@ def make_moons(
         ((200, 2), 100)
     """
     check_int(n, "n", 2)
-    if not (noise >= 0):  # also rejects NaN
-        raise ValueError(f"noise must be >= 0, got {noise!r}")
-    check_int(seed, "seed", 0)
-    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-        raise TypeError(f"dtype must be a floating torch.dtype, got {dtype!r}")
+    noise = check_real(noise, "noise", at_least=0)
+    if check_int(seed, "seed", 0) >= 2**32:
+        raise ValueError(f"seed must be an integer in [0, 2**32) (scikit-learn's range), got {seed!r}")
+    check_floating_dtype(dtype)
     from sklearn.datasets import make_moons as _sk_make_moons
 
-    x, y = _sk_make_moons(n_samples=n, noise=noise, random_state=seed)
+    x, y = _sk_make_moons(n_samples=int(n), noise=noise, random_state=int(seed))
     return torch.as_tensor(x, dtype=dtype), torch.as_tensor(y, dtype=torch.int64)
 
 
@@ -100,29 +102,38 @@ def train_test_split(
 
     Args:
         *tensors: One or more tensors with the same first dimension ``n``.
-        test_size: Fraction of ``n`` in (0, 1) or an absolute count in [1, n - 1].
+        test_size: Fraction of ``n`` in (0, 1) (a float) or an absolute count in [1, n - 1] (an
+            integer, numpy integers included).
         seed: Seed of the permutation.
 
     Returns:
         ``[a_train, a_test, b_train, b_test, ...]`` in the order of ``tensors``.
 
     Raises:
-        ValueError: If no tensor is given, first dimensions differ, or ``test_size`` is out of range.
+        TypeError: If an argument of ``tensors`` is not a tensor, or ``test_size`` is not a number.
+        ValueError: If no tensor is given, a tensor is 0-dim, first dimensions differ, ``n < 2``,
+            or ``test_size`` is out of range.
     """
     if not tensors:
         raise ValueError("train_test_split needs at least one tensor")
     for i, t in enumerate(tensors):
-        if not isinstance(t, torch.Tensor) or t.dim() == 0:
-            raise ValueError(f"tensors[{i}] must be a tensor with at least one dimension")
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"tensors[{i}] must be a torch.Tensor, got {type(t).__name__}")
+        if t.dim() == 0:
+            raise ValueError(f"tensors[{i}] must have at least one dimension (the examples), got a 0-dim tensor")
     n = tensors[0].shape[0]
-    if any(t.shape[0] != n for t in tensors):
-        raise ValueError(f"tensors must share their first dimension, got {[t.shape[0] for t in tensors]}")
-    if isinstance(test_size, float):
-        if not 0.0 < test_size < 1.0:
+    for i, t in enumerate(tensors[1:], start=1):
+        if t.shape[0] != n:
+            raise ValueError(f"tensors must share their first dimension, got {[t.shape[0] for t in tensors]} "
+                             f"(tensors[0] has {n}, tensors[{i}] has {t.shape[0]})")
+    if n < 2:
+        raise ValueError(f"tensors[0] must hold at least 2 examples to split, got {n}")
+    if isinstance(test_size, numbers.Integral) and not isinstance(test_size, bool):
+        n_test = int(test_size)
+    elif isinstance(test_size, numbers.Real) and not isinstance(test_size, bool):
+        if not 0.0 < test_size < 1.0:  # also rejects NaN
             raise ValueError(f"test_size as a fraction must lie in (0, 1), got {test_size}")
-        n_test = max(1, round(n * test_size))
-    elif isinstance(test_size, int) and not isinstance(test_size, bool):
-        n_test = test_size
+        n_test = max(1, round(n * float(test_size)))
     else:
         raise TypeError(f"test_size must be a float fraction or an int count, got {test_size!r}")
     if not 1 <= n_test <= n - 1:

@@ -1,28 +1,38 @@
-"""DGCNN: a dilated gated convolutional reader for multi-passage question answering.
+r"""DGCNN: a dilated gated convolutional reader for multi-passage question answering.
 
-Companion to Su Jianlin, "基于CNN的阅读理解式问答模型：DGCNN" (kexue.fm/archives/5409, 2018-04-15)
-and to his 2019 Keras re-implementation (kexue.fm/archives/6906,
-``bojone/dgcnn_for_reading_comprehension``). The gated convolution follows ConvS2S / GLU
-(Dauphin et al. 2017, Gehring et al. 2017), the dilation schedule WaveNet (van den Oord et al.
-2016), the attention pooling R-Net's additive attention (Wang et al. 2017) and the loss the
-focal loss of Lin et al. (2017).
+Companion to Su Jianlin, "基于CNN的阅读理解式问答模型：DGCNN"
+([kexue.fm/archives/5409](https://kexue.fm/archives/5409), 2018-04-15) and to his 2019 Keras
+re-implementation ([kexue.fm/archives/6906](https://kexue.fm/archives/6906),
+[bojone/dgcnn_for_reading_comprehension](https://github.com/bojone/dgcnn_for_reading_comprehension)).
+The gated convolution follows ConvS2S / GLU (Dauphin et al. 2017, Gehring et al. 2017), the
+dilation schedule WaveNet (van den Oord et al. 2016), the attention pooling R-Net's additive
+attention (Wang et al. 2017) and the loss the focal loss of Lin et al. (2017).
 
 Everything works on token ids with boolean masks; masks must be *left-aligned* (valid tokens
-first, padding after), which is what :func:`make_multipassage_qa` produces. Tensors are
-channels-last: a sequence of vectors is ``(batch, seq, d)``.
+first, padding after). Tensors are channels-last: a sequence of vectors is ``(batch, seq, d)``.
+
+NaN/inf policy: the layers ([`gated_conv1d`][kexue.dgcnn.gated_conv1d], the attention
+pooling, the modules and the reader) propagate NaN/inf like torch and do not check for them;
+the losses, span scoring, decoding and voting reduce probabilities to a number or a decision and
+reject NaN/inf, and probabilities outside $[0, 1]$, with a ``ValueError`` naming the argument.
 
 The module contains
 
-* the math as pure functions: :func:`gated_conv1d` (eq. 1/3 with gate noise, eq. 9),
-  :func:`receptive_field`, :func:`attention_pooling` (eq. 4), :func:`sinusoidal_position_embedding`
-  (eq. 6), the losses (:data:`LOSSES`), span scoring and decoding (:data:`SPAN_SCORES`),
-  cross-passage voting (:data:`VOTING`), the hand-crafted match features
-  (:func:`match_features`) and the Sogou-style metric (:func:`sogou_score`);
-* thin modules holding parameters: :class:`GatedConv1d`, :class:`DGCNNEncoder` (the stack,
-  callable on its own), :class:`AttentionPooling1d`, :class:`DGCNNReader`, and a
-  :class:`BiLSTMEncoder` with the same call signature for speed comparisons;
-* a seeded synthetic multi-passage QA task (:func:`make_multipassage_qa`) and small training /
-  decoding helpers (:func:`fit_reader`, :func:`reader_probabilities`, :func:`decode_answers`).
+* the math as pure functions: [`gated_conv1d`][kexue.dgcnn.gated_conv1d] (eq. 1/3 with gate
+  noise, eq. 9), [`receptive_field`][kexue.dgcnn.receptive_field],
+  [`attention_pooling`][kexue.dgcnn.attention_pooling] (eq. 4),
+  [`sinusoidal_position_embedding`][kexue.dgcnn.sinusoidal_position_embedding] (eq. 6), the
+  tagging losses ([`LOSSES`][kexue.dgcnn.LOSSES]), span scoring ([`SPAN_SCORES`][kexue.dgcnn.SPAN_SCORES]),
+  cross-passage voting ([`VOTING`][kexue.dgcnn.VOTING]), the hand-crafted match features
+  ([`match_features`][kexue.dgcnn.match_features]) and the Sogou-style metric
+  ([`sogou_score`][kexue.dgcnn.sogou_score]);
+* thin modules holding parameters: [`GatedConv1d`][kexue.dgcnn.GatedConv1d],
+  [`DGCNNEncoder`][kexue.dgcnn.DGCNNEncoder] (the stack, callable on its own),
+  [`AttentionPooling1d`][kexue.dgcnn.AttentionPooling1d] and
+  [`DGCNNReader`][kexue.dgcnn.DGCNNReader].
+
+The synthetic task, the multi-seed trainer and the recurrent encoder used for speed comparisons
+live in [`kexue.experiments.dgcnn`][kexue.experiments.dgcnn].
 """
 
 from __future__ import annotations
@@ -31,48 +41,40 @@ import math
 import unicodedata
 from collections import Counter
 from collections.abc import Callable, Hashable, Mapping, Sequence
-from dataclasses import dataclass
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from kexue._checks import check_int, check_tensor
+from kexue._checks import check_bool, check_finite, check_int, check_real, check_tensor
 
 __all__ = [
-    "LOSSES",
-    "SPAN_SCORES",
-    "VOTING",
-    "AttentionPooling1d",
-    "BiLSTMEncoder",
-    "DGCNNEncoder",
-    "DGCNNReader",
-    "GatedConv1d",
-    "MultiPassageQA",
-    "answer_f1",
-    "attention_pooling",
-    "attention_weights",
-    "best_spans",
-    "binary_cross_entropy",
-    "binary_focal_loss",
-    "decode_answers",
-    "edit_distance",
-    "extract_candidates",
-    "fit_reader",
     "gated_conv1d",
     "gated_conv1d_reference",
-    "make_multipassage_qa",
+    "receptive_field",
+    "GatedConv1d",
+    "DGCNNEncoder",
+    "attention_weights",
+    "attention_pooling",
+    "AttentionPooling1d",
+    "sinusoidal_position_embedding",
+    "binary_cross_entropy",
+    "binary_focal_loss",
+    "LOSSES",
+    "DGCNNReader",
+    "edit_distance",
     "match_features",
     "match_features_reference",
-    "normalize_answer",
-    "pick_answer",
-    "reader_probabilities",
-    "receptive_field",
-    "sinusoidal_position_embedding",
-    "sogou_score",
+    "SPAN_SCORES",
     "span_scores",
+    "best_spans",
+    "extract_candidates",
+    "VOTING",
     "vote",
+    "pick_answer",
+    "normalize_answer",
+    "answer_f1",
+    "sogou_score",
 ]
 
 
@@ -80,12 +82,13 @@ __all__ = [
 # argument checks
 
 
-def _check_mask(name: str, mask: object, shape: tuple[int, ...]) -> Tensor:
+def _check_mask(name: str, mask: object, shape: tuple[int, ...], like: str) -> Tensor:
+    """A bool tensor of ``shape``, the shape of the tensor described by ``like`` (e.g. "x's (batch, seq)")."""
     check_tensor(mask, name)
     if mask.dtype != torch.bool:
         raise TypeError(f"{name} must be a bool tensor, got {mask.dtype}")
     if tuple(mask.shape) != tuple(shape):
-        raise ValueError(f"{name} must have shape {tuple(shape)}, got {tuple(mask.shape)}")
+        raise ValueError(f"{name} must have {like} shape {tuple(shape)}, got {tuple(mask.shape)}")
     return mask
 
 
@@ -97,8 +100,89 @@ def _lengths_of_prefix_mask(name: str, mask: Tensor) -> Tensor:
     return lengths
 
 
+def _check_ids(name: str, ids: object, ndim: int, vocab_size: int | None = None) -> Tensor:
+    """An integer tensor of non-negative token ids (below ``vocab_size`` when given)."""
+    check_tensor(ids, name, ndim, floating=False)
+    if ids.dtype == torch.bool:
+        raise TypeError(f"{name} must be an integer tensor of token ids, got {ids.dtype}")
+    if ids.numel():
+        lo, hi = int(ids.min()), int(ids.max())
+        if lo < 0 or (vocab_size is not None and hi >= vocab_size):
+            limit = f"[0, {vocab_size})" if vocab_size is not None else ">= 0"
+            raise ValueError(f"{name} must be token ids {limit}, got values in [{lo}, {hi}]")
+    return ids
+
+
+def _check_sequence(value: object, name: str) -> Sequence:
+    """A list, tuple, str or other ``Sequence`` (not None, a number, a set or a tensor)."""
+    if not isinstance(value, Sequence):
+        raise TypeError(f"{name} must be a sequence (list, tuple or str), got {type(value).__name__}")
+    return value
+
+
+def _check_dilations(dilations: object, name: str, *, nonempty: bool = True) -> tuple[int, ...]:
+    if not isinstance(dilations, Sequence) or isinstance(dilations, str):
+        raise TypeError(f"{name} must be a sequence of integers >= 1, got {type(dilations).__name__}")
+    if nonempty and len(dilations) == 0:
+        raise ValueError(f"{name} must name at least one block, got {dilations!r}")
+    for r in dilations:
+        if not isinstance(r, int) or isinstance(r, bool) or r < 1:
+            raise ValueError(f"{name} must hold integers >= 1, got {dilations!r}")
+    return tuple(dilations)
+
+
+def _check_kernel_size(kernel_size: object) -> int:
+    if check_int(kernel_size, "kernel_size") % 2 == 0:
+        raise ValueError(f"kernel_size must be odd (centred padding), got {kernel_size}")
+    return kernel_size
+
+
+def _check_layer_dtype(x: object, weight: Tensor) -> None:
+    """A module's input must have the module's dtype (named from the caller's side: ``x``, not ``weight``)."""
+    if isinstance(x, Tensor) and x.is_floating_point() and x.dtype != weight.dtype:
+        raise TypeError(f"x must have the layer's dtype {weight.dtype} (convert x or the module), got {x.dtype}")
+
+
+def _check_probabilities(p: object, name: str, ndim: tuple[int, ...] = tuple(range(1, 9))) -> Tensor:
+    """A non-empty floating tensor of finite values in [0, 1]."""
+    check_finite(check_tensor(p, name, ndim, floating=True, nonempty=True), name)
+    if bool((p < 0).any()) or bool((p > 1).any()):
+        raise ValueError(f"{name} must hold probabilities in [0, 1], got values in [{p.min().item():g}, {p.max().item():g}]")
+    return p
+
+
 # ----------------------------------------------------------------------------------------------
 # gated dilated convolution (eqs. 1-3, 9)
+
+
+def _check_gated_conv(
+    x: Tensor, weight: Tensor, bias: Tensor | None, dilation: int, mask: Tensor | None, gate_noise: Tensor | None
+) -> None:
+    """The arguments of [`gated_conv1d`][kexue.dgcnn.gated_conv1d] and its reference, checked once."""
+    check_tensor(x, "x", 3, floating=True)
+    check_tensor(weight, "weight", 3, floating=True, nonempty=True)
+    if weight.dtype != x.dtype:
+        raise TypeError(f"weight must have x's dtype {x.dtype}, got {weight.dtype}")
+    check_int(dilation, "dilation")
+    two_d_out, d_in, k = weight.shape
+    if two_d_out % 2:
+        raise ValueError(f"weight must have an even number of output channels (value | gate), got {two_d_out}")
+    if k % 2 == 0:
+        raise ValueError(f"weight must have an odd kernel size for centred padding, got {k}")
+    if x.shape[-1] != d_in:
+        raise ValueError(f"x has {x.shape[-1]} channels but weight expects d_in={d_in}")
+    if bias is not None:
+        check_tensor(bias, "bias", 1, floating=True)
+        if bias.dtype != x.dtype or bias.shape[0] != two_d_out:
+            raise ValueError(f"bias must have {two_d_out} entries of x's dtype {x.dtype}, got shape "
+                             f"{tuple(bias.shape)} and {bias.dtype}")
+    if mask is not None:
+        _check_mask("mask", mask, tuple(x.shape[:2]), "x's (batch, seq)")
+    if gate_noise is not None:
+        check_tensor(gate_noise, "gate_noise", 3, floating=True)
+        if tuple(gate_noise.shape) != (*x.shape[:2], two_d_out // 2):
+            raise ValueError(f"gate_noise must have shape (batch, seq, d_out) = {(*x.shape[:2], two_d_out // 2)}, "
+                             f"got {tuple(gate_noise.shape)}")
 
 
 # --8<-- [start:gated_conv]
@@ -125,7 +209,12 @@ def gated_conv1d(
     $\sigma = \sigma(\mathrm{Conv}_2(X) \otimes (1 + \varepsilon))$ (the article's eq. 9; pass it in
     training only).
 
-    Source: kexue.fm/archives/5409 eqs. (1)-(3), (9); GLU of Dauphin et al. (2017).
+    The residual form is computed as ``torch.lerp(x, value, s)``, i.e. $X + \sigma \otimes
+    (\mathrm{Conv}_1(X) - X)$, the same interpolation in one operation; the loop version
+    [`gated_conv1d_reference`][kexue.dgcnn.gated_conv1d_reference] writes it term by term.
+
+    Source: [kexue.fm/archives/5409](https://kexue.fm/archives/5409) eqs. (1)-(3), (9); GLU of
+    Dauphin et al. (2017).
 
     Args:
         x: Input sequence.
@@ -145,30 +234,38 @@ def gated_conv1d(
 
     Raises:
         ValueError: On bad shapes, an even kernel or a non-positive dilation.
-        TypeError: If ``x`` or ``weight`` is not floating or ``mask`` is not bool.
+        TypeError: If ``x``, ``weight``, ``bias`` or ``gate_noise`` is not floating (``weight`` of
+            another dtype than ``x``) or ``mask`` is not bool.
+
+    Examples:
+        A gate shut tight ($\sigma \approx 0$) passes the input through unchanged:
+
+        >>> x = torch.randn(1, 6, 4)
+        >>> w = torch.zeros(8, 4, 3)  # value | gate, kernel 3
+        >>> b = torch.cat([torch.zeros(4), torch.full((4,), -30.0)])
+        >>> torch.allclose(gated_conv1d(x, w, b, dilation=2), x)
+        True
+        >>> gated_conv1d(x, torch.zeros(10, 4, 3)).shape  # d_out = 5: no residual
+        torch.Size([1, 6, 5])
     """
-    check_tensor(x, "x", 3, floating=True)
-    check_tensor(weight, "weight", 3, floating=True)
-    check_int(dilation, "dilation")
+    _check_gated_conv(x, weight, bias, dilation, mask, gate_noise)
+    return _gated_conv1d(x, weight, bias, dilation, mask, gate_noise)
+
+
+def _gated_conv1d(
+    x: Tensor, weight: Tensor, bias: Tensor | None, dilation: int, mask: Tensor | None, gate_noise: Tensor | None
+) -> Tensor:
+    """[`gated_conv1d`][kexue.dgcnn.gated_conv1d] without the argument checks (callers have checked)."""
     two_d_out, d_in, k = weight.shape
-    if two_d_out % 2:
-        raise ValueError(f"weight must have an even number of output channels (value | gate), got {two_d_out}")
-    if k % 2 == 0:
-        raise ValueError(f"weight must have an odd kernel size for centred padding, got {k}")
-    if x.shape[-1] != d_in:
-        raise ValueError(f"x has {x.shape[-1]} channels but weight expects d_in={d_in}")
     d_out = two_d_out // 2
     if mask is not None:
-        _check_mask("mask", mask, tuple(x.shape[:2]))
         x = x * mask.unsqueeze(-1).to(x.dtype)
     h = F.conv1d(x.transpose(1, 2), weight, bias, padding=dilation * (k - 1) // 2, dilation=dilation)
     value, gate = h.transpose(1, 2).chunk(2, dim=-1)
     if gate_noise is not None:
-        if tuple(gate_noise.shape) != tuple(gate.shape):
-            raise ValueError(f"gate_noise must have shape {tuple(gate.shape)}, got {tuple(gate_noise.shape)}")
         gate = gate * (1 + gate_noise)
     s = torch.sigmoid(gate)
-    y = x * (1 - s) + value * s if d_in == d_out else value * s
+    y = torch.lerp(x, value, s) if d_in == d_out else value * s  # x (1 - s) + value s
     if mask is not None:
         y = y * mask.unsqueeze(-1).to(y.dtype)
     return y
@@ -184,17 +281,19 @@ def gated_conv1d_reference(
     mask: Tensor | None = None,
     gate_noise: Tensor | None = None,
 ) -> Tensor:
-    """Slow, obvious loop version of :func:`gated_conv1d` (same arguments, same result).
+    """Slow, obvious loop version of [`gated_conv1d`][kexue.dgcnn.gated_conv1d] (same arguments, same result).
 
     Each output position ``t`` sums ``weight[:, :, j] @ x[t + (j - (k-1)/2) * dilation]`` over the
     taps ``j`` that fall inside the sequence, then applies the gate formula term by term.
 
     Shapes:
-        As :func:`gated_conv1d`.
+        As [`gated_conv1d`][kexue.dgcnn.gated_conv1d].
+
+    Raises:
+        TypeError: As [`gated_conv1d`][kexue.dgcnn.gated_conv1d].
+        ValueError: As [`gated_conv1d`][kexue.dgcnn.gated_conv1d].
     """
-    check_tensor(x, "x", 3, floating=True)
-    check_tensor(weight, "weight", 3, floating=True)
-    check_int(dilation, "dilation")
+    _check_gated_conv(x, weight, bias, dilation, mask, gate_noise)
     two_d_out, d_in, k = weight.shape
     d_out = two_d_out // 2
     batch, length, _ = x.shape
@@ -232,20 +331,27 @@ def receptive_field(kernel_size: int, dilations: Sequence[int]) -> int:
         The number of input positions one output position depends on (without edge effects).
 
     Raises:
+        TypeError: If ``dilations`` is not a sequence.
         ValueError: If ``kernel_size`` or any of ``dilations`` is not a positive integer.
+
+    Examples:
+        >>> receptive_field(3, (1, 2)), receptive_field(3, (1, 2, 4, 8, 1)), receptive_field(3, (1,) * 5)
+        (7, 33, 11)
+        >>> receptive_field(3, ())  # no layer: one position sees itself
+        1
     """
     check_int(kernel_size, "kernel_size")
-    for d in dilations:
-        check_int(d, "dilations")
+    _check_dilations(dilations, "dilations", nonempty=False)
     return 1 + (kernel_size - 1) * sum(dilations)
 
 
 class GatedConv1d(nn.Module):
-    """One DGCNN block: a dilated gated convolution, residual when ``d_in == d_out``.
+    r"""One DGCNN block: a dilated gated convolution, residual when ``d_in == d_out``.
 
-    Holds the convolution weight; the math is :func:`gated_conv1d`. In training mode the gate
-    logits get multiplicative uniform noise $\\varepsilon \\sim U[-a, a]$ (``gate_noise = a``,
-    0.1 in the article, drawn from torch's global generator like dropout); in eval mode none.
+    Holds the convolution weight; the math is [`gated_conv1d`][kexue.dgcnn.gated_conv1d]. In
+    training mode the gate logits get multiplicative uniform noise $\varepsilon \sim U[-a, a]$
+    (``gate_noise = a``, 0.1 in the article, drawn from torch's global generator like dropout); in
+    eval mode none.
 
     Args:
         d_in: Input channels.
@@ -256,35 +362,43 @@ class GatedConv1d(nn.Module):
 
     Shapes:
         x: ``(batch, seq, d_in)``; mask: ``(batch, seq)``; output: ``(batch, seq, d_out)``.
+
+    Raises:
+        ValueError: In the constructor, for a non-positive size or dilation, an even kernel or a
+            negative or non-finite ``gate_noise``; in ``forward``, as
+            [`gated_conv1d`][kexue.dgcnn.gated_conv1d] (``x`` must have the layer's dtype).
     """
 
     def __init__(self, d_in: int, d_out: int, kernel_size: int = 3, dilation: int = 1, gate_noise: float = 0.0):
         super().__init__()
         check_int(d_in, "d_in")
         check_int(d_out, "d_out")
-        check_int(kernel_size, "kernel_size")
+        _check_kernel_size(kernel_size)
         check_int(dilation, "dilation")
-        if kernel_size % 2 == 0:
-            raise ValueError(f"kernel_size must be odd, got {kernel_size}")
-        if not gate_noise >= 0:
-            raise ValueError(f"gate_noise must be >= 0, got {gate_noise!r}")
         self.dilation = dilation
-        self.gate_noise = float(gate_noise)
+        self.gate_noise = check_real(gate_noise, "gate_noise", at_least=0)
         self.conv = nn.Conv1d(d_in, 2 * d_out, kernel_size)
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        _check_layer_dtype(x, self.conv.weight)
+        _check_gated_conv(x, self.conv.weight, self.conv.bias, self.dilation, mask, None)
+        return self._forward(x, mask)
+
+    def _forward(self, x: Tensor, mask: Tensor | None) -> Tensor:
+        """``forward`` without the argument checks (callers have checked)."""
         noise = None
         if self.training and self.gate_noise > 0:
             d_out = self.conv.out_channels // 2
             noise = (torch.rand(*x.shape[:2], d_out, dtype=x.dtype) * 2 - 1) * self.gate_noise
-        return gated_conv1d(x, self.conv.weight, self.conv.bias, dilation=self.dilation, mask=mask, gate_noise=noise)
+        return _gated_conv1d(x, self.conv.weight, self.conv.bias, self.dilation, mask, noise)
 
 
 class DGCNNEncoder(nn.Module):
     """A stack of residual dilated gated convolutions (the DGCNN sequence encoder).
 
-    Callable on its own (e.g. to benchmark against :class:`BiLSTMEncoder`): ``d`` channels in
-    and out, one :class:`GatedConv1d` per entry of ``dilations``.
+    Callable on its own (e.g. to benchmark against
+    [`BiLSTMEncoder`][kexue.experiments.dgcnn.BiLSTMEncoder]): ``d`` channels in and out, one
+    [`GatedConv1d`][kexue.dgcnn.GatedConv1d] per entry of ``dilations``.
 
     Args:
         d: Channels.
@@ -294,49 +408,33 @@ class DGCNNEncoder(nn.Module):
 
     Shapes:
         x: ``(batch, seq, d)``; mask: ``(batch, seq)``; output: ``(batch, seq, d)``.
+
+    Raises:
+        TypeError: If ``dilations`` is not a sequence.
+        ValueError: As [`GatedConv1d`][kexue.dgcnn.GatedConv1d], and for empty ``dilations``.
     """
 
     def __init__(self, d: int, dilations: Sequence[int] = (1, 2, 4, 8, 1), kernel_size: int = 3, gate_noise: float = 0.0):
         super().__init__()
-        if len(dilations) == 0:
-            raise ValueError("dilations must name at least one block")
+        check_int(d, "d")
+        dilations = _check_dilations(dilations, "dilations")
+        _check_kernel_size(kernel_size)
+        check_real(gate_noise, "gate_noise", at_least=0)
         self.blocks = nn.ModuleList(GatedConv1d(d, d, kernel_size, r, gate_noise) for r in dilations)
-        self.dilations = tuple(dilations)
+        self.dilations = dilations
         self.kernel_size = kernel_size
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        first = self.blocks[0].conv
+        _check_layer_dtype(x, first.weight)
+        _check_gated_conv(x, first.weight, first.bias, 1, mask, None)  # every block has first's shapes
+        return self._forward(x, mask)
+
+    def _forward(self, x: Tensor, mask: Tensor | None) -> Tensor:
+        """``forward`` without the argument checks (callers have checked)."""
         for block in self.blocks:
-            x = block(x, mask)
+            x = block._forward(x, mask)
         return x
-
-
-class BiLSTMEncoder(nn.Module):
-    """A bidirectional LSTM with the call signature of :class:`DGCNNEncoder` (for speed comparisons).
-
-    Each direction has ``d // 2`` hidden units, so input and output have ``d`` channels.
-    Padded positions are zeroed in the output (the recurrence itself is not packed).
-
-    Args:
-        d: Channels (even).
-        num_layers: Stacked BiLSTM layers.
-
-    Shapes:
-        x: ``(batch, seq, d)``; mask: ``(batch, seq)``; output: ``(batch, seq, d)``.
-    """
-
-    def __init__(self, d: int, num_layers: int = 1):
-        super().__init__()
-        check_int(d, "d")
-        check_int(num_layers, "num_layers")
-        if d % 2:
-            raise ValueError(f"d must be even (two directions of d/2 units), got {d}")
-        self.lstm = nn.LSTM(d, d // 2, num_layers=num_layers, batch_first=True, bidirectional=True)
-
-    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
-        y, _ = self.lstm(x)
-        if mask is not None:
-            y = y * mask.unsqueeze(-1).to(y.dtype)
-        return y
 
 
 # ----------------------------------------------------------------------------------------------
@@ -360,18 +458,36 @@ def attention_weights(x: Tensor, weight: Tensor, alpha: Tensor, mask: Tensor | N
     Shapes:
         x: ``(..., seq, d)``; weight: ``(h, d)``; alpha: ``(h,)``; mask: ``(..., seq)``;
         output: ``(..., seq)``.
+
+    Raises:
+        TypeError: If ``x``, ``weight`` or ``alpha`` is not floating (or ``weight``/``alpha`` not of
+            ``x``'s dtype), or ``mask`` is not bool.
+        ValueError: On mismatched shapes.
     """
+    _check_attention(x, weight, alpha, mask)
+    return _attention_weights(x, weight, alpha, mask)
+
+
+def _check_attention(x: Tensor, weight: Tensor, alpha: Tensor, mask: Tensor | None) -> None:
     check_tensor(x, "x", tuple(range(2, 9)), floating=True)
-    check_tensor(weight, "weight", 2, floating=True)
+    check_tensor(weight, "weight", 2, floating=True, nonempty=True)
     check_tensor(alpha, "alpha", 1, floating=True)
-    if weight.shape[1] != x.shape[-1] or weight.shape[0] != alpha.shape[0]:
-        raise ValueError(
-            f"weight must have shape (h, d) = ({alpha.shape[0]}, {x.shape[-1]}), got {tuple(weight.shape)}"
-        )
+    for name, t in (("weight", weight), ("alpha", alpha)):
+        if t.dtype != x.dtype:
+            raise TypeError(f"{name} must have x's dtype {x.dtype}, got {t.dtype}")
+    if weight.shape[1] != x.shape[-1]:
+        raise ValueError(f"x has {x.shape[-1]} channels but weight expects d={weight.shape[1]}")
+    if alpha.shape[0] != weight.shape[0]:
+        raise ValueError(f"alpha must have h = weight.shape[0] = {weight.shape[0]} entries, got {alpha.shape[0]}")
+    if mask is not None:
+        _check_mask("mask", mask, tuple(x.shape[:-1]), "x's (..., seq)")
+
+
+def _attention_weights(x: Tensor, weight: Tensor, alpha: Tensor, mask: Tensor | None) -> Tensor:
+    """[`attention_weights`][kexue.dgcnn.attention_weights] without the argument checks."""
     logits = torch.tanh(x @ weight.T) @ alpha
     if mask is None:
         return torch.softmax(logits, dim=-1)
-    _check_mask("mask", mask, tuple(x.shape[:-1]))
     # A large negative, not -inf: a fully masked row would give NaN with -inf.
     logits = logits.masked_fill(~mask, -1e12 if logits.dtype != torch.float16 else -6e4)
     return torch.softmax(logits, dim=-1) * mask.to(logits.dtype)
@@ -380,18 +496,29 @@ def attention_weights(x: Tensor, weight: Tensor, alpha: Tensor, mask: Tensor | N
 def attention_pooling(x: Tensor, weight: Tensor, alpha: Tensor, mask: Tensor | None = None) -> Tensor:
     r"""Attention pooling of a sequence into one vector, $x = \sum_i \lambda_i x_i$ (article eq. 4).
 
-    Weights from :func:`attention_weights`; a fully masked row pools to the zero vector.
+    Weights from [`attention_weights`][kexue.dgcnn.attention_weights]; a fully masked row pools to the zero vector.
 
     Shapes:
         x: ``(..., seq, d)``; weight: ``(h, d)``; alpha: ``(h,)``; mask: ``(..., seq)``;
         output: ``(..., d)``.
+
+    Raises:
+        TypeError: As [`attention_weights`][kexue.dgcnn.attention_weights].
+        ValueError: As [`attention_weights`][kexue.dgcnn.attention_weights].
     """
-    lam = attention_weights(x, weight, alpha, mask)
+    _check_attention(x, weight, alpha, mask)
+    return _attention_pooling(x, weight, alpha, mask)
+
+
+def _attention_pooling(x: Tensor, weight: Tensor, alpha: Tensor, mask: Tensor | None) -> Tensor:
+    lam = _attention_weights(x, weight, alpha, mask)
     return (lam.unsqueeze(-1) * x).sum(-2)
 
 
 class AttentionPooling1d(nn.Module):
-    """Holds $W$ (``h x d``) and $\\alpha$ (``h``) for :func:`attention_pooling` (no biases, as in the 2019 code).
+    r"""Holds $W$ (``h x d``) and $\alpha$ (``h``) for [`attention_pooling`][kexue.dgcnn.attention_pooling].
+
+    No biases, as in the 2019 code; $W$ is Xavier-uniform, $\alpha \sim U(-1/\sqrt h, 1/\sqrt h)$.
 
     Args:
         d: Input channels.
@@ -411,7 +538,12 @@ class AttentionPooling1d(nn.Module):
         nn.init.uniform_(self.alpha, -1 / math.sqrt(h), 1 / math.sqrt(h))
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        _check_layer_dtype(x, self.weight)
         return attention_pooling(x, self.weight, self.alpha, mask)
+
+    def _forward(self, x: Tensor, mask: Tensor | None) -> Tensor:
+        """``forward`` without the argument checks (callers have checked)."""
+        return _attention_pooling(x, self.weight, self.alpha, mask)
 
 
 def sinusoidal_position_embedding(
@@ -441,8 +573,7 @@ def sinusoidal_position_embedding(
     check_int(dim, "dim")
     if dim % 2:
         raise ValueError(f"dim must be even, got {dim}")
-    if not base > 0:
-        raise ValueError(f"base must be positive, got {base!r}")
+    check_real(base, "base", above=0)
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         raise TypeError(f"dtype must be a floating torch.dtype, got {dtype!r}")
     p = torch.arange(length, dtype=torch.float64)[:, None]
@@ -460,26 +591,66 @@ def sinusoidal_position_embedding(
 def _masked_mean(loss: Tensor, mask: Tensor | None) -> Tensor:
     if mask is None:
         return loss.mean()
-    _check_mask("mask", mask, tuple(loss.shape))
     m = mask.to(loss.dtype)
     return (loss * m).sum() / m.sum().clamp_min(1)
 
 
-def _check_prob_target(p: Tensor, y: Tensor) -> None:
-    check_tensor(p, "p", tuple(range(1, 9)), floating=True)
-    if not isinstance(y, Tensor) or tuple(y.shape) != tuple(p.shape):
-        raise ValueError(f"y must be a tensor of shape {tuple(p.shape)}, got {getattr(y, 'shape', type(y))}")
+def _check_loss_inputs(p: Tensor, y: Tensor, mask: Tensor | None, eps: float) -> Tensor:
+    """Check the arguments every tagging loss shares; return ``y`` as floating targets."""
+    _check_probabilities(p, "p")
+    check_tensor(y, "y")
+    if y.is_complex():
+        raise TypeError(f"y must be a real tensor of targets, got {y.dtype}")
+    if tuple(y.shape) != tuple(p.shape):
+        raise ValueError(f"y must have p's shape {tuple(p.shape)}, got {tuple(y.shape)}")
+    if not y.is_floating_point():  # 0/1 integer or bool targets are promoted, never truncated
+        y = y.to(p.dtype)
+    check_finite(y, "y")
+    if bool((y < 0).any()) or bool((y > 1).any()):
+        raise ValueError(f"y must hold targets in [0, 1], got values in [{y.min().item():g}, {y.max().item():g}]")
+    if mask is not None:
+        _check_mask("mask", mask, tuple(p.shape), "p's")
+    check_real(eps, "eps", above=0, at_most=0.5)
+    return y
+
+
+def _upcast(p: Tensor, y: Tensor) -> tuple[Tensor, Tensor, torch.dtype]:
+    """float16/bfloat16 probabilities are scored in float32 (1 - 1e-7 rounds to 1 in float16)."""
+    out = torch.promote_types(p.dtype, y.dtype)
+    if out in (torch.float16, torch.bfloat16):
+        return p.float(), y.float(), out
+    return p, y, out
 
 
 def binary_cross_entropy(p: Tensor, y: Tensor, mask: Tensor | None = None, *, eps: float = 1e-7) -> Tensor:
     r"""Mean binary cross-entropy of probabilities, $-y\log p - (1-y)\log(1-p)$, over unmasked entries.
 
+    Args:
+        p: Probabilities in [0, 1] (clamped to ``[eps, 1 - eps]``).
+        y: Targets in [0, 1]; integer or bool 0/1 targets are promoted to ``p``'s dtype.
+        mask: Optional bool mask of entries to average over.
+        eps: Clamp for the logarithms, in ``(0, 0.5]``.
+
+    Returns:
+        The scalar loss (float16/bfloat16 inputs are scored in float32 and the loss cast back).
+
     Shapes:
         p, y, mask: any common shape; output: scalar.
+
+    Raises:
+        TypeError: If ``p`` is not floating, ``y`` is complex or ``mask`` is not bool.
+        ValueError: On mismatched or empty shapes, probabilities or targets outside [0, 1] (NaN and
+            inf included) or an ``eps`` outside ``(0, 0.5]``.
     """
-    _check_prob_target(p, y)
+    y = _check_loss_inputs(p, y, mask, eps)
+    return _bce(p, y, mask, eps=eps)
+
+
+def _bce(p: Tensor, y: Tensor, mask: Tensor | None = None, *, eps: float = 1e-7) -> Tensor:
+    """[`binary_cross_entropy`][kexue.dgcnn.binary_cross_entropy] without the argument checks."""
+    p, y, out = _upcast(p, y)
     q = p.clamp(eps, 1 - eps)
-    return _masked_mean(-(y * torch.log(q) + (1 - y) * torch.log1p(-q)), mask)
+    return _masked_mean(-(y * torch.log(q) + (1 - y) * torch.log1p(-q)), mask).to(out)
 
 
 # --8<-- [start:focal]
@@ -496,32 +667,46 @@ def binary_focal_loss(
 
     Args:
         p: Probabilities in [0, 1] (clamped to ``[eps, 1 - eps]``).
-        y: Targets in [0, 1].
+        y: Targets in [0, 1]; integer or bool 0/1 targets are promoted to ``p``'s dtype.
         mask: Optional bool mask of entries to average over.
         alpha: Weight of the positive class, in [0, 1].
         gamma: Focusing exponent (>= 0).
-        eps: Clamp for the logarithms.
+        eps: Clamp for the logarithms, in ``(0, 0.5]``.
 
     Returns:
-        The scalar loss.
+        The scalar loss (float16/bfloat16 inputs are scored in float32 and the loss cast back).
 
     Shapes:
         p, y, mask: any common shape; output: scalar.
+
+    Raises:
+        TypeError: As [`binary_cross_entropy`][kexue.dgcnn.binary_cross_entropy].
+        ValueError: As [`binary_cross_entropy`][kexue.dgcnn.binary_cross_entropy], and for ``alpha``
+            or ``gamma`` out of range.
     """
-    _check_prob_target(p, y)
-    if not 0 <= alpha <= 1:
-        raise ValueError(f"alpha must lie in [0, 1], got {alpha!r}")
-    if not gamma >= 0:
-        raise ValueError(f"gamma must be >= 0, got {gamma!r}")
+    y = _check_loss_inputs(p, y, mask, eps)
+    check_real(alpha, "alpha", at_least=0, at_most=1)
+    check_real(gamma, "gamma", at_least=0)
+    return _focal(p, y, mask, alpha=alpha, gamma=gamma, eps=eps)
+
+
+def _focal(p: Tensor, y: Tensor, mask: Tensor | None = None, *, alpha: float = 0.25, gamma: float = 2.0,
+           eps: float = 1e-7) -> Tensor:
+    """[`binary_focal_loss`][kexue.dgcnn.binary_focal_loss] without the argument checks."""
+    p, y, out = _upcast(p, y)
     q = p.clamp(eps, 1 - eps)
     pos = -alpha * y * (1 - q) ** gamma * torch.log(q)
     neg = -(1 - alpha) * (1 - y) * q**gamma * torch.log1p(-q)
-    return _masked_mean(pos + neg, mask)
+    return _masked_mean(pos + neg, mask).to(out)
 # --8<-- [end:focal]
 
 
 LOSSES: dict[str, Callable[..., Tensor]] = {"bce": binary_cross_entropy, "focal": binary_focal_loss}
 """Registry of tagging losses, each ``f(p, y, mask=None) -> scalar`` on probabilities."""
+
+_LOSS_CORES: dict[str, Callable[..., Tensor]] = {"bce": _bce, "focal": _focal}
+# The same losses without argument checks, for callers that have checked their inputs and call
+# them under torch.func.vmap, where a data-dependent check cannot run (kexue.experiments.dgcnn).
 
 
 # ----------------------------------------------------------------------------------------------
@@ -531,13 +716,20 @@ LOSSES: dict[str, Callable[..., Tensor]] = {"bce": binary_cross_entropy, "focal"
 class DGCNNReader(nn.Module):
     r"""The DGCNN reader: question encoder, passage encoder, gated start/end taggers.
 
-    * question: embedding -> :class:`DGCNNEncoder` (``q_dilations``) -> attention pooling -> $q$;
-    * passage: $[\text{emb}_i \,\|\, q \,\|\, PE_i \,\|\, f_i]$ -> linear -> :class:`DGCNNEncoder`
-      (``p_dilations``) -> $h_i$, where $f_i$ are optional match features (:func:`match_features`);
+    * question: embedding -> [`DGCNNEncoder`][kexue.dgcnn.DGCNNEncoder] (``q_dilations``) ->
+      attention pooling -> $q$;
+    * passage: $[\text{emb}_i \,\|\, q \,\|\, PE_i \,\|\, f_i]$ -> linear ->
+      [`DGCNNEncoder`][kexue.dgcnn.DGCNNEncoder] (``p_dilations``) -> $h_i$, where $f_i$ are optional
+      match features ([`match_features`][kexue.dgcnn.match_features]);
     * taggers (article eq. 7, 8):
-      $p^{start}_i = p^{global}\,\sigma(\alpha_1^\top \tanh(W_1 h_i + b_1) + \beta_1)$, same for end, with
-      $p^{global} = \sigma(w^\top o + b)$, $o$ = attention pooling of $h$.
+      $p^{start}_i = p^{global}\,\sigma(\alpha_1^\top \tanh(W_1 h_i + b_1) + \beta_1)$, same for
+      end, with $p^{global} = \sigma(w^\top o + b)$, $o$ = attention pooling of $h$.
       With ``global_gate=False`` $p^{global} \equiv 1$.
+
+    The article's model froze pretrained 128-d word2vec vectors and used 128 channels; the defaults
+    here are toy widths for the CPU experiments.
+
+    NaN/inf in ``features`` propagate to the outputs, as in any torch layer.
 
     Args:
         vocab_size: Number of token ids (id 0 is padding).
@@ -557,6 +749,26 @@ class DGCNNReader(nn.Module):
         passages: ``(batch, n_passages, lp)`` long; p_mask: ``(batch, n_passages, lp)`` bool;
         features: ``(batch, n_passages, lp, n_features)``;
         outputs: p_start, p_end ``(batch, n_passages, lp)``; p_global ``(batch, n_passages)``.
+
+    Raises:
+        ValueError: In the constructor, for a non-positive size, an odd or negative ``d_pos``, a
+            negative ``n_features``, empty or non-positive dilations, an even kernel or a negative
+            ``gate_noise``; in ``forward``, for inputs whose shapes do not fit the block above
+            (missing ``features`` when ``n_features > 0``, or ``features`` when ``n_features = 0``,
+            included), token ids outside ``[0, vocab_size)`` and masks that are not left-aligned.
+        TypeError: If token ids are floating, masks are not bool, features are not floating or a
+            flag is not a bool.
+
+    Examples:
+        >>> _ = torch.manual_seed(0)
+        >>> reader = DGCNNReader(vocab_size=50, d=16, d_emb=16, d_pos=8).eval()
+        >>> question = torch.tensor([[5, 6, 7, 0]])  # one question of 3 tokens, padded to 4
+        >>> passages = torch.randint(2, 50, (1, 3, 12))  # its 3 passages of 12 tokens
+        >>> p_start, p_end, p_global = reader(question, question != 0, passages, passages != 0)
+        >>> tuple(p_start.shape), tuple(p_global.shape)
+        ((1, 3, 12), (1, 3))
+        >>> bool((p_start <= p_global[..., None]).all())  # both taggers sit under the passage gate
+        True
     """
 
     def __init__(
@@ -577,10 +789,17 @@ class DGCNNReader(nn.Module):
         super().__init__()
         check_int(vocab_size, "vocab_size")
         check_int(d, "d")
-        if d_pos < 0 or d_pos % 2:
+        check_int(d_emb, "d_emb")
+        if check_int(d_pos, "d_pos", 0) % 2:
             raise ValueError(f"d_pos must be a non-negative even integer, got {d_pos!r}")
-        if n_features < 0:
-            raise ValueError(f"n_features must be >= 0, got {n_features!r}")
+        check_int(n_features, "n_features", 0)
+        _check_dilations(q_dilations, "q_dilations")
+        _check_dilations(p_dilations, "p_dilations")
+        _check_kernel_size(kernel_size)
+        check_bool(global_gate, "global_gate")
+        check_real(gate_noise, "gate_noise", at_least=0)
+        check_int(max_len, "max_len")
+        self.vocab_size = vocab_size
         self.n_features = n_features
         self.global_gate = global_gate
         self.embed = nn.Embedding(vocab_size, d_emb, padding_idx=0)
@@ -596,47 +815,76 @@ class DGCNNReader(nn.Module):
         pos = sinusoidal_position_embedding(max_len, d_pos) if d_pos else torch.zeros(max_len, 0)
         self.register_buffer("pos", pos, persistent=False)
 
-    def forward(
-        self, question: Tensor, q_mask: Tensor, passages: Tensor, p_mask: Tensor, features: Tensor | None = None
-    ) -> tuple[Tensor, Tensor, Tensor]:
-        check_tensor(question, "question", 2, floating=False)
-        check_tensor(passages, "passages", 3, floating=False)
-        _check_mask("q_mask", q_mask, tuple(question.shape))
-        _check_mask("p_mask", p_mask, tuple(passages.shape))
-        if passages.shape[0] != question.shape[0]:
-            raise ValueError(f"passages has batch {passages.shape[0]} but question has {question.shape[0]}")
+    def _check_inputs(
+        self, question: Tensor, q_mask: Tensor, passages: Tensor, p_mask: Tensor, features: Tensor | None
+    ) -> None:
+        """Raise a ValueError/TypeError naming the first argument that does not fit the Shapes block."""
+        _check_ids("question", question, 2, self.vocab_size)
+        _check_ids("passages", passages, 3, self.vocab_size)
+        _check_mask("q_mask", q_mask, tuple(question.shape), "question's")
+        _check_mask("p_mask", p_mask, tuple(passages.shape), "passages'")
+        _lengths_of_prefix_mask("q_mask", q_mask)
+        _lengths_of_prefix_mask("p_mask", p_mask)
         b, n, lp = passages.shape
+        if b != question.shape[0]:
+            raise ValueError(f"passages has batch {b} but question has {question.shape[0]}")
         if lp > self.pos.shape[0]:
             raise ValueError(f"passages are {lp} long but max_len is {self.pos.shape[0]}")
-        if self.n_features and (features is None or tuple(features.shape) != (b, n, lp, self.n_features)):
-            raise ValueError(
-                f"features must have shape {(b, n, lp, self.n_features)}, got "
-                f"{None if features is None else tuple(features.shape)}"
-            )
-        # question vector
-        qm = q_mask
-        hq = self.q_encoder(self.q_in(self.embed(question)) * qm.unsqueeze(-1), qm)
-        qv = self.q_pool(hq, qm)  # (b, d)
-        # passages, flattened to (b * n, lp)
+        if self.n_features:
+            if features is None:
+                raise ValueError(f"features are required: the reader was built with n_features={self.n_features}")
+            check_tensor(features, "features", 4, floating=True)
+            if tuple(features.shape) != (b, n, lp, self.n_features):
+                raise ValueError(f"features must have shape {(b, n, lp, self.n_features)}, got {tuple(features.shape)}")
+        elif features is not None:
+            raise ValueError("features must be None: the reader was built with n_features=0")
+
+    def forward(
+        self,
+        question: Tensor,
+        q_mask: Tensor,
+        passages: Tensor,
+        p_mask: Tensor,
+        features: Tensor | None = None,
+        *,
+        gated: bool = True,
+        validate_args: bool = True,
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        r"""``(p_start, p_end, p_global)``; with ``gated=False`` the taggers' own probabilities
+        $\sigma(\cdot)$ of eq. (7), before eq. (8) multiplies them by $p^{global}$.
+
+        ``validate_args=False`` skips the argument checks, for a caller that has checked the inputs
+        already (e.g. [`ReaderStack`][kexue.experiments.dgcnn.ReaderStack], which runs the reader
+        under ``torch.func.vmap``, where the data-dependent checks cannot run).
+        """
+        if validate_args:
+            self._check_inputs(question, q_mask, passages, p_mask, features)
+            check_bool(gated, "gated")
+        b, n, lp = passages.shape
+        # question -> one vector q per question
+        hq = self.q_encoder._forward(self.q_in(self.embed(question)) * q_mask.unsqueeze(-1), q_mask)  # (b, lq, d)
+        qv = self.q_pool._forward(hq, q_mask)  # (b, d)
+        # every passage becomes its own sequence: (b, n, lp) -> (b*n, lp), question k's passages adjacent
         pm = p_mask.reshape(b * n, lp)
         parts = [
-            self.embed(passages.reshape(b * n, lp)),
-            qv.repeat_interleave(n, dim=0).unsqueeze(1).expand(-1, lp, -1),
-            self.pos[:lp].unsqueeze(0).expand(b * n, -1, -1),
+            self.embed(passages.reshape(b * n, lp)),  # (b*n, lp, d_emb)
+            qv.repeat_interleave(n, dim=0).unsqueeze(1).expand(-1, lp, -1),  # q of each passage: (b*n, lp, d)
+            self.pos[:lp].unsqueeze(0).expand(b * n, -1, -1),  # (b*n, lp, d_pos)
         ]
         if self.n_features:
-            parts.append(features.reshape(b * n, lp, -1).to(qv.dtype))
-        h = self.p_in(torch.cat(parts, dim=-1)) * pm.unsqueeze(-1)
-        h = self.p_encoder(h, pm)
-        ps = torch.sigmoid(self.start_head(h).squeeze(-1))
-        pe = torch.sigmoid(self.end_head(h).squeeze(-1))
+            parts.append(features.reshape(b * n, lp, -1).to(qv.dtype))  # (b*n, lp, n_features)
+        h = self.p_in(torch.cat(parts, dim=-1)) * pm.unsqueeze(-1)  # (b*n, lp, d)
+        h = self.p_encoder._forward(h, pm)  # (b*n, lp, d)
+        fm = pm.to(h.dtype)
+        ps = torch.sigmoid(self.start_head(h).squeeze(-1)) * fm  # (b*n, lp)
+        pe = torch.sigmoid(self.end_head(h).squeeze(-1)) * fm  # (b*n, lp)
         if self.global_gate:
-            pg = torch.sigmoid(self.global_head(self.p_pool(h, pm)).squeeze(-1))
+            pg = torch.sigmoid(self.global_head(self.p_pool._forward(h, pm)).squeeze(-1))  # (b*n,)
         else:
             pg = torch.ones(b * n, dtype=h.dtype)
-        fm = pm.to(h.dtype)
-        ps = ps * pg[:, None] * fm
-        pe = pe * pg[:, None] * fm
+        if gated:
+            ps, pe = ps * pg[:, None], pe * pg[:, None]
+        # back to one row per question: (b*n, lp) -> (b, n, lp), (b*n,) -> (b, n)
         return ps.reshape(b, n, lp), pe.reshape(b, n, lp), pg.reshape(b, n)
 
 
@@ -645,7 +893,13 @@ class DGCNNReader(nn.Module):
 
 
 def edit_distance(a: Sequence[Hashable], b: Sequence[Hashable]) -> int:
-    """Levenshtein distance (insert, delete, substitute, each cost 1) by dynamic programming."""
+    """Levenshtein distance (insert, delete, substitute, each cost 1) by dynamic programming.
+
+    Raises:
+        TypeError: If ``a`` or ``b`` is not a sequence (a list, tuple or str).
+    """
+    _check_sequence(a, "a")
+    _check_sequence(b, "b")
     prev = list(range(len(b) + 1))
     for i, ai in enumerate(a, 1):
         cur = [i]
@@ -659,11 +913,17 @@ _PLACEHOLDER = -1
 
 
 def match_features_reference(question: Sequence[int], passages: Sequence[Sequence[int]]) -> list[list[list[float]]]:
-    """Slow, obvious version of :func:`match_features` for one question (lists of valid tokens).
+    """Slow, obvious version of [`match_features`][kexue.dgcnn.match_features] for one question (lists of valid tokens).
 
     Returns:
         ``out[p][i] = [q_match, ee_cooccurrence, window_jaccard, window_rel_edit]``.
+
+    Raises:
+        TypeError: If ``question`` is not a sequence or ``passages`` not a sequence of sequences.
     """
+    _check_sequence(question, "question")
+    for p in _check_sequence(passages, "passages"):
+        _check_sequence(p, "passages[i]")
     m = len(question)
     qset = set(question)
     n = len(passages)
@@ -724,11 +984,27 @@ def match_features(question: Tensor, q_mask: Tensor, passages: Tensor, p_mask: T
     Shapes:
         question, q_mask: ``(batch, lq)``; passages, p_mask: ``(batch, n_passages, lp)``;
         output: ``(batch, n_passages, lp, 4)``.
+
+    Raises:
+        ValueError: On mismatched shapes, negative token ids (they would collide with the padding
+            placeholders) or masks that are not left-aligned.
+        TypeError: If token ids are floating or masks are not bool.
+
+    Examples:
+        >>> q = torch.tensor([[5, 6]])
+        >>> p = torch.tensor([[[5, 9, 6], [9, 8, 8]]])  # two passages of one question
+        >>> f = match_features(q, q != 0, p, p != 0)
+        >>> f.shape
+        torch.Size([1, 2, 3, 4])
+        >>> f[0, 0, :, 0].tolist()  # 1. the word occurs in the question
+        [1.0, 0.0, 1.0]
+        >>> f[0, 0, :, 1].tolist()  # 2. share of the other passages that contain it (n = 2)
+        [0.0, 0.5, 0.0]
     """
-    check_tensor(question, "question", 2, floating=False)
-    check_tensor(passages, "passages", 3, floating=False)
-    _check_mask("q_mask", q_mask, tuple(question.shape))
-    _check_mask("p_mask", p_mask, tuple(passages.shape))
+    _check_ids("question", question, 2)
+    _check_ids("passages", passages, 3)
+    _check_mask("q_mask", q_mask, tuple(question.shape), "question's")
+    _check_mask("p_mask", p_mask, tuple(passages.shape), "passages'")
     if passages.shape[0] != question.shape[0]:
         raise ValueError(f"passages has batch {passages.shape[0]} but question has {question.shape[0]}")
     q_len = _lengths_of_prefix_mask("q_mask", q_mask)
@@ -782,6 +1058,22 @@ SPAN_SCORES: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
 square root of the product it compared against."""
 
 
+def _check_spans(
+    p_start: Tensor, p_end: Tensor, mask: Tensor | None, max_len: int, rule: str = "product"
+) -> None:
+    """The arguments every span function shares: two probability tensors of one shape, a mask, a length."""
+    _check_probabilities(p_start, "p_start")
+    if not isinstance(p_end, Tensor) or p_end.shape != p_start.shape:
+        raise ValueError(f"p_end must be a tensor of p_start's shape {tuple(p_start.shape)}, got "
+                         f"{tuple(p_end.shape) if isinstance(p_end, Tensor) else type(p_end).__name__}")
+    _check_probabilities(p_end, "p_end")
+    if mask is not None:
+        _check_mask("mask", mask, tuple(p_start.shape), "p_start's")
+    check_int(max_len, "max_len")
+    if rule not in SPAN_SCORES:
+        raise ValueError(f"rule must be one of {sorted(SPAN_SCORES)}, got {rule!r}")
+
+
 def span_scores(
     p_start: Tensor, p_end: Tensor, mask: Tensor | None = None, *, max_len: int = 10, rule: str = "product"
 ) -> Tensor:
@@ -791,18 +1083,21 @@ def span_scores(
 
     Shapes:
         p_start, p_end, mask: ``(..., seq)``; output: ``(..., seq, seq)`` indexed ``[i, j]``.
+
+    Raises:
+        TypeError: If ``p_start`` or ``p_end`` is not floating, or ``mask`` is not bool.
+        ValueError: On mismatched or empty shapes, probabilities outside [0, 1] (NaN and inf
+            included), a non-positive ``max_len`` or an unknown ``rule``.
     """
-    check_tensor(p_start, "p_start", tuple(range(1, 9)), floating=True)
-    if not isinstance(p_end, Tensor) or p_end.shape != p_start.shape:
-        raise ValueError(f"p_end must have the shape of p_start {tuple(p_start.shape)}")
-    check_int(max_len, "max_len")
-    if rule not in SPAN_SCORES:
-        raise ValueError(f"rule must be one of {sorted(SPAN_SCORES)}, got {rule!r}")
+    _check_spans(p_start, p_end, mask, max_len, rule)
+    return _span_scores(p_start, p_end, mask, max_len, rule)
+
+
+def _span_scores(p_start: Tensor, p_end: Tensor, mask: Tensor | None, max_len: int, rule: str) -> Tensor:
     length = p_start.shape[-1]
     i = torch.arange(length)
     band = (i[None, :] >= i[:, None]) & (i[None, :] < i[:, None] + max_len)
     if mask is not None:
-        _check_mask("mask", mask, tuple(p_start.shape))
         band = band & mask.unsqueeze(-1) & mask.unsqueeze(-2)
     s = SPAN_SCORES[rule](p_start.unsqueeze(-1), p_end.unsqueeze(-2))
     return s * band.to(s.dtype)
@@ -818,8 +1113,17 @@ def best_spans(
 
     Shapes:
         p_start, p_end, mask: ``(..., seq)``; each output: ``(...)``.
+
+    Raises:
+        TypeError: As [`span_scores`][kexue.dgcnn.span_scores].
+        ValueError: As [`span_scores`][kexue.dgcnn.span_scores].
     """
-    s = span_scores(p_start, p_end, mask, max_len=max_len)
+    _check_spans(p_start, p_end, mask, max_len)
+    return _best_spans(p_start, p_end, mask, max_len)
+
+
+def _best_spans(p_start: Tensor, p_end: Tensor, mask: Tensor | None, max_len: int) -> tuple[Tensor, Tensor, Tensor]:
+    s = _span_scores(p_start, p_end, mask, max_len, "product")
     length = s.shape[-1]
     flat = s.reshape(*s.shape[:-2], length * length)
     score, arg = flat.max(-1)
@@ -835,24 +1139,47 @@ def extract_candidates(
     max_len: int = 10,
     threshold: float = 0.1,
     rule: str = "product",
-) -> list[dict[tuple[int, ...], float]]:
-    """Candidate answers of one question's passages: every span whose start and end probabilities
-    exceed ``threshold``, scored by ``rule``; duplicates of a string within a passage keep the max.
+) -> list:
+    """Candidate answers of one question's passages (or of a batch of questions): every span
+    whose start and end probabilities exceed ``threshold``, scored by ``rule``
+    ([`SPAN_SCORES`][kexue.dgcnn.SPAN_SCORES]); duplicates of a string within a passage keep the max.
 
     Shapes:
-        tokens, p_start, p_end, mask: ``(n_passages, seq)``; output: one dict per passage mapping
-        the answer's token tuple to its score.
+        tokens, p_start, p_end, mask: ``(n_passages, seq)`` for one question, output: one dict per
+        passage mapping the answer's token tuple to its score; or ``(n_questions, n_passages, seq)``,
+        output: one such list per question.
+
+    Raises:
+        TypeError: If ``tokens`` is not an integer tensor, and as [`span_scores`][kexue.dgcnn.span_scores].
+        ValueError: If ``tokens`` is not 2-D or 3-D, the other inputs do not have its shape, or
+            ``threshold`` is not in [0, 1], and as [`span_scores`][kexue.dgcnn.span_scores].
     """
-    check_tensor(tokens, "tokens", 2, floating=False)
-    s = span_scores(p_start, p_end, mask, max_len=max_len, rule=rule)
+    check_tensor(tokens, "tokens", (2, 3), floating=False)
+    if not isinstance(p_start, Tensor) or tuple(p_start.shape) != tuple(tokens.shape):
+        raise ValueError(f"p_start must be a tensor of tokens' shape {tuple(tokens.shape)}, got "
+                         f"{tuple(p_start.shape) if isinstance(p_start, Tensor) else type(p_start).__name__}")
+    _check_spans(p_start, p_end, _check_mask("mask", mask, tuple(tokens.shape), "tokens'"), max_len, rule)
+    check_real(threshold, "threshold", at_least=0, at_most=1)
+    return _extract_candidates(tokens, p_start, p_end, mask, max_len, threshold, rule)
+
+
+def _extract_candidates(
+    tokens: Tensor, p_start: Tensor, p_end: Tensor, mask: Tensor, max_len: int, threshold: float, rule: str
+) -> list:
+    s = _span_scores(p_start, p_end, mask, max_len, rule)  # (..., seq, seq), [i, j]
     ok = (p_start > threshold).unsqueeze(-1) & (p_end > threshold).unsqueeze(-2) & (s > 0)
-    out: list[dict[tuple[int, ...], float]] = [{} for _ in range(tokens.shape[0])]
-    for e, i, j in ok.nonzero().tolist():
-        ans = tuple(tokens[e, i : j + 1].tolist())
-        score = float(s[e, i, j])
-        if score > out[e].get(ans, -1.0):
-            out[e][ans] = score
-    return out
+    seq = tokens.shape[-1]
+    rows = tokens.reshape(-1, seq).tolist()  # one row per passage
+    flat: list[dict[tuple[int, ...], float]] = [{} for _ in rows]
+    ok = ok.reshape(-1, seq, seq)
+    for (r, i, j), score in zip(ok.nonzero().tolist(), s.reshape(-1, seq, seq)[ok].tolist()):
+        ans = tuple(rows[r][i : j + 1])
+        if score > flat[r].get(ans, -1.0):
+            flat[r][ans] = score
+    if tokens.dim() == 2:
+        return flat
+    n_passages = tokens.shape[1]
+    return [flat[k * n_passages : (k + 1) * n_passages] for k in range(tokens.shape[0])]
 
 
 VOTING: dict[str, Callable[[Sequence[float]], float]] = {
@@ -861,9 +1188,26 @@ VOTING: dict[str, Callable[[Sequence[float]], float]] = {
     "sum_sq": lambda s: float(sum(x * x for x in s)),
     "smoothed": lambda s: float(sum(x * x for x in s) / (1 + sum(s))),
 }
-"""Registry of cross-passage voting rules ``f(scores of one answer) -> total``: plain ``sum`` and
-``max``, the article's ``sum_sq`` $\\sum_i s_i^2$ and the ``smoothed`` form it used in the contest,
-$\\sum_i s_i^2 / (1 + \\sum_i s_i)$."""
+r"""Registry of cross-passage voting rules ``f(scores of one answer) -> total``: plain ``sum`` and
+``max``, the article's ``sum_sq`` $\sum_i s_i^2$ and the ``smoothed`` form it used in the contest,
+$\sum_i s_i^2 / (1 + \sum_i s_i)$."""
+
+
+def _check_candidates(candidates: object, rule: object) -> None:
+    if rule not in VOTING:
+        raise ValueError(f"rule must be one of {sorted(VOTING)}, got {rule!r}")
+    if not isinstance(candidates, Sequence) or isinstance(candidates, str):
+        raise TypeError(f"candidates must be a sequence of mappings answer -> score, got {type(candidates).__name__}")
+    for cand in candidates:
+        if not isinstance(cand, Mapping):
+            raise TypeError(f"candidates must hold one mapping answer -> score per passage, got {type(cand).__name__}")
+        for answer, score in cand.items():
+            try:
+                value = float(score)
+            except (TypeError, ValueError):
+                raise TypeError(f"candidates' scores must be numbers, got {score!r} for {answer!r}") from None
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"candidates' scores must be finite and >= 0, got {score!r} for {answer!r}")
 
 
 # --8<-- [start:vote]
@@ -875,14 +1219,21 @@ def vote(candidates: Sequence[Mapping[Hashable, float]], rule: str = "smoothed")
     $s_a = \sum_e s_{a,e}^2 / (1 + \sum_e s_{a,e})$.
 
     Args:
-        candidates: One mapping answer -> score per passage.
-        rule: A key of :data:`VOTING`.
+        candidates: One mapping answer -> score per passage; scores are finite and >= 0.
+        rule: A key of [`VOTING`][kexue.dgcnn.VOTING].
 
     Returns:
         Total score of each answer.
+
+    Raises:
+        TypeError: If ``candidates`` is not a sequence of mappings or a score is not a number.
+        ValueError: On an unknown ``rule`` or a negative or non-finite score.
     """
-    if rule not in VOTING:
-        raise ValueError(f"rule must be one of {sorted(VOTING)}, got {rule!r}")
+    _check_candidates(candidates, rule)
+    return _vote(candidates, rule)
+
+
+def _vote(candidates: Sequence[Mapping[Hashable, float]], rule: str) -> dict[Hashable, float]:
     gathered: dict[Hashable, list[float]] = {}
     for cand in candidates:
         for answer, score in cand.items():
@@ -892,8 +1243,23 @@ def vote(candidates: Sequence[Mapping[Hashable, float]], rule: str = "smoothed")
 
 
 def pick_answer(candidates: Sequence[Mapping[Hashable, float]], rule: str = "smoothed") -> Hashable | None:
-    """The answer with the highest :func:`vote` total (ties: first seen), or ``None`` if there is none."""
-    totals = vote(candidates, rule)
+    """The answer with the highest [`vote`][kexue.dgcnn.vote] total (ties: first seen), or ``None`` if there is none.
+
+    Raises:
+        TypeError: As [`vote`][kexue.dgcnn.vote].
+        ValueError: As [`vote`][kexue.dgcnn.vote].
+
+    Examples:
+        The article's case: one confident passage says A, four lukewarm ones say B.
+
+        >>> candidates = [{"A": 0.7}] + [{"B": 0.2}] * 4
+        >>> pick_answer(candidates, "sum"), pick_answer(candidates, "sum_sq"), pick_answer(candidates, "smoothed")
+        ('B', 'A', 'A')
+    """
+    return _pick_answer(vote(candidates, rule))
+
+
+def _pick_answer(totals: dict[Hashable, float]) -> Hashable | None:
     best, best_score = None, -math.inf
     for a, s in totals.items():
         if s > best_score:
@@ -913,15 +1279,46 @@ def normalize_answer(text: str) -> str:
     return "".join(c for c in text if not unicodedata.category(c).startswith(("P", "Z", "C", "S")))
 
 
+def _is_one_answer(references: object) -> bool:
+    """A string, or a tuple of tokens rather than of answers, is one answer, not a list of them."""
+    if isinstance(references, str):
+        return True
+    return isinstance(references, tuple) and not all(isinstance(r, (str, tuple)) for r in references)
+
+
 def answer_f1(prediction: Sequence[Hashable] | None, references: Sequence[Sequence[Hashable]]) -> float:
     r"""Overlap F1 of a predicted answer against the best-matching reference.
 
-    Items are characters of strings (after :func:`normalize_answer`) or tokens of tuples:
+    Items are characters of strings (after [`normalize_answer`][kexue.dgcnn.normalize_answer]) or tokens of tuples:
     $F_1 = 2PR/(P+R)$ with $P = |\text{common}|/|\text{pred}|$, $R = |\text{common}|/|\text{ref}|$,
     common counted as a multiset. An empty or missing prediction scores 0.
+
+    Raises:
+        TypeError: If ``prediction`` is not None, a str or a sequence of tokens, or ``references``
+            is not a sequence of answers (one answer, a string or a tuple of tokens, included).
     """
-    if isinstance(references, (str, tuple)) and not (references and isinstance(references[0], (str, tuple))):
-        raise TypeError("references must be a sequence of answers (e.g. a list), not a single answer")
+    _check_answer(prediction, "prediction", optional=True)
+    _check_references(references)
+    return _answer_f1(prediction, references)
+
+
+def _check_answer(answer: object, name: str, *, optional: bool = False) -> None:
+    if answer is None and optional:
+        return
+    if not isinstance(answer, Sequence):
+        raise TypeError(f"{name} must be {'None, ' if optional else ''}a str or a sequence of tokens, "
+                        f"got {type(answer).__name__}")
+
+
+def _check_references(references: object, name: str = "references") -> None:
+    if not isinstance(references, Sequence) or _is_one_answer(references):
+        raise TypeError(f"{name} must be a sequence of answers (e.g. a list), not "
+                        f"{'a single answer' if isinstance(references, (str, tuple)) else type(references).__name__}")
+    for ref in references:
+        _check_answer(ref, f"{name}' answers")
+
+
+def _answer_f1(prediction: Sequence[Hashable] | None, references: Sequence[Sequence[Hashable]]) -> float:
     if prediction is None or len(references) == 0:
         return 0.0
     pred = normalize_answer(prediction) if isinstance(prediction, str) else prediction
@@ -938,318 +1335,35 @@ def answer_f1(prediction: Sequence[Hashable] | None, references: Sequence[Sequen
 def sogou_score(
     predictions: Sequence[Sequence[Hashable] | None], references: Sequence[Sequence[Sequence[Hashable]]]
 ) -> dict[str, float]:
-    """The contest's score: mean of exact-match accuracy and overlap F1 (:func:`answer_f1`).
+    """The contest's score: mean of exact-match accuracy and overlap F1 ([`answer_f1`][kexue.dgcnn.answer_f1]).
 
     Returns:
         ``{"accuracy": ..., "f1": ..., "score": (accuracy + f1) / 2}``.
+
+    Raises:
+        TypeError: If ``predictions`` or ``references`` is not a sequence, or an entry is not an
+            answer (as [`answer_f1`][kexue.dgcnn.answer_f1]).
+        ValueError: If there are no predictions or not one list of references per prediction.
+
+    Examples:
+        >>> sogou_score(["北京", "上海市"], [["北京"], ["上海", "沪"]])
+        {'accuracy': 0.5, 'f1': 0.9, 'score': 0.7}
     """
+    for name, value in (("predictions", predictions), ("references", references)):
+        if not isinstance(value, Sequence) or isinstance(value, str):
+            raise TypeError(f"{name} must be a sequence with one entry per question, got {type(value).__name__}")
     if len(predictions) != len(references):
         raise ValueError(f"predictions ({len(predictions)}) and references ({len(references)}) differ in length")
     if not predictions:
         raise ValueError("predictions must not be empty")
+    for p, refs in zip(predictions, references):
+        _check_answer(p, "predictions' entries", optional=True)
+        _check_references(refs, "references' entries")
 
     def norm(a: Sequence[Hashable]) -> Sequence[Hashable]:
         return normalize_answer(a) if isinstance(a, str) else tuple(a)
 
     acc = sum(p is not None and any(norm(p) == norm(r) for r in refs) for p, refs in zip(predictions, references))
-    f1 = sum(answer_f1(p, refs) for p, refs in zip(predictions, references))
+    f1 = sum(_answer_f1(p, refs) for p, refs in zip(predictions, references))
     n = len(predictions)
     return {"accuracy": acc / n, "f1": f1 / n, "score": (acc + f1) / (2 * n)}
-
-
-# ----------------------------------------------------------------------------------------------
-# synthetic multi-passage QA
-
-
-@dataclass
-class MultiPassageQA:
-    """A batch of multi-passage questions (see :func:`make_multipassage_qa`).
-
-    Shapes:
-        question, q_mask: ``(n, lq)``; passages, p_mask, start, end: ``(n, n_passages, lp)``;
-        has_answer: ``(n, n_passages)``; ``answers[k]`` is the answer of question ``k`` as a token tuple;
-        ``words[t]`` names token id ``t``.
-    """
-
-    question: Tensor
-    q_mask: Tensor
-    passages: Tensor
-    p_mask: Tensor
-    start: Tensor
-    end: Tensor
-    has_answer: Tensor
-    answers: list[tuple[int, ...]]
-    words: tuple[str, ...]
-
-    def __len__(self) -> int:
-        return self.question.shape[0]
-
-    def subset(self, index: Tensor | Sequence[int] | slice) -> MultiPassageQA:
-        """The questions selected by ``index`` (a slice, index list or index tensor)."""
-        idx = index if isinstance(index, slice) else torch.as_tensor(index, dtype=torch.long)
-        ans = self.answers[index] if isinstance(index, slice) else [self.answers[k] for k in idx.tolist()]
-        return MultiPassageQA(
-            self.question[idx], self.q_mask[idx], self.passages[idx], self.p_mask[idx],
-            self.start[idx], self.end[idx], self.has_answer[idx], ans, self.words,
-        )
-
-    def decode(self, tokens: Sequence[int]) -> str:
-        """Token ids as a space-separated string (padding dropped)."""
-        return " ".join(self.words[t] for t in tokens if t != 0)
-
-
-def _vocab(n_fillers: int, n_entities: int, n_relations: int, n_values: int) -> dict[str, list[int] | int]:
-    words = ["<pad>", "<unk>", "what", "which", "is", "of", "'s", "the", "was"]
-    ids: dict[str, list[int] | int] = {w: k for k, w in enumerate(words)}
-    start = len(words)
-    ids["filler"] = list(range(start, start + n_fillers))
-    start += n_fillers
-    ids["entity"] = list(range(start, start + n_entities))
-    start += n_entities
-    ids["rel_a"] = list(range(start, start + n_relations))
-    start += n_relations
-    ids["rel_b"] = list(range(start, start + n_relations))
-    start += n_relations
-    ids["value"] = list(range(start, start + n_values))
-    start += n_values
-    ids["size"] = start
-    names = words + [f"w{k}" for k in range(n_fillers)] + [f"E{k}" for k in range(n_entities)]
-    names += [f"r{k}" for k in range(n_relations)] + [f"r{k}'" for k in range(n_relations)]
-    names += [f"V{k}" for k in range(n_values)]
-    ids["names"] = names  # type: ignore[assignment]
-    return ids
-
-
-def make_multipassage_qa(
-    n_questions: int,
-    *,
-    n_passages: int = 4,
-    passage_len: tuple[int, int] = (20, 32),
-    n_fillers: int = 120,
-    n_entities: int = 60,
-    n_relations: int = 10,
-    n_values: int = 80,
-    seed: int = 0,
-) -> MultiPassageQA:
-    """A seeded synthetic stand-in for WebQA / SogouQA: one question, several retrieved passages.
-
-    A question asks for relation ``r`` of entity ``E`` (``what r of E``, ``E 's r what``, ...; each
-    relation has two surface forms ``r``/``r'`` and questions always use ``r``). The answer is a fresh
-    random string of 1-3 value tokens, so it can only be read, not memorised. Passages are filler
-    words with facts ``(entity, relation, value)`` planted in one of three templates:
-
-    * 1 or 2 *answer passages* state the true fact (relation in either form), half of them also a
-      fact about another relation of ``E``;
-    * the other passages are *distractors*: the same relation of other entities, all with the same
-      wrong value (so a naive vote that adds many weak scores can pick it), or other relations of ``E``.
-
-    Every occurrence of the answer string is labelled (start and end tags), as in the article.
-
-    Args:
-        n_questions: Number of questions (>= 1).
-        n_passages: Passages per question (>= 2).
-        passage_len: Inclusive range of passage lengths (facts fit in 9 tokens; min >= 12).
-        n_fillers: Filler words.
-        n_entities: Entities (>= 2).
-        n_relations: Relations (>= 2).
-        n_values: Value tokens (>= 6).
-        seed: Seed of the numpy generator.
-
-    Returns:
-        A :class:`MultiPassageQA` with left-aligned masks, ``lq = 5`` and ``lp = passage_len[1]``.
-    """
-    check_int(n_questions, "n_questions")
-    check_int(n_passages, "n_passages", 2)
-    lo, hi = passage_len
-    if not (isinstance(lo, int) and isinstance(hi, int) and 12 <= lo <= hi):
-        raise ValueError(f"passage_len must be integers 12 <= min <= max, got {passage_len!r}")
-    for name, v, least in (("n_fillers", n_fillers, 1), ("n_entities", n_entities, 2),
-                           ("n_relations", n_relations, 2), ("n_values", n_values, 6)):
-        check_int(v, name, least)
-    check_int(seed, "seed", 0)
-    rng = np.random.default_rng(seed)
-    V = _vocab(n_fillers, n_entities, n_relations, n_values)
-    fillers, entities, values = np.array(V["filler"]), np.array(V["entity"]), np.array(V["value"])
-    rel_a, rel_b = V["rel_a"], V["rel_b"]
-    what, which, is_, of, s_, the, was = (V[w] for w in ("what", "which", "is", "of", "'s", "the", "was"))
-    lq = 5
-    question = np.zeros((n_questions, lq), dtype=np.int64)
-    passages = np.zeros((n_questions, n_passages, hi), dtype=np.int64)
-    start = np.zeros((n_questions, n_passages, hi), dtype=np.float32)
-    end = np.zeros_like(start)
-    has_answer = np.zeros((n_questions, n_passages), dtype=bool)
-    answers: list[tuple[int, ...]] = []
-
-    def fact(e: int, r: int, v: list[int]) -> list[int]:
-        rel = (rel_a if rng.random() < 0.5 else rel_b)[r]
-        t = rng.integers(3)
-        if t == 0:
-            return [e, s_, rel, is_, *v]
-        if t == 1:
-            return [*v, was, the, rel, of, e]
-        return [the, rel, of, e, is_, *v]
-
-    def value_string() -> list[int]:
-        return [int(x) for x in rng.choice(values, size=int(rng.integers(1, 4)), replace=False)]
-
-    for k in range(n_questions):
-        e = int(rng.choice(entities))
-        r = int(rng.integers(n_relations))
-        t = rng.integers(3)
-        wh = what if rng.random() < 0.5 else which
-        if t == 0:
-            q = [wh, rel_a[r], of, e]
-        elif t == 1:
-            q = [e, s_, rel_a[r], wh]
-        else:
-            q = [wh, the, rel_a[r], of, e]
-        question[k, : len(q)] = q
-        ans = value_string()
-        wrong = value_string()
-        while wrong == ans:
-            wrong = value_string()
-        answers.append(tuple(ans))
-        n_pos = int(rng.integers(1, 3))
-        order = rng.permutation(n_passages)
-        for rank, pidx in enumerate(order):
-            facts: list[list[int]] = []
-            other_r = int((r + rng.integers(1, n_relations)) % n_relations)
-            if rank < n_pos:
-                facts.append(fact(e, r, ans))
-                if rng.random() < 0.5:
-                    facts.append(fact(e, other_r, value_string()))
-            elif rng.random() < 0.6:
-                e2 = int(rng.choice(entities[entities != e]))
-                facts.append(fact(e2, r, wrong))
-            else:
-                facts.append(fact(e, other_r, value_string()))
-            length = int(rng.integers(lo, hi + 1))
-            toks = [int(x) for x in rng.choice(fillers, size=length)]
-            rng.shuffle(facts)
-            # place the facts in disjoint slots
-            slot = length // len(facts)
-            for f_i, f in enumerate(facts):
-                begin = f_i * slot + int(rng.integers(0, max(1, slot - len(f) + 1)))
-                toks[begin : begin + len(f)] = f
-            toks = toks[:length]
-            passages[k, pidx, :length] = toks
-            m = len(ans)
-            for i in range(length - m + 1):
-                if toks[i : i + m] == ans:
-                    start[k, pidx, i] = 1.0
-                    end[k, pidx, i + m - 1] = 1.0
-                    has_answer[k, pidx] = True
-    q_t = torch.from_numpy(question)
-    p_t = torch.from_numpy(passages)
-    return MultiPassageQA(
-        question=q_t, q_mask=q_t != 0, passages=p_t, p_mask=p_t != 0,
-        start=torch.from_numpy(start), end=torch.from_numpy(end), has_answer=torch.from_numpy(has_answer),
-        answers=answers, words=tuple(V["names"]),  # type: ignore[arg-type]
-    )
-
-
-# ----------------------------------------------------------------------------------------------
-# training and decoding helpers
-
-
-def fit_reader(
-    model: DGCNNReader,
-    data: MultiPassageQA,
-    features: Tensor | None = None,
-    *,
-    epochs: int = 4,
-    batch_size: int = 32,
-    lr: float = 1e-3,
-    loss: str = "focal",
-    unk_rate: float = 0.0,
-    seed: int = 0,
-) -> list[float]:
-    """Train ``model`` with Adam on the start/end tags (mean of the two tagging losses).
-
-    ``unk_rate`` replaces that share of question and passage tokens by ``<unk>`` (id 1) in each
-    batch, the augmentation the article found most useful. Shuffling and noise come from ``seed``.
-
-    Returns:
-        Mean loss of each epoch.
-    """
-    if loss not in LOSSES:
-        raise ValueError(f"loss must be one of {sorted(LOSSES)}, got {loss!r}")
-    check_int(epochs, "epochs")
-    check_int(batch_size, "batch_size")
-    if not 0 <= unk_rate < 1:
-        raise ValueError(f"unk_rate must lie in [0, 1), got {unk_rate!r}")
-    if len(data) == 0:
-        raise ValueError("data must hold at least one question")
-    gen = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)  # gate noise draws from the global generator, like dropout
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    f = LOSSES[loss]
-    history = []
-    model.train()
-    for _ in range(epochs):
-        perm = torch.randperm(len(data), generator=gen)
-        total, count = 0.0, 0
-        for b0 in range(0, len(data), batch_size):
-            idx = perm[b0 : b0 + batch_size]
-            q, qm, p, pm = data.question[idx], data.q_mask[idx], data.passages[idx], data.p_mask[idx]
-            if unk_rate > 0:
-                q = q.masked_fill(qm & (torch.rand(q.shape, generator=gen) < unk_rate), 1)
-                p = p.masked_fill(pm & (torch.rand(p.shape, generator=gen) < unk_rate), 1)
-            feats = None if features is None else features[idx]
-            ps, pe, _ = model(q, qm, p, pm, feats)
-            value = (f(ps, data.start[idx], pm) + f(pe, data.end[idx], pm)) / 2
-            opt.zero_grad()
-            value.backward()
-            opt.step()
-            total += value.item() * len(idx)
-            count += len(idx)
-        history.append(total / count)
-    model.eval()
-    return history
-
-
-@torch.no_grad()
-def reader_probabilities(
-    model: DGCNNReader, data: MultiPassageQA, features: Tensor | None = None, *, batch_size: int = 256
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Eval-mode ``(p_start, p_end, p_global)`` of every question of ``data``.
-
-    Shapes:
-        p_start, p_end: ``(n, n_passages, lp)``; p_global: ``(n, n_passages)``.
-    """
-    model.eval()
-    outs = []
-    for b0 in range(0, len(data), batch_size):
-        s = slice(b0, b0 + batch_size)
-        feats = None if features is None else features[s]
-        outs.append(model(data.question[s], data.q_mask[s], data.passages[s], data.p_mask[s], feats))
-    return tuple(torch.cat(parts) for parts in zip(*outs))  # type: ignore[return-value]
-
-
-def decode_answers(
-    data: MultiPassageQA,
-    p_start: Tensor,
-    p_end: Tensor,
-    *,
-    max_len: int = 10,
-    threshold: float = 0.1,
-    span_rule: str = "product",
-    voting: str = "smoothed",
-) -> list[tuple[int, ...] | None]:
-    """Answer every question: :func:`extract_candidates` per passage, then :func:`pick_answer`.
-
-    If no span passes ``threshold`` the best product-scored span over all passages is returned,
-    so the reader always answers (every synthetic question has an answer).
-    """
-    preds: list[tuple[int, ...] | None] = []
-    for k in range(len(data)):
-        cands = extract_candidates(
-            data.passages[k], p_start[k], p_end[k], data.p_mask[k], max_len=max_len, threshold=threshold, rule=span_rule
-        )
-        answer = pick_answer(cands, voting)
-        if answer is None:
-            st, en, sc = best_spans(p_start[k], p_end[k], data.p_mask[k], max_len=max_len)
-            e = int(sc.argmax())
-            answer = tuple(data.passages[k, e, int(st[e]) : int(en[e]) + 1].tolist())
-        preds.append(answer)
-    return preds

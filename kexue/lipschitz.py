@@ -1,30 +1,40 @@
-"""Lipschitz constraints in deep learning: spectral norms, spectral normalisation, gradient penalties.
+r"""Lipschitz constraints in deep learning: spectral norms, spectral normalisation, gradient penalties.
 
-Companion to Su Jianlin, "深度学习中的Lipschitz约束：泛化与生成模型" (kexue.fm/archives/6051, 2018).
-A layer ``x -> act(W x + b)`` with an activation of slope at most 1 is ``||W||_2``-Lipschitz, so the
-spectral norm of each weight matrix controls how sensitive a network is to its input. This module
-holds:
+Companion to Su Jianlin, "深度学习中的Lipschitz约束：泛化与生成模型"
+([kexue.fm/archives/6051](https://kexue.fm/archives/6051), 2018). A layer $x \mapsto \phi(Wx + b)$
+with an activation of slope at most 1 is $\|W\|_2$-Lipschitz, so the spectral norm of each weight
+matrix controls how sensitive a network is to its input. This module holds the article's own
+mathematics:
 
-* the spectral norm by power iteration (:func:`spectral_norm`) beside the exact SVD value
-  (:func:`spectral_norm_exact`);
-* one spectral-normalisation step ``W -> W / sigma(W)`` with persistent singular-vector estimates
-  (:func:`spectral_normalize`, and the slow reference :func:`spectral_normalize_reference` that
-  mirrors PyTorch's parametrization), the parametrization module :class:`SpectralNorm` and
-  :func:`spectral_normalization` to register it on a layer;
-* the spectral-norm regulariser :func:`spectral_penalty`;
-* the true operator norm of a 2-D convolution (:func:`conv_operator_norm`, :func:`conv_operator_norm_fft`,
-  the dense :func:`conv_matrix`) to compare with the norm of the reshaped kernel
-  (:func:`reshaped_kernel_norm`);
-* the WGAN gradient penalty, two- and one-sided (:data:`PENALTIES`, :func:`gradient_penalty`),
-  weight clipping, Lipschitz bounds of a network, and the exact Wasserstein-1 distance between two
-  equal-size samples (:func:`exact_w1`);
-* small seeded experiments used on the page (:func:`train_classifier`, :func:`train_critic`).
+* the spectral norm by power iteration
+  ([`spectral_norm_estimate`][kexue.lipschitz.spectral_norm_estimate]) beside the exact SVD value
+  ([`spectral_norm_exact`][kexue.lipschitz.spectral_norm_exact]);
+* one spectral-normalisation step $W \mapsto W/\hat\sigma(W)$ with persistent singular-vector
+  estimates ([`spectral_normalize`][kexue.lipschitz.spectral_normalize], and the slow reference
+  [`spectral_normalize_reference`][kexue.lipschitz.spectral_normalize_reference] that mirrors
+  PyTorch's parametrization), the parametrization module [`SpectralNorm`][kexue.lipschitz.SpectralNorm]
+  and [`spectral_normalization`][kexue.lipschitz.spectral_normalization] to register it on a layer;
+* the article's Keras kernel constraint, a projection after the optimiser step
+  ([`spectral_project_`][kexue.lipschitz.spectral_project_]);
+* the spectral-norm regulariser [`spectral_penalty`][kexue.lipschitz.spectral_penalty];
+* the true operator norm of a 2-D convolution
+  ([`conv_operator_norm`][kexue.lipschitz.conv_operator_norm],
+  [`conv_operator_norm_fft`][kexue.lipschitz.conv_operator_norm_fft], the dense
+  [`conv_matrix`][kexue.lipschitz.conv_matrix]) to compare with the norm of the reshaped kernel
+  ([`reshaped_kernel_norm`][kexue.lipschitz.reshaped_kernel_norm]);
+* the WGAN gradient penalty, two- and one-sided ([`PENALTIES`][kexue.lipschitz.PENALTIES],
+  [`gradient_penalty`][kexue.lipschitz.gradient_penalty]), weight clipping, Lipschitz bounds of a
+  network, and the exact Wasserstein-1 distance between two equal-size samples
+  ([`exact_w1`][kexue.lipschitz.exact_w1]).
+
+The page's experiments (synthetic matrices, the digits classifiers, the WGAN critics) live in
+[`kexue.experiments.lipschitz`][kexue.experiments.lipschitz].
 """
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Callable, Sequence
+import math
+from collections.abc import Callable, Iterable, Sequence
 from typing import Literal, NamedTuple
 
 import torch
@@ -32,17 +42,19 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-from kexue._checks import check_int, check_real, check_tensor
+from kexue._checks import check_finite, check_generator, check_int, check_real, check_tensor
+from kexue._memory import LARGE, fresh_like
 
 __all__ = [
     "PowerIteration",
     "SpectralNormStep",
-    "spectral_norm",
+    "spectral_norm_estimate",
     "spectral_norm_exact",
     "spectral_normalize",
     "spectral_normalize_reference",
     "SpectralNorm",
     "spectral_normalization",
+    "spectral_project_",
     "spectral_penalty",
     "reshaped_kernel_norm",
     "conv_matrix",
@@ -56,15 +68,6 @@ __all__ = [
     "lipschitz_upper_bound",
     "jacobian_norms",
     "exact_w1",
-    "sharpening_matrix",
-    "matrix_with_spectrum",
-    "shifted_gaussian",
-    "count_matmul_flops",
-    "mlp",
-    "CLASSIFIER_METHODS",
-    "train_classifier",
-    "CRITIC_METHODS",
-    "train_critic",
 ]
 
 
@@ -72,17 +75,56 @@ __all__ = [
 # validation helpers
 
 
-def _check_matrix(W: object, name: str = "W") -> Tensor:
-    return check_tensor(W, name, 2, floating=True, nonempty=True)
+def _check_matrix(W: object, name: str = "W", *, finite: bool = False) -> Tensor:
+    check_tensor(W, name, 2, floating=True, nonempty=True)
+    return check_finite(W, name) if finite else W
 
 
 def _check_vector(x: object, name: str, size: int, like: Tensor) -> Tensor:
     check_tensor(x, name)
-    if x.shape != (size,):
-        raise ValueError(f"{name} must have shape ({size},), got {tuple(x.shape)}")
     if x.dtype != like.dtype:
         raise TypeError(f"{name} must have dtype {like.dtype} like the matrix, got {x.dtype}")
+    if x.shape != (size,):
+        raise ValueError(f"{name} must have shape ({size},), got {tuple(x.shape)}")
     return x
+
+
+def _check_module(module: object, name: str = "module") -> nn.Module:
+    if not isinstance(module, nn.Module):
+        raise TypeError(f"{name} must be a torch.nn.Module, got {type(module).__name__}")
+    return module
+
+
+def _check_callable(fn: object, name: str) -> Callable:
+    if not callable(fn):
+        raise TypeError(f"{name} must be callable, got {type(fn).__name__}")
+    return fn
+
+
+def _check_eps(eps: object) -> float:
+    return check_real(eps, "eps", above=0)
+
+
+_LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+def _pow2_scale(w: Tensor) -> Tensor:
+    r"""A power of two $2^k$ with $2^k \le \max|w| < 2^{k+1}$, a 0-d tensor of ``w``'s dtype (0.5 for a zero ``w``).
+
+    Dividing by it is exact (only the exponents change), so every sum, product and norm computed
+    from ``w / 2^k`` is exactly ``2^-k`` times the one computed from ``w``, rounding included;
+    the entries lie in $[-2, 2]$, so squared norms neither overflow (entries of $10^{30}$) nor
+    underflow (entries of $10^{-20}$).
+    """
+    exponent = torch.frexp(w.detach().abs().amax()).exponent - 1
+    return torch.full((), 2.0, dtype=w.dtype, device=w.device).pow(exponent.to(w.dtype))
+
+
+def _exact_norm(W: Tensor) -> Tensor:
+    """Unchecked core of [`spectral_norm_exact`][kexue.lipschitz.spectral_norm_exact] (low precision via float32)."""
+    if W.dtype in _LOW_PRECISION:  # LAPACK has no half precision: compute in float32, round once
+        return torch.linalg.matrix_norm(W.float(), ord=2).to(W.dtype)
+    return torch.linalg.matrix_norm(W, ord=2)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -90,7 +132,7 @@ def _check_vector(x: object, name: str, size: int, like: Tensor) -> Tensor:
 
 
 class PowerIteration(NamedTuple):
-    """Result of :func:`spectral_norm`.
+    """Result of [`spectral_norm_estimate`][kexue.lipschitz.spectral_norm_estimate].
 
     Attributes:
         sigma: The estimate ``u^T W v`` of the largest singular value (a 0-d tensor).
@@ -109,6 +151,7 @@ def spectral_norm_exact(W: Tensor) -> Tensor:
     r"""Exact spectral norm $\|W\|_2 = \max_{x \neq 0} \|Wx\| / \|x\| = \sigma_1(W)$ via the SVD.
 
     This is the reference the power iteration is checked against (use float64 for tests).
+    float16 and bfloat16 matrices are computed in float32 and the result rounded to their dtype.
 
     Args:
         W: A matrix.
@@ -121,14 +164,13 @@ def spectral_norm_exact(W: Tensor) -> Tensor:
 
     Raises:
         TypeError: If ``W`` is not a floating tensor.
-        ValueError: If ``W`` is not a non-empty 2-D matrix.
+        ValueError: If ``W`` is not a non-empty 2-D matrix or holds NaN/inf.
     """
-    W = _check_matrix(W)
-    return torch.linalg.matrix_norm(W, ord=2)
+    return _exact_norm(_check_matrix(W, finite=True))
 
 
 # --8<-- [start:power]
-def spectral_norm(
+def spectral_norm_estimate(
     W: Tensor,
     n_iter: int = 20,
     u0: Tensor | Literal["ones"] | None = None,
@@ -155,22 +197,32 @@ def spectral_norm(
             (it fails when the all-ones vector is orthogonal to the top singular vector);
             ``None`` (default) draws a standard normal vector from ``generator``, as PyTorch does.
         generator: Random generator for the default start.
-        eps: Floor of the norms when normalising (a zero matrix gives ``sigma = 0``).
+        eps: Floor of the norms when normalising (> 0; a zero matrix gives ``sigma = 0``).
 
     Returns:
-        A :class:`PowerIteration` ``(sigma, u, v, history)``.
+        A [`PowerIteration`][kexue.lipschitz.PowerIteration] ``(sigma, u, v, history)``.
 
     Shapes:
         W: ``(out, in)``; u: ``(out,)``; v: ``(in,)``; history: ``(n_iter,)``.
 
     Raises:
-        TypeError: If ``W`` or ``u0`` has the wrong type or dtype.
-        ValueError: If ``W`` is not a non-empty matrix, ``n_iter < 1`` or ``u0`` has the wrong shape.
+        TypeError: If ``W``, ``u0`` or ``generator`` has the wrong type or dtype.
+        ValueError: If ``W`` is not a non-empty finite matrix, ``n_iter < 1``, ``eps <= 0``, or
+            ``u0`` has the wrong shape, is zero or holds NaN/inf.
 
-    Source: power iteration as in Su (2018, kexue.fm/archives/6051) and Miyato et al. (2018).
+    Source: power iteration as in Su (2018, [kexue.fm/archives/6051](https://kexue.fm/archives/6051))
+    and Miyato et al. (2018).
+
+    Examples:
+        >>> import torch
+        >>> W = torch.tensor([[3.0, 0.0], [0.0, 1.0]], dtype=torch.float64)
+        >>> r = spectral_norm_estimate(W, n_iter=30, generator=torch.Generator().manual_seed(0))
+        >>> round(r.sigma.item(), 6), spectral_norm_exact(W).item()
+        (3.0, 3.0)
+        >>> spectral_norm_estimate(torch.eye(2, dtype=torch.float64), 3, u0="ones").sigma.item()
+        1.0
     """
-    W = _check_matrix(W)
-    n_iter = check_int(n_iter, "n_iter", 1)
+    _check_power_inputs(W, n_iter, u0, generator, eps)
     if u0 is None:
         u = torch.randn(W.shape[0], generator=generator, dtype=W.dtype, device=W.device)
     elif isinstance(u0, str):
@@ -179,7 +231,8 @@ def spectral_norm(
         u = torch.ones(W.shape[0], dtype=W.dtype, device=W.device)
     else:
         u = _check_vector(u0, "u0", W.shape[0], W)
-    W = W.detach()
+    scale = _pow2_scale(W)  # iterate on W / 2^k (exact): squared norms neither overflow nor underflow
+    W = W.detach() / scale
     u = F.normalize(u.detach(), dim=0, eps=eps)
     history = W.new_empty(n_iter)
     for k in range(n_iter):
@@ -187,8 +240,22 @@ def spectral_norm(
         Wv = W @ v
         history[k] = torch.linalg.vector_norm(Wv)  # = u_new^T W v
         u = F.normalize(Wv, dim=0, eps=eps)
+    history = history * scale
     return PowerIteration(history[-1].clone(), u, v, history)
 # --8<-- [end:power]
+
+
+def _check_power_inputs(W: object, n_iter: object, u0: object, generator: object, eps: object) -> None:
+    """Arguments of [`spectral_norm_estimate`][kexue.lipschitz.spectral_norm_estimate] (u0's kind is checked there)."""
+    _check_matrix(W, finite=True)
+    check_int(n_iter, "n_iter", 1)
+    _check_eps(eps)
+    if generator is not None:
+        check_generator(generator)
+    if isinstance(u0, Tensor):
+        _check_vector(u0, "u0", W.shape[0], W)
+        if not bool(check_finite(u0, "u0").any()):
+            raise ValueError("u0 must be a nonzero start vector, got all zeros")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -211,11 +278,12 @@ class SpectralNormStep(NamedTuple):
     v: Tensor
 
 
-def _check_step_inputs(W: Tensor, u: Tensor, v: Tensor, n_iter: int) -> None:
+def _check_step_inputs(W: Tensor, u: Tensor, v: Tensor, n_iter: int, eps: float) -> None:
     _check_matrix(W)
     _check_vector(u, "u", W.shape[0], W)
     _check_vector(v, "v", W.shape[1], W)
     check_int(n_iter, "n_iter", 0)
+    _check_eps(eps)
 
 
 # --8<-- [start:step]
@@ -233,31 +301,45 @@ def spectral_normalize(W: Tensor, u: Tensor, v: Tensor, n_iter: int = 1, eps: fl
     step instead of PyTorch's three, the same value and the same gradient. With ``n_iter = 0``
     (evaluation) the stored vectors are used as they are: $\hat\sigma = u^\top W v$.
 
+    A matrix too large for the CPU cache (over 8 MiB) is read from memory once per iteration
+    instead of twice: in row blocks that stay in cache, $y = Wv$ and $z = W^\top y$ are formed
+    together, and $u = y/\|y\|$, $W^\top u = z/\|y\|$ (same values up to rounding).
+
     Args:
         W: The weight matrix (gradient flows through it).
         u: Current left vector (unit norm), treated as a constant.
         v: Current right vector (unit norm), treated as a constant.
         n_iter: Power iterations before normalising (>= 0; PyTorch uses 1 per training forward).
-        eps: Floor of the norms (a zero matrix gives ``sigma = 0`` and a non-finite weight; use
-            a non-zero matrix).
+        eps: Floor of the norms (> 0). A zero matrix, a matrix whose norm is below ``eps``, or
+            (with ``n_iter = 0``) a ``u`` orthogonal to $Wv$ gives ``sigma`` of 0 or about 0 and a
+            non-finite weight; [`SpectralNorm`][kexue.lipschitz.SpectralNorm] floors ``sigma`` at ``eps``.
+            NaN/inf entries of ``W`` propagate.
 
     Returns:
-        A :class:`SpectralNormStep` ``(weight, sigma, u, v)``; the inputs are not modified.
+        A [`SpectralNormStep`][kexue.lipschitz.SpectralNormStep] ``(weight, sigma, u, v)``; the inputs are not modified.
 
     Shapes:
         W: ``(out, in)``; u: ``(out,)``; v: ``(in,)``.
 
     Raises:
         TypeError: For non-tensors or mismatched dtypes.
-        ValueError: For shapes that do not match ``W`` or ``n_iter < 0``.
+        ValueError: For shapes that do not match ``W``, ``n_iter < 0`` or ``eps <= 0``.
 
-    Source: Miyato et al. (2018), arXiv:1802.05957, Algorithm 1; PyTorch's
+    Source: Miyato et al. (2018), [arXiv:1802.05957](https://arxiv.org/abs/1802.05957), Algorithm 1; PyTorch's
     ``torch.nn.utils.parametrizations.spectral_norm`` for the update order.
     """
-    _check_step_inputs(W, u, v, n_iter)
+    _check_step_inputs(W, u, v, n_iter, eps)
+    sigma, scale, u, v = _safe_sigma_step(W, u, v, n_iter, eps)
+    return SpectralNormStep(_divide(W, _floored(sigma, eps) * scale), sigma * scale, u, v)
+
+
+def _sigma_step(W: Tensor, u: Tensor, v: Tensor, n_iter: int, eps: float) -> tuple[Tensor, Tensor, Tensor]:
+    """``(sigma, u, v)`` of one step: ``sigma`` differentiable in ``W``, the vectors detached."""
     if n_iter == 0:
         sigma = u.detach() @ (W @ v.detach())
-        return SpectralNormStep(W / sigma, sigma, u.detach(), v.detach())
+        return sigma, u.detach(), v.detach()
+    if W.numel() * W.element_size() > _IN_CACHE_BYTES:
+        return _sigma_step_one_pass(W, u, v, n_iter, eps)
     Wd = W.detach()
     with torch.no_grad():
         v = v.detach()
@@ -268,8 +350,140 @@ def spectral_normalize(W: Tensor, u: Tensor, v: Tensor, n_iter: int = 1, eps: fl
     Wtu = W.mT @ u  # carries the gradient: d||W^T u|| / dW = u v^T
     sigma = torch.linalg.vector_norm(Wtu)
     v = Wtu.detach() / sigma.detach().clamp_min(eps)
-    return SpectralNormStep(W / sigma, sigma, u, v)
+    return sigma, u, v
 # --8<-- [end:step]
+
+
+def _floored(sigma: Tensor, eps: float) -> Tensor:
+    """``sigma`` with values of magnitude at most ``eps`` replaced by ``eps`` (a zero weight stays zero); NaN stays."""
+    return torch.where(sigma.abs() <= eps, torch.full_like(sigma, eps), sigma)
+
+
+def _safe_range(dtype: torch.dtype) -> tuple[float, float]:
+    info = torch.finfo(dtype)
+    return math.sqrt(info.tiny) * 1e3, math.sqrt(info.max) * 1e-3
+
+
+def _safe_sigma_step(W: Tensor, u: Tensor, v: Tensor, n_iter: int, eps: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``(sigma_s, scale, u, v)``: one step on ``W / scale``, where ``scale`` is 1 or, when the squared norms of
+    ``W`` itself may under- or overflow (entries near 1e-20 or 1e30 in float32), an exact power of two.
+
+    ``sigma(W) = scale * sigma_s`` with the same rounding (dividing by ``2^k`` only changes exponents), and
+    ``sigma_s`` is the value to compare with ``eps``. Ordinary matrices never take the second pass: one
+    scalar comparison decides.
+    """
+    one = torch.ones((), dtype=W.dtype, device=W.device)
+    sigma, u2, v2 = _sigma_step(W, u, v, n_iter, eps)
+    low, high = _safe_range(W.dtype)
+    try:
+        value = abs(float(sigma.detach()))
+    except RuntimeError:  # under torch.func transforms a value cannot be read: keep the plain result
+        return sigma, one, u2, v2
+    if low < value < high or math.isnan(value):
+        return sigma, one, u2, v2
+    scale = _pow2_scale(W)
+    sigma_s, u2, v2 = _sigma_step(W / scale, u, v, n_iter, eps)
+    return sigma_s, scale, u2, v2
+
+
+_IN_CACHE_BYTES = 8 << 20  # matrices larger than this take the one-pass iteration
+_BLOCK_BYTES = 2 << 20  # row block of the one-pass iteration: stays in cache between its two products
+
+
+def _sigma_step_one_pass(W: Tensor, u: Tensor, v: Tensor, n_iter: int, eps: float) -> tuple[Tensor, Tensor, Tensor]:
+    """``_sigma_step`` for a matrix larger than the cache: each iteration reads ``W`` from memory once.
+
+    Row block by row block, ``y_b = W_b v`` and then ``z += W_b^T y_b`` while ``W_b`` is still in
+    cache, so ``y = W v`` and ``z = W^T W v``; then ``u = y/||y||`` and ``W^T u = z/||y||``.
+    ``sigma = ||W^T u||`` gets its gradient ``u v^T`` from ``_SigmaOfVectors`` instead of a
+    differentiable product with ``W`` (which would read ``W`` once more).
+    """
+    Wd = W.detach()
+    rows = max(1, _BLOCK_BYTES // max(1, W.shape[1] * W.element_size()))
+    with torch.no_grad():
+        v = v.detach()
+        for _ in range(n_iter):  # no out= or in-place updates: torch.func.vmap can batch this loop
+            ys, z = [], None
+            for r0 in range(0, W.shape[0], rows):
+                block = Wd[r0:r0 + rows]
+                ys.append(block @ v)
+                z = block.mT @ ys[-1] if z is None else torch.addmv(z, block.mT, ys[-1])
+            y = torch.cat(ys)
+            y_norm = torch.linalg.vector_norm(y).clamp_min(eps)
+            u = y / y_norm
+            Wtu = z / y_norm
+            sigma = torch.linalg.vector_norm(Wtu)
+            v = Wtu / sigma.clamp_min(eps)
+    return _SigmaOfVectors.apply(W, u, v, sigma), u, v
+
+
+class _SigmaOfVectors(torch.autograd.Function):
+    """``sigma = u^T W v`` already computed, as a function of ``W`` with ``u``, ``v`` constant: gradient ``u v^T``."""
+
+    @staticmethod
+    def forward(W: Tensor, u: Tensor, v: Tensor, sigma: Tensor) -> Tensor:
+        return sigma.clone()
+
+    @staticmethod
+    def setup_context(ctx: object, inputs: tuple, output: Tensor) -> None:
+        _, u, v, _ = inputs
+        ctx.save_for_backward(u, v)
+
+    @staticmethod
+    def backward(ctx: object, grad: Tensor) -> tuple[Tensor | None, None, None, None]:
+        u, v = ctx.saved_tensors
+        return (grad * torch.outer(u, v) if ctx.needs_input_grad[0] else None), None, None, None
+
+    @staticmethod
+    def vmap(info: object, in_dims: tuple, W: Tensor, u: Tensor, v: Tensor, sigma: Tensor) -> tuple[Tensor, int | None]:
+        """Under ``torch.func.vmap`` (e.g. ``jacobian_norms``): batched inputs take ``u^T W v`` itself."""
+        if all(d is None for d in in_dims):
+            return _SigmaOfVectors.apply(W, u, v, sigma), None
+        return torch.func.vmap(lambda w, a, b, _: a @ (w @ b), in_dims=in_dims)(W, u, v, sigma), 0
+
+
+def _divide(weight: Tensor, sigma: Tensor) -> Tensor:
+    """``weight / sigma``; a large result goes into a buffer from ``kexue._memory.fresh_like`` (2 MiB pages)."""
+    if weight.numel() * weight.element_size() < LARGE:
+        return weight / sigma
+    return _Divide.apply(weight, sigma)
+
+
+class _Divide(torch.autograd.Function):
+    """``weight / sigma`` (``sigma`` 0-d) written into a fresh buffer, with the gradients of a division.
+
+    The division runs over row blocks from the last to the first: the power iteration has just read
+    ``weight`` from first to last, so its last blocks may still be in cache.
+    """
+
+    @staticmethod
+    def forward(weight: Tensor, sigma: Tensor) -> Tensor:
+        out = fresh_like(weight, dtype=torch.result_type(weight, sigma))
+        if not weight.is_contiguous():
+            return torch.div(weight, sigma, out=out)
+        w, o = weight.view(-1), out.view(-1)
+        step = max(1, _BLOCK_BYTES // weight.element_size())
+        for start in reversed(range(0, w.numel(), step)):
+            torch.div(w[start:start + step], sigma, out=o[start:start + step])
+        return out
+
+    @staticmethod
+    def setup_context(ctx: object, inputs: tuple, output: Tensor) -> None:
+        ctx.save_for_backward(*inputs)
+
+    @staticmethod
+    def backward(ctx: object, grad: Tensor) -> tuple[Tensor | None, Tensor | None]:
+        weight, sigma = ctx.saved_tensors
+        grad_w = grad / sigma if ctx.needs_input_grad[0] else None
+        grad_s = -(grad * weight).sum() / (sigma * sigma) if ctx.needs_input_grad[1] else None
+        return grad_w, grad_s
+
+    @staticmethod
+    def vmap(info: object, in_dims: tuple, weight: Tensor, sigma: Tensor) -> tuple[Tensor, int | None]:
+        """Under ``torch.func.vmap`` (e.g. ``jacobian_norms``): batched inputs take the plain division."""
+        if all(d is None for d in in_dims):
+            return _Divide.apply(weight, sigma), None
+        return torch.func.vmap(torch.div, in_dims=in_dims)(weight, sigma), 0
 
 
 def spectral_normalize_reference(
@@ -279,33 +493,33 @@ def spectral_normalize_reference(
 
     ``n_iter`` times $u \leftarrow \mathrm{normalize}(Wv)$, $v \leftarrow \mathrm{normalize}(W^\top u)$
     (no gradient), then $\hat\sigma = u^\top W v$ with $u, v$ constant and $W/\hat\sigma$.
-    Three matrix-vector products per step; :func:`spectral_normalize` must agree with it.
+    Three matrix-vector products per step; [`spectral_normalize`][kexue.lipschitz.spectral_normalize] must agree with it.
 
     Args:
         W: The weight matrix.
         u: Current left vector.
         v: Current right vector.
         n_iter: Power iterations (>= 0).
-        eps: Floor of the norms.
+        eps: Floor of the norms (> 0; degenerate inputs as in ``spectral_normalize``).
 
     Returns:
-        A :class:`SpectralNormStep`.
+        A [`SpectralNormStep`][kexue.lipschitz.SpectralNormStep].
 
     Shapes:
         W: ``(out, in)``; u: ``(out,)``; v: ``(in,)``.
 
     Raises:
         TypeError: For non-tensors or mismatched dtypes.
-        ValueError: For shapes that do not match ``W`` or ``n_iter < 0``.
+        ValueError: For shapes that do not match ``W``, ``n_iter < 0`` or ``eps <= 0``.
     """
-    _check_step_inputs(W, u, v, n_iter)
+    _check_step_inputs(W, u, v, n_iter, eps)
     u, v = u.detach().clone(), v.detach().clone()
     with torch.no_grad():
         for _ in range(n_iter):
             u = F.normalize(torch.mv(W, v), dim=0, eps=eps)
             v = F.normalize(torch.mv(W.mT, u), dim=0, eps=eps)
     sigma = torch.dot(u, torch.mv(W, v))
-    return SpectralNormStep(W / sigma, sigma, u, v)
+    return SpectralNormStep(W / _floored(sigma, eps), sigma, u, v)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -321,14 +535,21 @@ def _to_matrix(weight: Tensor, dim: int) -> Tensor:
 class SpectralNorm(nn.Module):
     r"""Parametrization $W \mapsto W / \hat\sigma(W)$ with persistent power-iteration vectors.
 
-    A thin module around :func:`spectral_normalize`: it holds the buffers ``u`` and ``v``, updates
+    A thin module around [`spectral_normalize`][kexue.lipschitz.spectral_normalize]: it holds the buffers ``u`` and ``v``, updates
     them (``n_power_iterations`` per forward) only in training mode, never sends gradients into
     them, and reshapes conv kernels to ``(weight.shape[dim], -1)``. One-dimensional weights are
-    divided by their Euclidean norm. Register it with :func:`spectral_normalization`.
+    divided by their Euclidean norm. Register it with [`spectral_normalization`][kexue.lipschitz.spectral_normalization].
 
     Because the new vectors are fresh tensors copied into the buffers after use, a loss built from
     two forwards (``D(real) - D(fake)``) backpropagates without "modified by an in-place operation"
     errors (the issue PyTorch solves by cloning).
+
+    Tiny, huge and zero weights: the power iteration runs on the weight divided by a power of two
+    near its largest entry, which is exact (the result is bit for bit the same for ordinary
+    weights), so weights with entries of $10^{-20}$ or $10^{30}$ are normalised as accurately as
+    any other. A zero weight stays zero: an estimate $|\hat\sigma| \le$ ``eps`` (of the rescaled
+    weight) is replaced by ``eps``, and in training the buffers are then left as they were, so the
+    iteration resumes once the weight is non-zero. NaN/inf entries of the weight propagate, as in a layer.
 
     Args:
         weight: The weight the parametrization will act on (for shapes and the warm-up).
@@ -342,8 +563,10 @@ class SpectralNorm(nn.Module):
         weight: any shape with ``ndim >= 1``; viewed as ``(weight.shape[dim], numel / weight.shape[dim])``.
 
     Raises:
-        ValueError: For a non-floating or empty weight, a bad ``dim``, ``n_power_iterations < 1``
-            or ``warmup < 0``.
+        TypeError: For a weight that is not a floating tensor or a ``generator`` that is not a
+            ``torch.Generator``.
+        ValueError: For an empty or 0-d weight, a bad ``dim``, ``n_power_iterations < 1``,
+            ``eps <= 0`` or ``warmup < 0``.
 
     Source: Miyato et al. (2018); PyTorch's ``_SpectralNorm`` parametrization (buffers, warm-up,
     no update in eval mode).
@@ -359,36 +582,46 @@ class SpectralNorm(nn.Module):
         warmup: int = 15,
     ) -> None:
         super().__init__()
-        if not isinstance(weight, Tensor) or not weight.dtype.is_floating_point or weight.numel() == 0:
-            raise ValueError("weight must be a non-empty floating tensor")
-        if not isinstance(dim, int) or not -weight.ndim <= dim < weight.ndim:
+        check_tensor(weight, "weight", floating=True, nonempty=True)
+        if weight.ndim == 0:
+            raise ValueError("weight must have at least one dimension, got a 0-d tensor")
+        if not isinstance(dim, int) or isinstance(dim, bool) or not -weight.ndim <= dim < weight.ndim:
             raise ValueError(f"dim must be an integer in [-{weight.ndim}, {weight.ndim - 1}], got {dim!r}")
         self.n_power_iterations = check_int(n_power_iterations, "n_power_iterations", 1)
         check_int(warmup, "warmup", 0)
+        if generator is not None:
+            check_generator(generator)
         self.dim = dim % weight.ndim
-        self.eps = eps
+        self.eps = _check_eps(eps)
+        self.weight_shape = tuple(weight.shape)
         if weight.ndim > 1:
             mat = _to_matrix(weight.detach(), self.dim)
             u = torch.randn(mat.shape[0], generator=generator, dtype=mat.dtype, device=mat.device)
             v = torch.randn(mat.shape[1], generator=generator, dtype=mat.dtype, device=mat.device)
             u, v = F.normalize(u, dim=0, eps=eps), F.normalize(v, dim=0, eps=eps)
             if warmup:
-                step = spectral_normalize_reference(mat, u, v, n_iter=warmup, eps=eps)
+                step = spectral_normalize_reference(mat / _pow2_scale(mat), u, v, n_iter=warmup, eps=eps)
                 u, v = step.u, step.v
             self.register_buffer("u", u)
             self.register_buffer("v", v)
 
     def forward(self, weight: Tensor) -> Tensor:
-        """Return ``weight / sigma`` (updating ``u`` and ``v`` first in training mode)."""
+        """Return ``weight / sigma`` (updating ``u`` and ``v`` first in training mode); a zero weight stays zero."""
+        check_tensor(weight, "weight", floating=True)
+        if tuple(weight.shape) != self.weight_shape:
+            raise ValueError(f"weight must have the shape {self.weight_shape} this parametrization was built for, "
+                             f"got {tuple(weight.shape)}")
         if weight.ndim == 1:
             return F.normalize(weight, dim=0, eps=self.eps)
         mat = _to_matrix(weight, self.dim)
-        step = spectral_normalize(mat, self.u, self.v, self.n_power_iterations if self.training else 0, self.eps)
+        n_iter = self.n_power_iterations if self.training else 0
+        sigma, scale, u, v = _safe_sigma_step(mat, self.u, self.v, n_iter, self.eps)
         if self.training:
             with torch.no_grad():
-                self.u.copy_(step.u)
-                self.v.copy_(step.v)
-        return weight / step.sigma
+                ok = sigma.detach() > self.eps  # a zero weight leaves the vectors as they were
+                self.u.copy_(torch.where(ok, u, self.u))
+                self.v.copy_(torch.where(ok, v, self.v))
+        return _divide(weight, _floored(sigma, self.eps) * scale)
 
 
 def spectral_normalization(
@@ -399,7 +632,7 @@ def spectral_normalization(
     eps: float = 1e-12,
     generator: torch.Generator | None = None,
 ) -> nn.Module:
-    """Register :class:`SpectralNorm` on ``module.<name>`` (same call as PyTorch's ``spectral_norm``).
+    """Register [`SpectralNorm`][kexue.lipschitz.SpectralNorm] on ``module.<name>`` (same call as PyTorch's ``spectral_norm``).
 
     Args:
         module: The layer (e.g. ``nn.Linear``, ``nn.Conv2d``).
@@ -414,8 +647,22 @@ def spectral_normalization(
         ``module.parametrizations.<name>[0].u`` and ``.v``.
 
     Raises:
-        ValueError: If the module has no parameter called ``name``.
+        TypeError: If ``module`` is not an ``nn.Module`` or ``name`` not a string.
+        ValueError: If the module has no parameter called ``name``, or as [`SpectralNorm`][kexue.lipschitz.SpectralNorm].
+
+    Examples:
+        >>> import torch
+        >>> layer = spectral_normalization(torch.nn.Linear(8, 4), generator=torch.Generator().manual_seed(0))
+        >>> for _ in range(20):  # each training-mode forward runs one power iteration
+        ...     _ = layer(torch.zeros(1, 8))
+        >>> round(spectral_norm_exact(layer.weight.detach()).item(), 4)
+        1.0
+        >>> sorted(name for name, _ in layer.named_buffers())
+        ['parametrizations.weight.0.u', 'parametrizations.weight.0.v']
     """
+    _check_module(module)
+    if not isinstance(name, str):
+        raise TypeError(f"name must be the name of a parameter (a str), got {type(name).__name__}")
     weight = getattr(module, name, None)
     if not isinstance(weight, Tensor):  # a wrong name is a wrong value of `name`, hence ValueError
         raise ValueError(f"name: module {type(module).__name__} has no parameter or buffer {name!r}")  # noqa: TRY004
@@ -428,11 +675,65 @@ def spectral_normalization(
     return module
 
 
+@torch.no_grad()
+def spectral_project_(module: nn.Module, n_iter: int | None = 5) -> nn.Module:
+    r"""Divide every weight matrix of ``module`` by its spectral norm, in place (the article's Keras constraint).
+
+    Each parameter with two or more dimensions, viewed as a matrix ``(shape[0], -1)``, becomes
+    $W \leftarrow W/\hat\sigma(W)$, where $\hat\sigma$ comes from ``n_iter`` power iterations started
+    from the all-ones vector and recomputed from scratch at every call, as in the Keras code of the
+    article (``n_iter=None`` uses the exact SVD value instead). Biases and other vectors are left alone.
+
+    Called after each optimiser step, as a Keras ``kernel_constraint`` is, this is a *projection*:
+    the step's gradient was computed for the weights before normalisation, not for the normalised
+    network. Su found this hurt his WGAN-SN samples and patched Keras to reparametrise instead,
+    which is what [`spectral_normalization`][kexue.lipschitz.spectral_normalization] does.
+
+    Args:
+        module: The network (its weights are changed in place).
+        n_iter: Power iterations from all ones (>= 1), or ``None`` for the exact norm.
+
+    Returns:
+        The module.
+
+    Raises:
+        TypeError: If ``module`` is not an ``nn.Module``.
+        ValueError: If ``n_iter`` is not ``None`` or an integer >= 1.
+
+    Source: Su (2018), the ``spectral_normalization`` Keras constraint of
+    [kexue.fm/archives/6051](https://kexue.fm/archives/6051) (5 iterations from ones).
+
+    Examples:
+        >>> import torch
+        >>> net = torch.nn.Linear(3, 2)
+        >>> with torch.no_grad():
+        ...     _ = net.weight.copy_(torch.tensor([[2.0, 0.0, 0.0], [0.0, 1.0, 0.0]]))
+        >>> spectral_project_(net).weight
+        Parameter containing:
+        tensor([[1.0000, 0.0000, 0.0000],
+                [0.0000, 0.5000, 0.0000]], requires_grad=True)
+    """
+    _check_module(module)
+    if n_iter is not None:
+        check_int(n_iter, "n_iter", 1)
+    for p in module.parameters():
+        if p.ndim < 2:
+            continue
+        mat = p.flatten(1)
+        if n_iter is None:
+            sigma = _exact_norm(mat)
+        else:  # on the weight rescaled by an exact power of two: tiny or huge weights do not under/overflow
+            scale = _pow2_scale(mat)
+            sigma = spectral_norm_estimate(mat / scale, n_iter, u0="ones").sigma * scale
+        p.div_(sigma.clamp_min(torch.finfo(p.dtype).tiny))  # a zero weight stays zero
+    return module
+
+
 def spectral_penalty(sigmas: Sequence[Tensor], lam: float) -> Tensor:
     r"""Spectral-norm regulariser $\lambda \sum_l \sigma(W_l)^2$ (the article's convention).
 
     Its gradient with respect to each $W_l$ is $2\lambda\,\sigma_l\, u_l v_l^\top$ when $\sigma_l$ comes
-    from :func:`spectral_normalize` (or is exact with a simple top singular value). Yoshida & Miyato
+    from [`spectral_normalize`][kexue.lipschitz.spectral_normalize] (or is exact with a simple top singular value). Yoshida & Miyato
     (2017) write $\frac{\lambda}{2}\sum_l \sigma_l^2$; pass ``lam / 2`` for their convention.
     Replacing $\sigma(W)$ by the Frobenius norm $\|W\|_F \ge \sigma(W)$ gives ordinary L2 weight decay.
 
@@ -447,16 +748,22 @@ def spectral_penalty(sigmas: Sequence[Tensor], lam: float) -> Tensor:
         sigmas: a sequence of 0-d tensors.
 
     Raises:
-        ValueError: If ``lam`` is negative or a ``sigmas`` entry is not a 0-d tensor.
+        TypeError: If ``sigmas`` is not a sequence.
+        ValueError: If ``lam`` is negative, a ``sigmas`` entry is not a 0-d floating tensor, or the
+            penalty is not finite (a NaN or huge ``sigma``).
     """
     lam = check_real(lam, "lam", at_least=0)
+    if isinstance(sigmas, (str, bytes)) or not isinstance(sigmas, Iterable):
+        raise TypeError(f"sigmas must be a sequence of 0-d tensors, got {type(sigmas).__name__}")
     total: Tensor | None = None
     for i, s in enumerate(sigmas):
-        if not isinstance(s, Tensor) or s.ndim != 0:
-            raise ValueError(f"sigmas[{i}] must be a 0-d tensor, got {s!r}")
+        if not isinstance(s, Tensor) or s.ndim != 0 or not s.dtype.is_floating_point:
+            raise ValueError(f"sigmas[{i}] must be a 0-d floating tensor, got {s!r}")
         total = s.square() if total is None else total + s.square()
     if total is None:
         return torch.zeros(())
+    if not bool(torch.isfinite(total)):
+        raise ValueError(f"sigmas must be finite (the sum of squares is {total.item()})")
     return lam * total
 
 
@@ -464,11 +771,13 @@ def spectral_penalty(sigmas: Sequence[Tensor], lam: float) -> Tensor:
 # convolutions: reshaped kernel vs the true operator norm
 
 
-def _check_conv(weight: object, input_size: object) -> tuple[Tensor, tuple[int, int]]:
-    if not isinstance(weight, Tensor) or not weight.dtype.is_floating_point:
-        raise TypeError("weight must be a floating torch.Tensor of shape (out, in, kh, kw)")
-    if weight.ndim != 4 or weight.numel() == 0:
-        raise ValueError(f"weight must have shape (out, in, kh, kw), got {tuple(weight.shape)}")
+def _check_kernel(weight: object, *, finite: bool = False) -> Tensor:
+    check_tensor(weight, "weight", 4, floating=True, nonempty=True)  # (out, in, kh, kw)
+    return check_finite(weight, "weight") if finite else weight
+
+
+def _check_conv(weight: object, input_size: object, *, finite: bool = False) -> tuple[Tensor, tuple[int, int]]:
+    weight = _check_kernel(weight, finite=finite)
     kh, kw = weight.shape[-2:]
     if kh % 2 == 0 or kw % 2 == 0:
         raise ValueError(f"weight must have odd kernel sizes ('same' padding), got {kh}x{kw}")
@@ -482,6 +791,11 @@ def _check_conv(weight: object, input_size: object) -> tuple[Tensor, tuple[int, 
     if H < kh or Wd < kw:
         raise ValueError(f"input_size {tuple(input_size)} must be at least the kernel size {kh}x{kw}")
     return weight, (H, Wd)
+
+
+def _check_padding_mode(padding_mode: object) -> None:
+    if padding_mode not in ("zeros", "circular"):
+        raise ValueError(f"padding_mode must be 'zeros' or 'circular', got {padding_mode!r}")
 
 
 PaddingMode = Literal["zeros", "circular"]
@@ -509,7 +823,7 @@ def reshaped_kernel_norm(weight: Tensor) -> Tensor:
     pixel is $W_{\text{mat}}$ times a patch, and every input pixel lies in $k_h k_w$ patches.
 
     Args:
-        weight: Convolution kernel.
+        weight: Convolution kernel (float16/bfloat16: computed in float32, rounded to its dtype).
 
     Returns:
         A 0-d tensor.
@@ -519,13 +833,23 @@ def reshaped_kernel_norm(weight: Tensor) -> Tensor:
 
     Raises:
         TypeError: If ``weight`` is not a floating tensor.
-        ValueError: If ``weight`` is not 4-D.
+        ValueError: If ``weight`` is not a non-empty 4-D kernel or holds NaN/inf.
+
+    Examples:
+        An all-ones $3\times 3$ kernel: the reshaped matrix has norm 3, the circular convolution
+        norm 9 (the upper bound), the zero-padded one on the same $8\times 8$ input a little less:
+
+        >>> import torch
+        >>> w = torch.ones(1, 1, 3, 3, dtype=torch.float64)
+        >>> reshaped_kernel_norm(w).item()
+        3.0
+        >>> round(conv_operator_norm_fft(w, (8, 8)).item(), 6)
+        9.0
+        >>> g = torch.Generator().manual_seed(0)
+        >>> round(conv_operator_norm(w, (8, 8), "zeros", n_iter=300, generator=g).item(), 3)
+        8.291
     """
-    if not isinstance(weight, Tensor) or not weight.dtype.is_floating_point:
-        raise TypeError("weight must be a floating torch.Tensor of shape (out, in, kh, kw)")
-    if weight.ndim != 4 or weight.numel() == 0:
-        raise ValueError(f"weight must have shape (out, in, kh, kw), got {tuple(weight.shape)}")
-    return torch.linalg.matrix_norm(weight.flatten(1), ord=2)
+    return _exact_norm(_check_kernel(weight, finite=True).flatten(1))
 
 
 def conv_matrix(weight: Tensor, input_size: tuple[int, int], padding_mode: PaddingMode = "zeros") -> Tensor:
@@ -546,9 +870,10 @@ def conv_matrix(weight: Tensor, input_size: tuple[int, int], padding_mode: Paddi
 
     Raises:
         TypeError: If ``weight`` is not a floating tensor.
-        ValueError: For bad shapes, sizes or padding modes.
+        ValueError: For bad shapes, sizes or padding modes (NaN/inf entries of the kernel propagate).
     """
     weight, (H, Wd) = _check_conv(weight, input_size)
+    _check_padding_mode(padding_mode)
     c_in = weight.shape[1]
     n = c_in * H * Wd
     basis = torch.eye(n, dtype=weight.dtype, device=weight.device).reshape(n, c_in, H, Wd)
@@ -584,14 +909,17 @@ def conv_operator_norm(
         weight: ``(out, in, kh, kw)``.
 
     Raises:
-        TypeError: If ``weight`` is not a floating tensor.
-        ValueError: For bad shapes, sizes, padding modes or ``n_iter``.
+        TypeError: If ``weight`` is not a floating tensor or ``generator`` not a ``torch.Generator``.
+        ValueError: For bad shapes, sizes, padding modes or ``n_iter``, or a kernel with NaN/inf.
     """
-    weight, (H, Wd) = _check_conv(weight, input_size)
+    weight, (H, Wd) = _check_conv(weight, input_size, finite=True)
     n_iter = check_int(n_iter, "n_iter", 1)
-    if padding_mode not in ("zeros", "circular"):
-        raise ValueError(f"padding_mode must be 'zeros' or 'circular', got {padding_mode!r}")
+    _check_padding_mode(padding_mode)
+    if generator is not None:
+        check_generator(generator)
     w = weight.detach()
+    scale = _pow2_scale(w)  # exact rescaling: kernels of 1e-30 or 1e30 neither underflow nor overflow
+    w = w / scale
     w_adj = w.transpose(0, 1).flip(-2, -1)  # the adjoint of a 'same' convolution is one with this kernel
     x = torch.randn(1, w.shape[1], H, Wd, generator=generator, dtype=w.dtype, device=w.device)
     x = x / torch.linalg.vector_norm(x)
@@ -601,7 +929,7 @@ def conv_operator_norm(
         if norm == 0:
             break
         x = g / norm
-    return torch.linalg.vector_norm(_conv_same(x, w, padding_mode))
+    return torch.linalg.vector_norm(_conv_same(x, w, padding_mode)) * scale
 
 
 def conv_operator_norm_fft(weight: Tensor, input_size: tuple[int, int]) -> Tensor:
@@ -613,7 +941,8 @@ def conv_operator_norm_fft(weight: Tensor, input_size: tuple[int, int]) -> Tenso
     one per frequency, and $\|\mathcal{C}\| = \max_\omega \|\hat K(\omega)\|_2$.
 
     Args:
-        weight: Convolution kernel with odd kernel sizes.
+        weight: Convolution kernel with odd kernel sizes (float16/bfloat16: computed in float32,
+            rounded to its dtype).
         input_size: Spatial size ``(H, W)`` (at least the kernel size).
 
     Returns:
@@ -624,13 +953,15 @@ def conv_operator_norm_fft(weight: Tensor, input_size: tuple[int, int]) -> Tenso
 
     Raises:
         TypeError: If ``weight`` is not a floating tensor.
-        ValueError: For bad shapes or sizes.
+        ValueError: For bad shapes or sizes, or a kernel with NaN/inf.
 
-    Source: H. Sedghi, V. Gupta, P. Long, "The Singular Values of Convolutional Layers", ICLR 2019.
+    Source: H. Sedghi, V. Gupta, P. Long, "The Singular Values of Convolutional Layers", ICLR 2019,
+    [arXiv:1805.10408](https://arxiv.org/abs/1805.10408).
     """
-    weight, (H, Wd) = _check_conv(weight, input_size)
-    freq = torch.fft.fft2(weight.detach(), s=(H, Wd))  # (out, in, H, W), zero-padded kernel
-    return torch.linalg.matrix_norm(freq.permute(2, 3, 0, 1), ord=2).max()
+    weight, (H, Wd) = _check_conv(weight, input_size, finite=True)
+    w = weight.detach().float() if weight.dtype in _LOW_PRECISION else weight.detach()  # no half-precision FFT on CPU
+    freq = torch.fft.fft2(w, s=(H, Wd))  # (out, in, H, W), zero-padded kernel
+    return torch.linalg.matrix_norm(freq.permute(2, 3, 0, 1), ord=2).max().to(weight.dtype)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -638,17 +969,18 @@ def conv_operator_norm_fft(weight: Tensor, input_size: tuple[int, int]) -> Tenso
 
 
 def _two_sided(grad_norm: Tensor) -> Tensor:
-    """WGAN-GP: $(\\|\\nabla f\\| - 1)^2$ (Gulrajani et al., 2017)."""
+    r"""WGAN-GP: $(\|\nabla f\| - 1)^2$ (Gulrajani et al., 2017)."""
     return (grad_norm - 1).square()
 
 
 def _one_sided(grad_norm: Tensor) -> Tensor:
-    """One-sided: $\\max(\\|\\nabla f\\| - 1, 0)^2$ (Su's preference; Petzka et al. 2018)."""
+    r"""One-sided: $\max(\|\nabla f\| - 1, 0)^2$ (Su's preference; Petzka et al. 2018)."""
     return F.relu(grad_norm - 1).square()
 
 
-#: Gradient-penalty variants, each ``f(grad_norm) -> per-example penalty`` (same signature).
 PENALTIES: dict[str, Callable[[Tensor], Tensor]] = {"two-sided": _two_sided, "one-sided": _one_sided}
+r"""Gradient-penalty variants by name, each ``f(grad_norm) -> per-example penalty`` (same signature):
+``"two-sided"`` $(\|\nabla f\| - 1)^2$ (WGAN-GP) and ``"one-sided"`` $\max(\|\nabla f\| - 1, 0)^2$ (Su's choice)."""
 
 
 def _grad_norms(critic: Callable[[Tensor], Tensor], x: Tensor, create_graph: bool) -> Tensor:
@@ -669,20 +1001,25 @@ def gradient_norms(critic: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
         x: Points.
 
     Returns:
-        The norms.
+        The norms (a point with NaN/inf entries gets a NaN/inf norm: per-example, like a layer).
 
     Shapes:
         x: ``(n, ...)``; result: ``(n,)``.
 
     Raises:
         ValueError: If ``x`` is empty or the critic's output shape is wrong.
-        TypeError: If ``x`` is not a floating tensor.
+        TypeError: If ``critic`` is not callable or ``x`` is not a floating tensor.
     """
-    if not isinstance(x, Tensor) or not x.dtype.is_floating_point:
-        raise TypeError("x must be a floating torch.Tensor")
-    if x.ndim < 2 or x.shape[0] == 0:
-        raise ValueError(f"x must have shape (n, ...) with n >= 1, got {tuple(x.shape)}")
+    _check_callable(critic, "critic")
+    _check_points(x, "x")
     return _grad_norms(critic, x, create_graph=False).detach()
+
+
+def _check_points(x: object, name: str) -> Tensor:
+    check_tensor(x, name, floating=True, nonempty=True)
+    if x.ndim < 2:
+        raise ValueError(f"{name} must have shape (n, ...) with one point per row, got {tuple(x.shape)}")
+    return x
 
 
 # --8<-- [start:gp]
@@ -709,7 +1046,7 @@ def gradient_penalty(
         real: Real points.
         fake: Generated points (same shape).
         lam: Penalty weight (>= 0; 10 in Gulrajani et al.).
-        kind: A key of :data:`PENALTIES`.
+        kind: A key of [`PENALTIES`][kexue.lipschitz.PENALTIES].
         generator: Random generator for $\epsilon$.
 
     Returns:
@@ -719,23 +1056,51 @@ def gradient_penalty(
         real, fake: ``(n, ...)``.
 
     Raises:
-        ValueError: For mismatched or empty batches, a negative ``lam`` or an unknown ``kind``.
+        TypeError: If ``critic`` is not callable, ``real`` or ``fake`` not a floating tensor, or
+            ``generator`` not a ``torch.Generator``.
+        ValueError: For mismatched or empty batches, NaN/inf points, a negative ``lam`` or an
+            unknown ``kind``.
 
-    Source: Gulrajani et al. (2017), arXiv:1704.00028; one-sided form: Su (2018), Petzka et al. (2018).
+    Source: Gulrajani et al. (2017), [arXiv:1704.00028](https://arxiv.org/abs/1704.00028); one-sided
+    form: Su (2018), Petzka et al. (2018).
+
+    Examples:
+        A linear critic $f(x) = a^\top x$ has $\|\nabla f\| = \|a\|$ everywhere, so the penalty
+        is $\lambda(\|a\| - 1)^2$ two-sided and zero one-sided when $\|a\| < 1$:
+
+        >>> import torch
+        >>> a = torch.tensor([0.3, 0.4])  # ||a|| = 0.5
+        >>> critic = lambda x: x @ a
+        >>> real, fake = torch.randn(16, 2), torch.randn(16, 2)
+        >>> gradient_penalty(critic, real, fake, lam=10.0).item()
+        2.5
+        >>> gradient_penalty(critic, real, fake, lam=10.0, kind="one-sided").item()
+        0.0
     """
-    if kind not in PENALTIES:
-        raise ValueError(f"kind must be one of {sorted(PENALTIES)}, got {kind!r}")
     lam = check_real(lam, "lam", at_least=0)
-    if not isinstance(real, Tensor) or not isinstance(fake, Tensor) or real.shape != fake.shape:
-        raise ValueError("real and fake must be tensors of the same shape")
-    if real.ndim < 2 or real.shape[0] == 0:
-        raise ValueError(f"real must have shape (n, ...) with n >= 1, got {tuple(real.shape)}")
+    _check_gp_inputs(critic, real, fake, kind, generator)
     shape = (real.shape[0],) + (1,) * (real.ndim - 1)
     eps = torch.rand(shape, generator=generator, dtype=real.dtype, device=real.device)
     x_hat = eps * real.detach() + (1 - eps) * fake.detach()
     norms = _grad_norms(critic, x_hat, create_graph=True)
     return lam * PENALTIES[kind](norms).mean()
 # --8<-- [end:gp]
+
+
+def _check_gp_inputs(critic: object, real: object, fake: object, kind: object, generator: object) -> None:
+    """Arguments of [`gradient_penalty`][kexue.lipschitz.gradient_penalty] other than ``lam``."""
+    if not isinstance(kind, str) or kind not in PENALTIES:
+        raise ValueError(f"kind must be one of {sorted(PENALTIES)}, got {kind!r}")
+    _check_callable(critic, "critic")
+    _check_points(real, "real")
+    check_tensor(fake, "fake", floating=True)
+    if real.shape != fake.shape or real.dtype != fake.dtype:
+        raise ValueError(f"real and fake must have the same shape and dtype, got {tuple(real.shape)} {real.dtype} "
+                         f"and {tuple(fake.shape)} {fake.dtype}")
+    check_finite(real, "real")
+    check_finite(fake, "fake")
+    if generator is not None:
+        check_generator(generator)
 
 
 @torch.no_grad()
@@ -750,8 +1115,10 @@ def clip_weights_(module: nn.Module, c: float) -> nn.Module:
         The module.
 
     Raises:
+        TypeError: If ``module`` is not an ``nn.Module``.
         ValueError: If ``c <= 0``.
     """
+    _check_module(module)
     c = check_real(c, "c", above=0)
     for p in module.parameters():
         p.clamp_(-c, c)
@@ -772,8 +1139,10 @@ def clip_frobenius_(module: nn.Module, c: float) -> nn.Module:
         The module.
 
     Raises:
+        TypeError: If ``module`` is not an ``nn.Module``.
         ValueError: If ``c <= 0``.
     """
+    _check_module(module)
     c = check_real(c, "c", above=0)
     for p in module.parameters():
         if p.ndim >= 2:
@@ -789,7 +1158,8 @@ def lipschitz_upper_bound(weights: Sequence[Tensor]) -> Tensor:
     r"""Upper bound $\prod_l \|W_l\|_2$ on the Lipschitz constant of an MLP with 1-Lipschitz activations.
 
     Args:
-        weights: The layers' weight matrices (exact spectral norms are taken).
+        weights: The layers' weight matrices in the order they are applied (exact spectral norms
+            are taken); consecutive layers must compose, ``weights[i + 1].shape[1] == weights[i].shape[0]``.
 
     Returns:
         A 0-d tensor.
@@ -798,20 +1168,30 @@ def lipschitz_upper_bound(weights: Sequence[Tensor]) -> Tensor:
         each weight: ``(out, in)``.
 
     Raises:
-        ValueError: If ``weights`` is empty or an entry is not a matrix.
+        TypeError: If ``weights`` is not a sequence or an entry is not a floating tensor.
+        ValueError: If ``weights`` is empty, an entry is not a finite matrix, or two consecutive
+            layers do not compose.
     """
+    if isinstance(weights, (str, bytes)) or not isinstance(weights, Sequence):
+        raise TypeError(f"weights must be a sequence of weight matrices, got {type(weights).__name__}")
     if len(weights) == 0:
         raise ValueError("weights must hold at least one matrix")
-    norms = [spectral_norm_exact(_check_matrix(W.detach(), f"weights[{i}]")) for i, W in enumerate(weights)]
-    return torch.stack(norms).prod()
+    for i, W in enumerate(weights):
+        _check_matrix(W, f"weights[{i}]", finite=True)
+        if i and W.shape[1] != weights[i - 1].shape[0]:
+            raise ValueError(f"weights[{i}] of shape {tuple(W.shape)} does not compose with weights[{i - 1}] of shape "
+                             f"{tuple(weights[i - 1].shape)}: its input size must be the previous output size")
+    return torch.stack([_exact_norm(W.detach()) for W in weights]).prod()
 
 
 def jacobian_norms(model: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
     r"""Spectral norm of the input Jacobian $\|\partial f(x_i)/\partial x_i\|_2$ at each point.
 
     The maximum over points is a lower bound on the Lipschitz constant of ``model`` (an upper bound
-    being :func:`lipschitz_upper_bound`). Put spectrally normalised models in ``eval()`` mode first
-    so their buffers are not updated.
+    being [`lipschitz_upper_bound`][kexue.lipschitz.lipschitz_upper_bound]). An ``nn.Module`` is
+    differentiated in ``eval()`` mode and gets its own mode back afterwards: in training mode a
+    spectrally normalised layer would update its buffers (which the Jacobian transform cannot do)
+    and dropout would draw a random mask.
 
     Args:
         model: Maps ``(n, d)`` inputs to ``(n, k)`` outputs, one example at a time independently.
@@ -824,15 +1204,24 @@ def jacobian_norms(model: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
         x: ``(n, d)``; result: ``(n,)``.
 
     Raises:
-        ValueError: If ``x`` is not a non-empty ``(n, d)`` tensor.
+        TypeError: If ``model`` is not callable or ``x`` not a floating tensor.
+        ValueError: If ``x`` is not a non-empty finite ``(n, d)`` tensor.
     """
-    if not isinstance(x, Tensor) or x.ndim != 2 or x.shape[0] == 0 or not x.dtype.is_floating_point:
-        raise ValueError(f"x must be a non-empty floating (n, d) tensor, got {getattr(x, 'shape', x)!r}")
+    _check_callable(model, "model")
+    check_tensor(x, "x", 2, floating=True, nonempty=True)
+    check_finite(x, "x")
 
     def single(xi: Tensor) -> Tensor:
         return model(xi.unsqueeze(0)).squeeze(0)
 
-    jac = torch.func.vmap(torch.func.jacrev(single))(x.detach())  # (n, k, d)
+    was_training = isinstance(model, nn.Module) and model.training
+    if was_training:
+        model.eval()
+    try:
+        jac = torch.func.vmap(torch.func.jacrev(single))(x.detach())  # (n, k, d)
+    finally:
+        if was_training:
+            model.train()
     if jac.ndim == 2:  # scalar output
         return torch.linalg.vector_norm(jac, dim=1).detach()
     return torch.linalg.matrix_norm(jac, ord=2).detach()
@@ -856,356 +1245,25 @@ def exact_w1(x: Tensor, y: Tensor) -> float:
         x, y: ``(n, d)``.
 
     Raises:
-        ValueError: If the samples are empty or their shapes differ.
+        TypeError: If ``x`` or ``y`` is not a floating tensor.
+        ValueError: If the samples are empty, hold NaN/inf or their shapes differ.
+
+    Examples:
+        >>> import torch
+        >>> x = torch.tensor([[0.0, 0.0], [1.0, 0.0]])
+        >>> exact_w1(x, x + torch.tensor([0.0, 2.0]))  # a translation by 2
+        2.0
+        >>> exact_w1(x, x.flip(0))  # the same set in another order
+        0.0
     """
     from scipy.optimize import linear_sum_assignment
 
-    if not isinstance(x, Tensor) or not isinstance(y, Tensor) or x.shape != y.shape:
-        raise ValueError("x and y must be tensors of the same shape (n, d)")
-    if x.ndim != 2 or x.shape[0] == 0:
-        raise ValueError(f"x must have shape (n, d) with n >= 1, got {tuple(x.shape)}")
+    check_tensor(x, "x", 2, floating=True, nonempty=True)
+    check_tensor(y, "y", 2, floating=True, nonempty=True)
+    if x.shape != y.shape:
+        raise ValueError(f"x and y must be samples of the same shape (n, d), got {tuple(x.shape)} and {tuple(y.shape)}")
+    check_finite(x, "x")
+    check_finite(y, "y")
     cost = torch.cdist(x.detach().double(), y.detach().double()).cpu().numpy()
     rows, cols = linear_sum_assignment(cost)
     return float(cost[rows, cols].mean())
-
-
-# ----------------------------------------------------------------------------------------------
-# synthetic matrices and data
-
-
-def sharpening_matrix(n: int, centre: float = 3.0, dtype: torch.dtype = torch.float64) -> Tensor:
-    r"""Circulant matrix of the 1-D filter $(-1, c, -1)$: $W = cI - P - P^\top$ ($P$ the cyclic shift).
-
-    Its rows sum to $c - 2$, so the all-ones vector is an eigenvector with eigenvalue $c - 2$, while
-    $\|W\|_2 = c + 2$ for even $n$. Power iteration started from all ones therefore stays on the
-    ones vector and returns $|c - 2|$ (exactly, for integer $c$), not the norm.
-
-    Args:
-        n: Size (>= 3).
-        centre: The centre tap $c$.
-        dtype: Floating dtype.
-
-    Returns:
-        The symmetric matrix.
-
-    Shapes:
-        result: ``(n, n)``.
-
-    Raises:
-        ValueError: If ``n < 3``.
-    """
-    n = check_int(n, "n", 3)
-    eye = torch.eye(n, dtype=dtype)
-    shift = torch.roll(eye, 1, dims=1)
-    return centre * eye - shift - shift.mT
-
-
-def matrix_with_spectrum(
-    singular_values: Sequence[float], shape: tuple[int, int], *, seed: int = 0, dtype: torch.dtype = torch.float64
-) -> Tensor:
-    """Random matrix ``U diag(s) V^T`` with prescribed singular values (random orthogonal U, V).
-
-    Args:
-        singular_values: The singular values (at most ``min(shape)`` of them; the rest are 0).
-        shape: ``(out, in)``.
-        seed: Seed of the orthogonal factors.
-        dtype: Floating dtype.
-
-    Returns:
-        The matrix.
-
-    Shapes:
-        result: ``shape``.
-
-    Raises:
-        ValueError: If there are more singular values than ``min(shape)`` or a value is negative.
-    """
-    m, n = shape
-    k = len(singular_values)
-    if k > min(m, n) or any(s < 0 for s in singular_values):
-        raise ValueError(f"singular_values must be <= min(shape) = {min(m, n)} non-negative numbers")
-    g = torch.Generator().manual_seed(seed)
-    U, _ = torch.linalg.qr(torch.randn(m, m, generator=g, dtype=torch.float64))
-    V, _ = torch.linalg.qr(torch.randn(n, n, generator=g, dtype=torch.float64))
-    s = torch.tensor(list(singular_values), dtype=torch.float64)
-    return ((U[:, :k] * s) @ V[:, :k].mT).to(dtype)
-
-
-def shifted_gaussian(
-    n: int, mean: tuple[float, float] = (0.5, -1.5), std: float = 0.3, *, seed: int = 0,
-    dtype: torch.dtype = torch.float32,
-) -> Tensor:
-    """Isotropic 2-D Gaussian sample, the fixed "generator" distribution of the critic experiment.
-
-    Args:
-        n: Number of points (>= 1).
-        mean: Centre.
-        std: Standard deviation (> 0).
-        seed: Seed.
-        dtype: Floating dtype.
-
-    Returns:
-        The points.
-
-    Shapes:
-        result: ``(n, 2)``.
-
-    Raises:
-        ValueError: If ``n < 1`` or ``std <= 0``.
-    """
-    n = check_int(n, "n", 1)
-    std = check_real(std, "std", above=0)
-    g = torch.Generator().manual_seed(seed)
-    return (torch.randn(n, 2, generator=g, dtype=torch.float64) * std + torch.tensor(mean)).to(dtype)
-
-
-# ----------------------------------------------------------------------------------------------
-# small experiments used on the page
-
-
-def count_matmul_flops(fn: Callable[[], object]) -> int:
-    """Floating-point operations of the matrix products (mm, addmm, bmm, mv, dot, ...) run by ``fn()``.
-
-    A deterministic stand-in for wall time: it counts forward, backward and double-backward
-    products alike (PyTorch's ``FlopCounterMode`` cannot follow ``torch.autograd.grad`` here).
-    Element-wise work is not counted. Uses PyTorch's dispatch-mode hook and flop formulas.
-
-    Args:
-        fn: A zero-argument callable.
-
-    Returns:
-        The number of floating-point operations (multiply and add counted separately).
-    """
-    from torch.utils._python_dispatch import TorchDispatchMode
-    from torch.utils.flop_counter import flop_registry
-
-    aten = torch.ops.aten
-    vector_ops = {aten.mv: lambda a, b: 2 * a.shape[0] * a.shape[1], aten.dot: lambda a, b: 2 * a.shape[0],
-                  aten.vdot: lambda a, b: 2 * a.shape[0]}
-
-    class _Counter(TorchDispatchMode):
-        def __init__(self) -> None:
-            super().__init__()
-            self.flops = 0
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
-            kwargs = kwargs or {}
-            out = func(*args, **kwargs)
-            packet = func._overloadpacket
-            if packet in flop_registry:
-                self.flops += int(flop_registry[packet](*args, **kwargs, out_val=out))
-            elif packet in vector_ops:
-                self.flops += int(vector_ops[packet](*args[:2]))
-            return out
-
-    with _Counter() as counter:
-        fn()
-    return counter.flops
-
-
-def mlp(sizes: Sequence[int], *, seed: int = 0, dtype: torch.dtype = torch.float32) -> nn.Sequential:
-    """ReLU MLP ``Linear -> ReLU -> ... -> Linear`` with seeded default initialisation.
-
-    Args:
-        sizes: Layer widths, input first (at least two entries).
-        seed: Seed of the initialisation.
-        dtype: Parameter dtype.
-
-    Returns:
-        The network.
-
-    Raises:
-        ValueError: If fewer than two sizes are given or a size is not positive.
-    """
-    if len(sizes) < 2 or any(not isinstance(s, int) or s < 1 for s in sizes):
-        raise ValueError(f"sizes must hold >= 2 positive integers, got {list(sizes)!r}")
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        layers: list[nn.Module] = []
-        for i, (a, b) in enumerate(itertools.pairwise(sizes)):
-            layers.append(nn.Linear(a, b, dtype=dtype))
-            if i < len(sizes) - 2:
-                layers.append(nn.ReLU())
-    return nn.Sequential(*layers)
-
-
-class _Scale(nn.Module):
-    def __init__(self, c: float) -> None:
-        super().__init__()
-        self.c = c
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.c * x
-
-
-def _linears(model: nn.Module) -> list[nn.Linear]:
-    return [m for m in model.modules() if isinstance(m, nn.Linear)]
-
-
-#: Training variants of :func:`train_classifier`.
-CLASSIFIER_METHODS: tuple[str, ...] = ("plain", "weight-decay", "spectral-reg", "spectral-norm")
-
-
-def train_classifier(
-    method: str,
-    x_train: Tensor,
-    y_train: Tensor,
-    *,
-    hidden: Sequence[int] = (256, 256),
-    epochs: int = 200,
-    batch_size: int = 100,
-    lr: float = 1e-3,
-    lam: float = 1e-2,
-    sn_scale: float = 1.0,
-    seed: int = 0,
-) -> nn.Sequential:
-    r"""Train a ReLU MLP classifier with one of the Lipschitz controls of the article.
-
-    * ``"plain"``: cross-entropy only;
-    * ``"weight-decay"``: $+\lambda \sum_l \|W_l\|_F^2$ (the Frobenius bound on $\sigma$);
-    * ``"spectral-reg"``: $+\lambda \sum_l \sigma(W_l)^2$ with one persistent power iteration per step;
-    * ``"spectral-norm"``: every weight replaced by $W/\sigma(W)$ (:func:`spectral_normalization`),
-      logits multiplied by ``sn_scale`` (so the network is ``sn_scale``-Lipschitz, up to the
-      power-iteration error).
-
-    Adam, shuffled mini-batches, everything seeded; the model is returned in ``eval()`` mode.
-
-    Args:
-        method: One of :data:`CLASSIFIER_METHODS`.
-        x_train: Inputs.
-        y_train: Integer labels.
-        hidden: Hidden widths.
-        epochs: Passes over the data (>= 1).
-        batch_size: Mini-batch size (>= 1).
-        lr: Adam learning rate (> 0).
-        lam: Penalty weight for the two regularised methods (>= 0).
-        sn_scale: Output scale of the spectrally normalised network (> 0).
-        seed: Seed of initialisation, shuffling and power-iteration starts.
-
-    Returns:
-        The trained network.
-
-    Shapes:
-        x_train: ``(n, d)``; y_train: ``(n,)``.
-
-    Raises:
-        ValueError: For an unknown method, mismatched data or bad hyper-parameters.
-    """
-    if method not in CLASSIFIER_METHODS:
-        raise ValueError(f"method must be one of {CLASSIFIER_METHODS}, got {method!r}")
-    if x_train.ndim != 2 or y_train.shape != (x_train.shape[0],) or x_train.shape[0] == 0:
-        raise ValueError("x_train must be (n, d) and y_train (n,) with n >= 1")
-    check_int(epochs, "epochs", 1)
-    check_int(batch_size, "batch_size", 1)
-    check_real(lr, "lr", above=0)
-    check_real(lam, "lam", at_least=0)
-    n_classes = int(y_train.max()) + 1
-    model = mlp([x_train.shape[1], *hidden, n_classes], seed=seed, dtype=x_train.dtype)
-    gen = torch.Generator().manual_seed(seed)
-    layers = _linears(model)
-    if method == "spectral-norm":
-        for layer in layers:
-            spectral_normalization(layer, generator=gen)
-        if check_real(sn_scale, "sn_scale", above=0) != 1.0:
-            model.append(_Scale(sn_scale))
-    vectors = []  # persistent (u, v) for the spectral regulariser
-    if method == "spectral-reg":
-        for layer in layers:
-            W = layer.weight.detach()
-            warm = spectral_norm(W, n_iter=15, generator=gen)
-            vectors.append((warm.u, warm.v))
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    n = x_train.shape[0]
-    model.train()
-    for _ in range(epochs):
-        perm = torch.randperm(n, generator=gen)
-        for start in range(0, n, batch_size):
-            idx = perm[start : start + batch_size]
-            loss = F.cross_entropy(model(x_train[idx]), y_train[idx])
-            if method == "weight-decay":
-                loss = loss + lam * sum(layer.weight.square().sum() for layer in layers)
-            elif method == "spectral-reg":
-                sigmas = []
-                for i, layer in enumerate(layers):
-                    step = spectral_normalize(layer.weight, *vectors[i])
-                    vectors[i] = (step.u, step.v)
-                    sigmas.append(step.sigma)
-                loss = loss + spectral_penalty(sigmas, lam)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-    return model.eval()
-
-
-#: Lipschitz controls of :func:`train_critic`.
-CRITIC_METHODS: tuple[str, ...] = ("clip", "gp-two-sided", "gp-one-sided", "spectral-norm")
-
-
-def train_critic(
-    method: str,
-    real: Tensor,
-    fake: Tensor,
-    *,
-    hidden: Sequence[int] = (128, 128),
-    steps: int = 1000,
-    batch_size: int = 256,
-    lr: float = 1e-3,
-    lam: float = 10.0,
-    clip: float = 0.01,
-    seed: int = 0,
-) -> nn.Sequential:
-    r"""Train a WGAN critic $f$ between two fixed samples: minimise $\mathbb{E}_g f - \mathbb{E}_r f$ (+ penalty).
-
-    No generator: ``real`` and ``fake`` stay fixed, so the result can be compared with the exact
-    $W_1$ of the two samples. Variants: ``"clip"`` (clamp all parameters to ``[-clip, clip]`` after
-    each step), ``"gp-two-sided"`` / ``"gp-one-sided"`` (:func:`gradient_penalty` with weight ``lam``)
-    and ``"spectral-norm"`` (every weight spectrally normalised, no penalty).
-    Adam with $\beta = (0.5, 0.9)$; the critic is returned in ``eval()`` mode.
-
-    Args:
-        method: One of :data:`CRITIC_METHODS`.
-        real: Real sample.
-        fake: Generated sample (any size).
-        hidden: Hidden widths of the ReLU MLP.
-        steps: Critic updates (>= 1).
-        batch_size: Points drawn (with replacement) from each sample per step.
-        lr: Learning rate (> 0).
-        lam: Gradient-penalty weight.
-        clip: Clipping bound.
-        seed: Seed of everything.
-
-    Returns:
-        The critic, mapping ``(n, d)`` to ``(n, 1)``.
-
-    Shapes:
-        real: ``(n_r, d)``; fake: ``(n_g, d)``.
-
-    Raises:
-        ValueError: For an unknown method, mismatched data or bad hyper-parameters.
-    """
-    if method not in CRITIC_METHODS:
-        raise ValueError(f"method must be one of {CRITIC_METHODS}, got {method!r}")
-    if real.ndim != 2 or fake.ndim != 2 or real.shape[1] != fake.shape[1] or min(len(real), len(fake)) == 0:
-        raise ValueError("real and fake must be non-empty (n, d) tensors with the same d")
-    check_int(steps, "steps", 1)
-    check_int(batch_size, "batch_size", 1)
-    check_real(lr, "lr", above=0)
-    critic = mlp([real.shape[1], *hidden, 1], seed=seed, dtype=real.dtype)
-    gen = torch.Generator().manual_seed(seed)
-    if method == "spectral-norm":
-        for layer in _linears(critic):
-            spectral_normalization(layer, generator=gen)
-    opt = torch.optim.Adam(critic.parameters(), lr=lr, betas=(0.5, 0.9))
-    critic.train()
-    for _ in range(steps):
-        xr = real[torch.randint(len(real), (batch_size,), generator=gen)]
-        xg = fake[torch.randint(len(fake), (batch_size,), generator=gen)]
-        loss = critic(xg).mean() - critic(xr).mean()
-        if method.startswith("gp-"):
-            loss = loss + gradient_penalty(critic, xr, xg, lam, method[3:], generator=gen)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if method == "clip":
-            clip_weights_(critic, clip)
-    return critic.eval()

@@ -8,7 +8,9 @@ Every batch transform ("mixer") has one signature,
     mixer(x, y, *, generator, **params) -> MixedBatch
 
 and returns the mixed inputs together with the label information the loss needs: two label
-vectors ``y_a``, ``y_b`` and the weight ``lam`` of ``y_a``. The loss is then
+vectors ``y_a``, ``y_b`` and the weight ``lam`` of ``y_a``. A mixer checks the types and batch
+sizes of ``x`` and ``y``; the labels pass through, and the loss, which knows the number of
+classes, checks their range. The loss is then
 $\lambda\,\mathrm{CE}(p, y_a) + (1-\lambda)\,\mathrm{CE}(p, y_b)$
 ([`mixed_cross_entropy`][kexue.mixup.mixed_cross_entropy]), which is the cross-entropy against
 the soft target $\lambda e_{y_a} + (1-\lambda) e_{y_b}$
@@ -53,7 +55,15 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from kexue._checks import check_generator, check_int, check_real
+from kexue._checks import (
+    check_bool,
+    check_finite,
+    check_floating_dtype,
+    check_generator,
+    check_int,
+    check_real,
+    check_tensor,
+)
 
 __all__ = [
     "MixedBatch",
@@ -99,17 +109,77 @@ class MixedBatch:
 # ----------------------------------------------------------------------------- checks
 
 
-def _check_batch(x: torch.Tensor, y: torch.Tensor) -> None:
-    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
-        raise TypeError(f"x must be a floating-point tensor (convert integer images first), got "
-                        f"{x.dtype if isinstance(x, torch.Tensor) else type(x).__name__}")
+def _check_inputs(x: object, name: str) -> torch.Tensor:
+    """A floating tensor with a non-empty batch dimension (integer images must be converted first)."""
+    check_tensor(x, name, floating=True)
     if x.dim() < 1 or x.shape[0] == 0:
-        raise ValueError(f"x must have a non-empty batch dimension, got shape {tuple(x.shape)}")
-    if not isinstance(y, torch.Tensor) or y.dtype != torch.int64 or y.dim() != 1:
-        raise TypeError(f"y must be a 1-D int64 tensor of class labels, got "
-                        f"{(y.dtype, tuple(y.shape)) if isinstance(y, torch.Tensor) else type(y).__name__}")
+        raise ValueError(f"{name} must have a non-empty batch dimension, got shape {tuple(x.shape)}")
+    return x
+
+
+def _check_labels(y: object, name: str, num_classes: int | None = None) -> torch.Tensor:
+    """A 1-D int64 tensor of class labels; with ``num_classes``, every label in ``[0, num_classes)``."""
+    check_tensor(y, name, 1, floating=False)
+    if y.dtype != torch.int64:
+        raise TypeError(f"{name} must be an int64 tensor of class labels, got {y.dtype}")
+    if num_classes is not None and y.numel():
+        lo, hi = int(y.min()), int(y.max())
+        if lo < 0 or hi >= num_classes:
+            raise ValueError(f"{name} must hold class labels in [0, {num_classes}), got labels from {lo} to {hi}")
+    return y
+
+
+def _check_batch(x: object, y: object, names: tuple[str, str] = ("x", "y")) -> None:
+    """Inputs and labels of one batch, as every mixer takes them (the label range is the loss's business)."""
+    _check_inputs(x, names[0])
+    _check_labels(y, names[1])
     if y.shape[0] != x.shape[0]:
-        raise ValueError(f"x and y must have the same batch size, got x: {x.shape[0]} and y: {y.shape[0]}")
+        raise ValueError(f"{names[0]} and {names[1]} must have the same batch size, got {names[0]}: {x.shape[0]} "
+                         f"and {names[1]}: {y.shape[0]}")
+
+
+def _check_lam(
+    lam: object, n: int, dtype: torch.dtype | None, device: torch.device | None = None, name: str = "lam"
+) -> torch.Tensor:
+    """A mixing weight in [0, 1], a number or a floating tensor of shape ``()`` or ``(n,)``, as a tensor.
+
+    A tensor is converted to ``dtype`` (its own dtype if None), a number to ``dtype`` (the default
+    dtype if None).
+    """
+    if isinstance(lam, torch.Tensor):
+        if not lam.is_floating_point():
+            raise TypeError(f"{name} must be a number or a floating-point tensor, got {lam.dtype}")
+        if lam.dim() > 1 or (lam.dim() == 1 and lam.shape[0] != n):
+            raise ValueError(f"{name} must be a scalar or have shape ({n},), got shape {tuple(lam.shape)}")
+        if not bool(((lam >= 0) & (lam <= 1)).all()):
+            raise ValueError(f"{name} must lie in [0, 1], got values from {lam.min().item()} to {lam.max().item()}")
+        return lam.to(dtype=dtype if dtype is not None else lam.dtype, device=device if device is not None else lam.device)
+    if not isinstance(lam, (int, float)) or isinstance(lam, bool):
+        raise TypeError(f"{name} must be a number in [0, 1] or a floating-point tensor, got {type(lam).__name__}")
+    check_real(lam, name, at_least=0, at_most=1)
+    return torch.as_tensor(lam, dtype=dtype if dtype is not None else torch.get_default_dtype(), device=device)
+
+
+def _check_partners(index: object, n: int) -> torch.Tensor:
+    """Row numbers ``(n,)`` of a batch of ``n`` rows (a bool mask or a negative number is not a partner)."""
+    check_tensor(index, "index", 1, floating=False)
+    if index.dtype == torch.bool or index.shape[0] != n:
+        raise ValueError(f"index must hold one row number of x per row ({n},), got {index.dtype} of shape "
+                         f"{tuple(index.shape)}")
+    lo, hi = int(index.min()), int(index.max())
+    if lo < 0 or hi >= n:
+        raise ValueError(f"index must hold row numbers of x in [0, {n}), got {lo} to {hi}")
+    return index
+
+
+def _check_logits(logits: object, n: int | None = None) -> torch.Tensor:
+    """Class scores ``(B, K)``: no NaN and no ``+inf`` (a ``-inf`` logit masks its class)."""
+    check_tensor(logits, "logits", 2, floating=True, nonempty=True)
+    if n is not None and logits.shape[0] != n:
+        raise ValueError(f"logits must have one row per label ({n}), got shape {tuple(logits.shape)}")
+    if bool((torch.isnan(logits) | (logits == float("inf"))).any()):
+        raise ValueError("logits must not contain NaN or +inf (a -inf logit masks its class)")
+    return logits
 
 
 def _check_alpha(alpha: float) -> None:
@@ -156,8 +226,12 @@ def sample_lambda(
     _check_alpha(alpha)
     check_generator(generator)
     check_int(size, "size", 0)
-    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-        raise TypeError(f"dtype must be a floating torch.dtype, got {dtype!r}")
+    check_floating_dtype(dtype)
+    return _sample_lambda(alpha, size, generator, dtype)
+
+
+def _sample_lambda(alpha: float, size: int, generator: torch.Generator, dtype: torch.dtype) -> torch.Tensor:
+    """Unchecked core of [`sample_lambda`][kexue.mixup.sample_lambda] (the mixers call it directly)."""
     u = torch.rand(size, generator=generator, dtype=torch.float64)
     if alpha == 1:
         return u.to(dtype)
@@ -177,10 +251,13 @@ def _partner(n: int, generator: torch.Generator) -> torch.Tensor:
 def mix_inputs(x: torch.Tensor, index: torch.Tensor, lam: torch.Tensor | float) -> torch.Tensor:
     r"""Mix each sample with its partner: $\tilde x_i = \lambda_i x_i + (1 - \lambda_i) x_{\pi(i)}$.
 
+    Mixing is elementwise: NaN and inf entries of ``x`` propagate as in torch.
+
     Args:
-        x: Inputs.
-        index: Partner $\pi(i)$ of each row.
-        lam: Weight of the row itself, a scalar or one value per row.
+        x: Inputs (floating; convert integer images first, since a weight cast to an integer
+            dtype would be 0 or 1).
+        index: Partner $\pi(i)$ of each row, a row number of ``x``.
+        lam: Weight of the row itself in $[0, 1]$, a number or one value per row.
 
     Returns:
         The mixed inputs.
@@ -189,16 +266,20 @@ def mix_inputs(x: torch.Tensor, index: torch.Tensor, lam: torch.Tensor | float) 
         x: ``(B, ...)``; index: ``(B,)`` int64; lam: ``()`` or ``(B,)``; output: like ``x``.
 
     Raises:
-        ValueError: If ``index`` or ``lam`` does not match the batch size.
+        TypeError: If ``x`` is not floating, ``index`` not an integer tensor or ``lam`` neither a
+            number nor a floating tensor.
+        ValueError: If ``index`` or ``lam`` does not match the batch size, an index is not a row
+            of ``x`` or a weight lies outside $[0, 1]$.
     """
-    if index.dim() != 1 or index.shape[0] != x.shape[0]:
-        raise ValueError(f"index must have shape ({x.shape[0]},), got {tuple(index.shape)}")
-    lam = torch.as_tensor(lam, dtype=x.dtype, device=x.device)
-    if lam.dim() == 1 and lam.shape[0] != x.shape[0]:
-        raise ValueError(f"lam must be a scalar or have shape ({x.shape[0]},), got {tuple(lam.shape)}")
-    if lam.dim() > 1:
-        raise ValueError(f"lam must be a scalar or 1-D, got shape {tuple(lam.shape)}")
-    lam = lam.reshape(-1, *([1] * (x.dim() - 1))) if lam.dim() == 1 else lam
+    _check_inputs(x, "x")
+    _check_partners(index, x.shape[0])
+    return _mix_inputs(x, index, _check_lam(lam, x.shape[0], x.dtype, x.device))
+
+
+def _mix_inputs(x: torch.Tensor, index: torch.Tensor, lam: torch.Tensor | float) -> torch.Tensor:
+    """Unchecked core of [`mix_inputs`][kexue.mixup.mix_inputs]; ``lam`` a number or a tensor of ``x``'s dtype."""
+    if isinstance(lam, torch.Tensor) and lam.dim() == 1:
+        lam = lam.reshape(-1, *([1] * (x.dim() - 1)))
     return lam * x + (1 - lam) * x[index]
 # --8<-- [end:mix_inputs]
 
@@ -262,7 +343,7 @@ def sample_pairing(x: torch.Tensor, y: torch.Tensor, *, generator: torch.Generat
     _check_batch(x, y)
     check_generator(generator)
     index = _partner(x.shape[0], generator)
-    x_mixed = mix_inputs(x, index, 0.5)
+    x_mixed = _mix_inputs(x, index, 0.5)
     lam = torch.ones(x.shape[0], dtype=x.dtype, device=x.device)
     return MixedBatch(x_mixed, y, y[index], lam, index)
 # --8<-- [end:sample_pairing]
@@ -345,11 +426,12 @@ def mixup(
     _check_batch(x, y)
     check_generator(generator)
     _check_alpha(alpha)
+    check_bool(per_sample, "per_sample")
     n = x.shape[0]
     index = _partner(n, generator)
-    lam = sample_lambda(alpha, n if per_sample else 1, generator=generator, dtype=x.dtype)
+    lam = _sample_lambda(alpha, n if per_sample else 1, generator, x.dtype)
     lam = lam.to(x.device).expand(n).contiguous()
-    return MixedBatch(mix_inputs(x, index, lam), y, y[index], lam, index)
+    return MixedBatch(_mix_inputs(x, index, lam), y, y[index], lam, index)
 # --8<-- [end:mixup]
 
 
@@ -433,20 +515,24 @@ def soft_targets(y_a: torch.Tensor, y_b: torch.Tensor, lam: torch.Tensor, num_cl
         num_classes: Number of classes $K$.
 
     Returns:
-        Soft targets whose rows sum to 1.
+        Soft targets whose rows sum to 1, in ``lam``'s dtype (the default dtype for a number).
 
     Shapes:
         y_a, y_b: ``(B,)`` int64; lam: ``()`` or ``(B,)``; output: ``(B, K)``.
 
     Raises:
-        ValueError: If ``num_classes`` is not positive or the shapes disagree.
+        TypeError: If a label tensor is not int64 or ``lam`` is neither a number nor a floating tensor.
+        ValueError: If ``num_classes`` is not positive, a label is outside ``[0, num_classes)``,
+            the shapes disagree or ``lam`` lies outside $[0, 1]$.
     """
     check_int(num_classes, "num_classes")
-    if y_a.shape != y_b.shape or y_a.dim() != 1:
-        raise ValueError(f"y_a and y_b must be 1-D of equal shape, got {tuple(y_a.shape)} and {tuple(y_b.shape)}")
-    lam = torch.as_tensor(lam)
-    dtype = lam.dtype if lam.is_floating_point() else torch.get_default_dtype()
-    lam = lam.to(dtype).reshape(-1, 1) if lam.dim() == 1 else lam.to(dtype)
+    _check_labels(y_a, "y_a", num_classes)
+    _check_labels(y_b, "y_b", num_classes)
+    if y_a.shape != y_b.shape:
+        raise ValueError(f"y_a and y_b must have the same shape, got {tuple(y_a.shape)} and {tuple(y_b.shape)}")
+    lam = _check_lam(lam, y_a.shape[0], None)
+    dtype = lam.dtype
+    lam = lam.reshape(-1, 1) if lam.dim() == 1 else lam
     return lam * F.one_hot(y_a, num_classes).to(dtype) + (1 - lam) * F.one_hot(y_b, num_classes).to(dtype)
 
 
@@ -466,18 +552,19 @@ def mixed_cross_entropy(
         lam: Weight of ``y_a`` (scalar or per row).
 
     Returns:
-        Scalar loss.
+        Scalar loss: ``+inf`` when a label with positive weight has the logit ``-inf`` (its
+        probability is 0), finite otherwise.
 
     Shapes:
         logits: ``(B, K)``; y_a, y_b: ``(B,)`` int64; lam: ``()`` or ``(B,)``.
 
     Raises:
-        ValueError: If the shapes disagree.
+        TypeError: For a non-floating ``logits``, labels that are not int64, or a ``lam`` that is
+            neither a number nor a floating tensor.
+        ValueError: If the shapes disagree, the batch is empty, ``logits`` holds NaN or ``+inf``,
+            a label is outside ``[0, K)`` or ``lam`` lies outside $[0, 1]$.
     """
-    if logits.dim() != 2 or y_a.shape != (logits.shape[0],) or y_b.shape != y_a.shape:
-        raise ValueError(f"logits must be (B, K) with y_a, y_b of shape (B,), got logits {tuple(logits.shape)}, "
-                         f"y_a {tuple(y_a.shape)}, y_b {tuple(y_b.shape)}")
-    lam = torch.as_tensor(lam, dtype=logits.dtype, device=logits.device)
+    lam = _check_mixed_loss_inputs(logits, y_a, y_b, lam)
     ce_a = F.cross_entropy(logits, y_a, reduction="none")
     ce_b = F.cross_entropy(logits, y_b, reduction="none")
     return (lam * ce_a + (1 - lam) * ce_b).mean()
@@ -486,9 +573,13 @@ def mixed_cross_entropy(
 def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     r"""Cross-entropy against soft targets, $-\frac1B \sum_i \sum_k t_{ik} \log \mathrm{softmax}(z_i)_k$.
 
+    A class with target 0 contributes 0 even where its logit is ``-inf`` (a masked class), as in
+    the two-term [`mixed_cross_entropy`][kexue.mixup.mixed_cross_entropy]; a positive target on a
+    ``-inf`` logit gives ``+inf``, the true value.
+
     Args:
-        logits: Unnormalised class scores $z$.
-        targets: Target distributions $t$ (rows summing to 1).
+        logits: Unnormalised class scores $z$ (no NaN, no ``+inf``; ``-inf`` masks a class).
+        targets: Target distributions $t$: entries in $[0, 1]$, rows summing to 1 (within 1e-3).
 
     Returns:
         Scalar loss.
@@ -497,13 +588,39 @@ def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Ten
         logits, targets: ``(B, K)``.
 
     Raises:
-        ValueError: If the shapes differ or are not 2-D.
+        TypeError: If ``logits`` or ``targets`` is not a floating tensor.
+        ValueError: If the shapes differ or are not 2-D, the batch is empty, ``logits`` holds NaN or
+            ``+inf``, or a row of ``targets`` is not a distribution.
     """
-    if logits.dim() != 2 or targets.shape != logits.shape:
-        raise ValueError(f"logits and targets must both be (B, K), got {tuple(logits.shape)} "
-                         f"and {tuple(targets.shape)}")
-    return -(targets.to(logits.dtype) * F.log_softmax(logits, dim=-1)).sum(-1).mean()
+    _check_soft_loss_inputs(logits, targets)
+    log_p = F.log_softmax(logits, dim=-1).masked_fill(targets == 0, 0.0)  # 0 * log 0 = 0 for a masked class
+    return -(targets.to(logits.dtype) * log_p).sum(-1).mean()
 # --8<-- [end:losses]
+
+
+def _check_mixed_loss_inputs(logits: object, y_a: object, y_b: object, lam: object) -> torch.Tensor:
+    """Arguments of [`mixed_cross_entropy`][kexue.mixup.mixed_cross_entropy]; returns ``lam`` as a tensor."""
+    _check_logits(logits)
+    n, k = logits.shape
+    for name, y in (("y_a", y_a), ("y_b", y_b)):
+        _check_labels(y, name, k)
+        if y.shape[0] != n:
+            raise ValueError(f"{name} must have one label per row of logits ({n}), got shape {tuple(y.shape)}")
+    return _check_lam(lam, n, logits.dtype, logits.device)
+
+
+def _check_soft_loss_inputs(logits: object, targets: object) -> None:
+    """Arguments of [`soft_cross_entropy`][kexue.mixup.soft_cross_entropy]: logits, and one distribution per row."""
+    _check_logits(logits)
+    check_tensor(targets, "targets", 2, floating=True)
+    if targets.shape != logits.shape:
+        raise ValueError(f"targets must have the shape of logits {tuple(logits.shape)}, got {tuple(targets.shape)}")
+    check_finite(targets, "targets")
+    sums = targets.sum(-1, dtype=torch.float64)
+    if not bool(((targets >= 0) & (targets <= 1)).all()) or not bool(((sums - 1).abs() <= 1e-3).all()):
+        raise ValueError("targets must hold distributions: entries in [0, 1], rows summing to 1, got entries "
+                         f"from {targets.min().item():.4g} to {targets.max().item():.4g} and row sums from "
+                         f"{sums.min().item():.6g} to {sums.max().item():.6g}")
 
 
 # ----------------------------------------------------------------------------- diagnostics
@@ -529,9 +646,9 @@ def linearity_gap(
 
     Args:
         f: The model, mapping a batch of inputs to a batch of outputs (e.g. class probabilities).
-        x_a: First inputs.
+        x_a: First inputs (floating, finite).
         x_b: Second inputs.
-        lam: Mixing weight, a scalar or one per pair.
+        lam: Mixing weight in $[0, 1]$, a number or one per pair.
 
     Returns:
         The gap of every pair.
@@ -540,7 +657,10 @@ def linearity_gap(
         x_a, x_b: ``(B, ...)``; lam: ``()`` or ``(B,)``; output: ``(B,)``.
 
     Raises:
-        ValueError: If ``x_a`` and ``x_b`` differ in shape or ``lam`` has the wrong shape.
+        TypeError: If ``f`` is not callable, an input is not a floating tensor or ``lam`` is
+            neither a number nor a floating tensor.
+        ValueError: If ``x_a`` and ``x_b`` differ in shape, are empty or hold NaN/inf, ``lam``
+            has the wrong shape or lies outside $[0, 1]$, or ``f`` does not return one output per input.
 
     Examples:
         >>> import torch
@@ -550,18 +670,36 @@ def linearity_gap(
         >>> linearity_gap(torch.square, x_a, x_b, 0.5)  # |1/4 - 1/2|
         tensor([0.2500])
     """
-    if x_a.shape != x_b.shape or x_a.dim() < 1:
-        raise ValueError(f"x_a and x_b must have the same shape, got {tuple(x_a.shape)} and {tuple(x_b.shape)}")
+    lam = _check_gap_inputs(f, x_a, x_b, lam)
     n = x_a.shape[0]
-    lam = torch.as_tensor(lam, dtype=x_a.dtype, device=x_a.device)
-    if lam.dim() > 1 or (lam.dim() == 1 and lam.shape[0] != n):
-        raise ValueError(f"lam must be a scalar or have shape ({n},), got {tuple(lam.shape)}")
     lam_x = lam.reshape(-1, *([1] * (x_a.dim() - 1))) if lam.dim() == 1 else lam
-    out = f(torch.cat([lam_x * x_a + (1 - lam_x) * x_b, x_a, x_b]))
+    out = _check_outputs(f(torch.cat([lam_x * x_a + (1 - lam_x) * x_b, x_a, x_b])), 3 * n)
     f_mix, f_a, f_b = out[:n], out[n : 2 * n], out[2 * n :]
     lam_f = lam.to(out.dtype).reshape(-1, *([1] * (out.dim() - 1))) if lam.dim() == 1 else lam.to(out.dtype)
     return (f_mix - lam_f * f_a - (1 - lam_f) * f_b).abs().reshape(n, -1).sum(-1)
 # --8<-- [end:linearity_gap]
+
+
+def _check_outputs(out: object, m: int) -> torch.Tensor:
+    """The model's answer to a batch of ``m`` inputs: a tensor with ``m`` rows."""
+    if not isinstance(out, torch.Tensor) or out.dim() < 1 or out.shape[0] != m:
+        raise ValueError(f"f must map a batch of {m} inputs to {m} outputs, got "
+                         f"{tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__}")
+    return out
+
+
+def _check_gap_inputs(f: object, x_a: object, x_b: object, lam: object) -> torch.Tensor:
+    """Arguments of the two linearity-gap functions; returns ``lam`` as a tensor of ``x_a``'s dtype."""
+    if not callable(f):
+        raise TypeError(f"f must be callable (a model), got {type(f).__name__}")
+    _check_inputs(x_a, "x_a")
+    check_tensor(x_b, "x_b", floating=True)
+    if x_a.shape != x_b.shape:
+        raise ValueError(f"x_a and x_b must have the same shape (one pair per row), got {tuple(x_a.shape)} "
+                         f"and {tuple(x_b.shape)}")
+    check_finite(x_a, "x_a")
+    check_finite(x_b, "x_b")
+    return _check_lam(lam, x_a.shape[0], x_a.dtype, x_a.device)
 
 
 def linearity_gap_reference(
@@ -583,13 +721,21 @@ def linearity_gap_reference(
 
     Shapes:
         x_a, x_b: ``(B, ...)``; lam: ``()`` or ``(B,)``; output: ``(B,)``.
+
+    Raises:
+        TypeError: If ``f`` is not callable, an input is not a floating tensor or ``lam`` is
+            neither a number nor a floating tensor.
+        ValueError: If ``x_a`` and ``x_b`` differ in shape (an unmatched row would get a gap of
+            0), are empty or hold NaN/inf, or ``lam`` has the wrong shape or lies outside $[0, 1]$.
     """
+    lam = _check_gap_inputs(f, x_a, x_b, lam)
     n = x_a.shape[0]
-    lam = torch.as_tensor(lam, dtype=x_a.dtype).expand(n)
+    lam = lam.expand(n)
     gaps = []
     for i in range(n):
         li = float(lam[i])
         xa, xb = x_a[i : i + 1], x_b[i : i + 1]
-        diff = f(li * xa + (1 - li) * xb) - li * f(xa) - (1 - li) * f(xb)
+        with torch.no_grad():  # the gaps are plain numbers: no graph through a model's parameters
+            diff = f(li * xa + (1 - li) * xb) - li * f(xa) - (1 - li) * f(xb)
         gaps.append(sum(abs(float(v)) for v in diff.flatten()))
     return torch.tensor(gaps, dtype=torch.float64)

@@ -1,4 +1,4 @@
-"""Tests of kexue.capsule: squash, the three routings, margin loss, layers, pairs, models."""
+"""Tests of kexue.capsule: squash, the three routings, predictions, margin loss, the capsule layer."""
 
 from __future__ import annotations
 
@@ -12,20 +12,14 @@ from kexue.capsule import (
     DEFAULT_SQUASH_C,
     ROUTINGS,
     SQUASH_PROFILES,
-    CapsuleClassifier,
     CapsuleLayer,
-    CNNClassifier,
-    build_classifier,
     coupling_entropy,
-    make_pairs,
     margin_loss,
-    pair_accuracy,
     predict_dense,
     predict_shared,
     route,
     route_reference,
     squash,
-    train_classifier,
 )
 
 METHODS = sorted(ROUTINGS)
@@ -111,6 +105,19 @@ def test_squash_gradient_against_finite_differences():
     s = _u_hat((3, 4)).requires_grad_()
     assert torch.autograd.gradcheck(lambda x: squash(x, c=0.5), (s,))
     assert torch.autograd.gradgradcheck(lambda x: squash(x, c=1.0), (s,))
+
+
+def test_squash_never_lengthens_for_c_at_least_a_quarter_and_keeps_twice_the_length_near_zero():
+    # ||squash_c(s)|| / ||s|| = x / (c + x^2) peaks at x = sqrt(c) with value 1 / (2 sqrt(c)).
+    x = torch.logspace(-4, 3, 4001, dtype=F64)
+    s = torch.stack([x, torch.zeros_like(x)], dim=-1)
+    for c in (0.25, 0.5, 1.0, 2.0):
+        assert (squash(s, c=c).norm(dim=-1) <= x * (1 + 1e-12)).all()
+    ratio = squash(s, c=0.1).norm(dim=-1) / x
+    assert ratio.max().item() == pytest.approx(1 / (2 * math.sqrt(0.1)), rel=1e-5)  # c < 1/4 can lengthen
+    small = s[:1] * 1e-3 / s[:1].norm()  # a short vector, length 1e-3
+    shrink = {c: squash(small, c=c).norm().item() / 1e-3 for c in (0.5, 1.0)}
+    assert shrink[0.5] == pytest.approx(2 * shrink[1.0], rel=1e-5)  # length ~ ||s||^2 / c near zero
 
 
 @pytest.mark.parametrize("c", [0, -1.0, float("inf"), float("nan"), True])
@@ -323,7 +330,7 @@ def test_dense_layer_has_fixed_inputs_and_layer_checks():
     assert CapsuleLayer(6, 4, 3, routing="su4819").squash_c == 0.5
 
 
-# ----------------------------------------------------------------------------- margin loss, pair accuracy, pairs
+# ----------------------------------------------------------------------------- margin loss
 
 
 def test_margin_loss_hand_computed():
@@ -361,95 +368,3 @@ def test_margin_loss_rejects_bad_input():
         margin_loss(torch.zeros(2, 3), torch.zeros(2, 4))
     with pytest.raises(ValueError, match="lam"):
         margin_loss(torch.zeros(2, 3), torch.tensor([0, 1]), lam=-0.1)
-
-
-def test_pair_accuracy_hand_example():
-    scores = torch.tensor([[0.9, 0.8, 0.1], [0.9, 0.1, 0.4], [0.2, 0.6, 0.7]])
-    pairs = torch.tensor([[1, 0], [0, 1], [2, 1]])
-    assert pair_accuracy(scores, pairs) == pytest.approx(2 / 3)
-    assert pair_accuracy(scores, pairs, threshold=0.5) == pytest.approx(2 / 3)
-    assert pair_accuracy(scores, pairs, threshold=0.65) == pytest.approx(1 / 3)
-    with pytest.raises(ValueError, match="pair_labels"):
-        pair_accuracy(scores, torch.tensor([1, 0, 2]))
-    with pytest.raises(ValueError, match="scores"):
-        pair_accuracy(torch.zeros(0, 3), torch.zeros(0, 2, dtype=torch.int64))
-
-
-@pytest.mark.parametrize("mode", ["vertical", "horizontal", "overlay"])
-def test_make_pairs(mode):
-    gen = torch.Generator().manual_seed(0)
-    images = torch.rand(50, 1, 8, 8, generator=gen)
-    labels = torch.arange(50) % 3
-    joined, pl = make_pairs(images, labels, mode=mode, seed=4)
-    expected = {"vertical": (50, 1, 16, 8), "horizontal": (50, 1, 8, 16), "overlay": (50, 1, 8, 8)}[mode]
-    assert joined.shape == expected and pl.shape == (50, 2)
-    assert torch.equal(pl[:, 0], labels) and (pl[:, 0] != pl[:, 1]).all()
-    if mode == "vertical":
-        assert torch.equal(joined[:, :, :8], images)
-    if mode == "overlay":
-        assert (joined >= images).all()
-    again, pl2 = make_pairs(images, labels, mode=mode, seed=4)
-    assert torch.equal(joined, again) and torch.equal(pl, pl2)
-
-
-def test_make_pairs_rejects_bad_input():
-    images = torch.rand(4, 1, 8, 8)
-    with pytest.raises(ValueError, match="labels"):
-        make_pairs(images, torch.zeros(4, dtype=torch.int64))
-    with pytest.raises(ValueError, match="labels"):
-        make_pairs(images, torch.zeros(3, dtype=torch.int64))
-    with pytest.raises(ValueError, match="mode"):
-        make_pairs(images, torch.tensor([0, 1, 0, 1]), mode="diagonal")  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="images"):
-        make_pairs(torch.rand(4, 8, 8), torch.tensor([0, 1, 0, 1]))
-
-
-# ----------------------------------------------------------------------------- models
-
-
-def test_build_classifier_is_seeded_and_leaves_global_rng_alone():
-    state = torch.get_rng_state()
-    a, b = build_classifier("capsule", seed=3), build_classifier("capsule", seed=3)
-    assert torch.equal(torch.get_rng_state(), state)
-    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
-    assert isinstance(build_classifier("cnn"), CNNClassifier) and isinstance(a, CapsuleClassifier)
-    with pytest.raises(ValueError, match="kind"):
-        build_classifier("rnn")
-
-
-def test_models_take_any_even_image_size_and_score_in_unit_interval():
-    for kind in ("cnn", "capsule"):
-        model = build_classifier(kind, seed=0)
-        for shape in ((3, 1, 8, 8), (3, 1, 16, 8), (1, 1, 8, 16)):
-            s = model(torch.rand(*shape))
-            assert s.shape == (shape[0], 10) and ((s >= 0) & (s < 1)).all()
-    with pytest.raises(ValueError, match="x must"):
-        build_classifier("cnn")(torch.rand(1, 8, 8))
-
-
-def test_parameter_counts_are_similar():
-    n = {k: sum(p.numel() for p in build_classifier(k).parameters()) for k in ("cnn", "capsule")}
-    assert abs(n["cnn"] - n["capsule"]) / n["cnn"] < 0.1
-
-
-def test_short_training_beats_chance_on_single_digits():
-    from kexue.data import load_digits
-
-    images, labels = load_digits()
-    x, y = images[:600], labels[:600]
-    model = build_classifier("capsule", seed=0, routing="su5112")
-    hist = train_classifier(model, x, y, epochs=8, batch_size=32, lr=3e-3, seed=0)
-    assert hist[-1] < hist[0]
-    with torch.no_grad():
-        acc = (model(images[1400:1600]).argmax(1) == labels[1400:1600]).double().mean().item()
-    assert acc > 0.4  # chance is 0.1
-
-
-def test_train_classifier_rejects_bad_input():
-    model = build_classifier("cnn")
-    with pytest.raises(ValueError, match="labels"):
-        train_classifier(model, torch.rand(4, 1, 8, 8), torch.zeros(3, dtype=torch.int64))
-    with pytest.raises(ValueError, match="epochs"):
-        train_classifier(model, torch.rand(4, 1, 8, 8), torch.zeros(4, dtype=torch.int64), epochs=0)
-    with pytest.raises(ValueError, match="batch_size"):
-        train_classifier(model, torch.rand(4, 1, 8, 8), torch.zeros(4, dtype=torch.int64), batch_size=0)

@@ -151,7 +151,27 @@ def test_cache_key_follows_the_files_a_session_names(tmp_path: Path):
     assert second.key("q.md", "t", plain) == k_plain
     assert second.key("p.md", "s", [*reads, "print(r)"]) != second.key("p.md", "s", ["print(r)"])
     (tmp_path / "kexue" / "m.py").write_text("x = 2\n", encoding="utf-8")
-    assert FenceExecutor(tmp_path).key("q.md", "t", plain) != k_plain  # the library source is in every key
+    assert FenceExecutor(tmp_path).key("q.md", "t", plain) == k_plain  # a module the session does not import
+
+
+def test_cache_key_follows_the_kexue_modules_a_session_imports(tmp_path: Path):
+    """Editing one module re-runs the pages that import it, directly or through another module."""
+    pkg = tmp_path / "kexue"
+    (pkg / "experiments").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("", encoding="utf-8")
+    (pkg / "a.py").write_text("from kexue._checks import check\n", encoding="utf-8")
+    (pkg / "_checks.py").write_text("def check(): pass\n", encoding="utf-8")
+    (pkg / "b.py").write_text("y = 1\n", encoding="utf-8")
+    (pkg / "experiments" / "__init__.py").write_text("", encoding="utf-8")
+    (pkg / "experiments" / "a.py").write_text("import kexue.a\n", encoding="utf-8")
+    uses_a = ["from kexue.experiments import a\nprint(1)"]
+    uses_b = ["from kexue.b import y"]
+    assert FenceExecutor(tmp_path).kexue_sources(uses_a) == [
+        "kexue/__init__.py", "kexue/_checks.py", "kexue/a.py", "kexue/experiments/__init__.py", "kexue/experiments/a.py"]
+    before = (FenceExecutor(tmp_path).key("p.md", "s", uses_a), FenceExecutor(tmp_path).key("q.md", "t", uses_b))
+    (pkg / "_checks.py").write_text("def check(): return 1\n", encoding="utf-8")
+    after = (FenceExecutor(tmp_path).key("p.md", "s", uses_a), FenceExecutor(tmp_path).key("q.md", "t", uses_b))
+    assert after[0] != before[0] and after[1] == before[1]
 
 
 # ----------------------------------------------------------------------------- code as readers see it

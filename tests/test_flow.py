@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from kexue import flow as F
-from kexue.data import make_moons
+from kexue.experiments.training import seeded_mlp
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -114,7 +114,7 @@ def test_vector_layers_invert_and_logdets_match_autograd():
     an = F.ActNorm(3)
     an.initialize(torch.randn(10, 3))
     layers = [
-        F.MaskedCoupling(torch.tensor([1.0, 0.0, 1.0]), F.mlp(3, 6, 8), "exp"),
+        F.MaskedCoupling(torch.tensor([1.0, 0.0, 1.0]), seeded_mlp([3, 8, 8, 6], seed=0), "exp"),
         F.InvConv1x1LU(3, g),
         F.InvConv1x1(3, g),
         an,
@@ -135,11 +135,6 @@ def test_composed_models_invert_and_logdet_matches_jacobian():
     assert z.shape == x.shape
     assert torch.allclose(m.inverse(z)[0], x, atol=1e-10)
     assert torch.allclose(ld[0], _jacobian_logdet(lambda v: m(v)[0], x), atol=1e-8)
-    r = _perturb(F.realnvp_2d(4, 8, "tanh", actnorm=True)).double()
-    pts = torch.randn(1, 2, dtype=torch.float64)
-    zr, ldr = r(pts)
-    assert torch.allclose(r.inverse(zr)[0], pts, atol=1e-10)
-    assert torch.allclose(ldr[0], _jacobian_logdet(lambda v: r(v)[0], pts), atol=1e-10)
 
 
 @pytest.mark.parametrize("permutation", sorted(F.PERMUTATIONS))
@@ -288,14 +283,18 @@ def test_flow_log_prob_matches_change_of_variables_closed_form():
     assert torch.allclose(model.log_prob(x), ref, atol=1e-12)
 
 
-def test_bits_per_dim_identity_flow_with_uniform_base_is_log2_levels():
-    v = torch.randint(0, 17, (50, 1, 8, 8)).float()
+def test_bits_per_dim_of_the_uniform_density_is_log2_levels():
+    # the uniform density on the unit cube has log p = 0, so the bound is exactly log2(L)
+    assert torch.allclose(F.bits_per_dim(torch.zeros(5, dtype=torch.float64), 64, 17),
+                          torch.full((5,), math.log2(17), dtype=torch.float64), atol=1e-14)
+
+
+def test_flow_bits_per_dim_uses_the_flow_log_prob():
+    m = _perturb(F.glow((1, 4, 4), 2, 1, 4), scale=0.1).double().eval()
+    v = torch.randint(0, 17, (6, 1, 4, 4))
     x = F.dequantize(v, 17, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    model = F.Flow(F.FlowSequential([]), (1, 8, 8), base="uniform")
-    bpd = model.bits_per_dim(x, 17)
-    assert torch.allclose(bpd, torch.full((50,), math.log2(17), dtype=torch.float64), atol=1e-12)
-    assert F.uniform_bpd(17) == pytest.approx(math.log2(17))
-    assert model.log_prob(x + 1).isneginf().all()  # outside the unit cube
+    ref = (-m.log_prob(x) / 16 + math.log(17)) / math.log(2)
+    assert torch.allclose(m.bits_per_dim(x, 17), ref, atol=1e-12)
 
 
 def test_bits_per_dim_formula():
@@ -304,22 +303,6 @@ def test_bits_per_dim_formula():
     logp = torch.distributions.Normal(0.0, 1.0).log_prob(x).sum(1)
     ref = (-logp / 6 + math.log(256)) / math.log(2)
     assert torch.allclose(F.bits_per_dim(logp, 6, 256), ref)
-
-
-def test_categorical_and_gaussian_baselines():
-    g = torch.Generator().manual_seed(0)
-    v_tr = torch.randint(0, 17, (4000, 5), generator=g)
-    v_te = torch.randint(0, 17, (2000, 5), generator=g)
-    # uniform data: the per-pixel categorical approaches log2(17)
-    assert F.categorical_bpd(v_tr, v_te, 17) == pytest.approx(math.log2(17), abs=0.02)
-    # constant data: closed form -log2((n + alpha) / (n + L alpha))
-    zeros = torch.zeros(100, 5, dtype=torch.long)
-    assert F.categorical_bpd(zeros, zeros, 17, alpha=0.5) == pytest.approx(-math.log2(100.5 / 108.5), rel=1e-12)
-    # the Gaussian of uniformly dequantised uniform data is worse than uniform but finite
-    x_tr = F.dequantize(v_tr, 17, generator=g, dtype=torch.float64)
-    x_te = F.dequantize(v_te, 17, generator=g, dtype=torch.float64)
-    gb = F.gaussian_bpd(x_tr, x_te, 17)
-    assert math.log2(17) < gb < math.log2(17) + 0.5
 
 
 def test_sampling_temperature_and_shapes():
@@ -331,21 +314,6 @@ def test_sampling_temperature_and_shapes():
     assert torch.equal(s0a, s0b)  # T = 0 is the mode of every level's prior: deterministic
     same = m.sample(3, 1.0, generator=torch.Generator().manual_seed(4))
     assert torch.equal(same, m.sample(3, 1.0, generator=torch.Generator().manual_seed(4)))
-
-
-def test_realnvp_learns_moons():
-    torch.manual_seed(0)
-    pts, _ = make_moons(512, noise=0.05, seed=0)
-    model = F.realnvp_2d(4, 32)
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    start = model.log_prob(pts).mean().item()
-    for _ in range(150):
-        loss = -model.log_prob(pts).mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    end = model.log_prob(pts).mean().item()
-    assert end > start + 0.8  # a standard normal is far from two moons; the flow must improve on it
 
 
 def test_glow_beats_uniform_on_digits_quickly():
@@ -363,7 +331,7 @@ def test_glow_beats_uniform_on_digits_quickly():
         opt.step()
     with torch.no_grad():
         bpd = model.bits_per_dim(F.dequantize(v[1500:], 17, generator=g), 17).mean().item()
-    assert bpd < F.uniform_bpd(17) - 0.3
+    assert bpd < math.log2(17) - 0.3  # uniform over the 17 levels
 
 
 # ---------------------------------------------------------------- bad and degenerate inputs
@@ -406,8 +374,6 @@ def test_bad_inputs_raise_clear_errors():
         F.Flow(F.FlowSequential([]), (2,))(torch.randn(0, 2))
     with pytest.raises(TypeError, match="x"):
         F.Flow(F.FlowSequential([]), (2,))(torch.ones(3, 2, dtype=torch.long))
-    with pytest.raises(ValueError, match="base"):
-        F.Flow(F.FlowSequential([]), (2,), base="laplace")
     with pytest.raises(ValueError, match="levels"):
         F.bits_per_dim(torch.zeros(2), 4, 1)
     with pytest.raises(ValueError, match="dims"):
@@ -416,12 +382,8 @@ def test_bad_inputs_raise_clear_errors():
         F.dequantize(torch.tensor([0.0, 17.0]), 17)
     with pytest.raises(ValueError, match="v"):
         F.dequantize(torch.tensor([0.5]), 17)
-    with pytest.raises(ValueError, match="alpha"):
-        F.categorical_bpd(torch.zeros(2, 3), torch.zeros(2, 3), 17, alpha=0.0)
-    with pytest.raises(ValueError, match="trailing"):
-        F.gaussian_bpd(torch.zeros(2, 3), torch.zeros(2, 4), 17)
     with pytest.raises(ValueError, match="temperature"):
-        F.realnvp_2d(2, 4).sample(3, -1.0)
+        F.glow((1, 4, 4), 2, 1, 4).sample(3, -1.0)
     with pytest.raises(ValueError, match="parity"):
         F.checkerboard_mask(2, 2, 2)
     with pytest.raises(ValueError, match="weight"):
@@ -509,18 +471,6 @@ def test_model_builders_are_seeded_and_leave_the_global_rng_alone():
     torch.manual_seed(123)
     before = torch.random.get_rng_state()
     a = F.glow((1, 8, 8), 2, 1, 4, seed=5)
-    r = F.realnvp_2d(2, 4, seed=5)
     assert torch.equal(torch.random.get_rng_state(), before)
     b = F.glow((1, 8, 8), 2, 1, 4, seed=5)
     assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values()))
-    r2 = F.realnvp_2d(2, 4, seed=5)
-    assert all(torch.equal(p, q) for p, q in zip(r.state_dict().values(), r2.state_dict().values()))
-
-
-def test_fit_is_deterministic_and_reports_history():
-    pts, _ = make_moons(128, noise=0.05, seed=0)
-    h1 = F.fit(F.realnvp_2d(2, 8), pts, steps=5, batch_size=32, seed=1, eval_data=pts, eval_every=2)
-    h2 = F.fit(F.realnvp_2d(2, 8), pts, steps=5, batch_size=32, seed=1, eval_data=pts, eval_every=2)
-    assert h1 == h2 and len(h1["loss"]) == 5 and h1["eval_step"] == [2, 4, 5]
-    with pytest.raises(ValueError, match="steps"):
-        F.fit(F.realnvp_2d(2, 8), pts, steps=0)

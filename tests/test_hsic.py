@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from kexue import hsic as H
+from kexue.experiments.hsic import make_dependence
 
 F64 = torch.float64
 
@@ -272,8 +273,49 @@ def test_normalized_cca_matches_its_explicit_formula():
     R = [M @ Hm @ torch.linalg.inv(M @ Hm + eps * n * torch.eye(n, dtype=F64)) for M in (K, L)]
     expected = (R[0] * R[1].T).sum()
     assert H.hsic_normalized_cca(K, L, eps=eps).item() == pytest.approx(expected.item(), rel=1e-8)
+    assert torch.allclose(H.cca_operator(K, eps=eps), R[0], atol=1e-10)
+    assert H.hsic_normalized_cca(K, L, eps=eps).item() == pytest.approx(torch.trace(R[0] @ R[1]).item(), rel=1e-8)
     with pytest.raises(ValueError, match="eps"):
         H.hsic_normalized_cca(K, L, eps=0.0)
+    with pytest.raises(ValueError, match="square"):
+        H.cca_operator(K[:, :5])
+
+
+def test_cca_self_value_counts_the_directions_the_kernel_resolves():
+    # A delta kernel on c classes: the centred kernel has rank c - 1, so tr(R R) -> c - 1 as eps -> 0.
+    labels = torch.arange(60) % 4
+    Ky = H.delta_kernel(labels)
+    assert H.hsic_normalized_cca(Ky, Ky, eps=1e-8).item() == pytest.approx(3.0, rel=1e-5)
+    # the eigenvalues of R are lambda / (lambda + eps n) for the eigenvalues lambda of K H
+    K, _ = _grams(30)
+    n, eps = 30, 1e-2
+    lam = torch.linalg.eigvalsh(K - K.mean(0, keepdim=True) - K.mean(1, keepdim=True) + K.mean())
+    expected = (lam.clamp_min(0) / (lam.clamp_min(0) + eps * n)).pow(2).sum()
+    assert H.hsic_normalized_cca(K, K, eps=eps).item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+@pytest.mark.parametrize("nhsic", ["cka", "cca"])
+def test_bottleneck_loss_cache_gives_the_same_values_and_gradients(nhsic):
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(24, 5, generator=g, dtype=F64)
+    y = torch.randint(0, 3, (24,), generator=g)
+    Kx, Ky = H.gaussian_kernel(x), H.delta_kernel(y)
+    w = torch.randn(5, 4, generator=g, dtype=F64, requires_grad=True)
+    cache: dict = {}
+    grads, values = [], []
+    for use_cache in (False, True, True):  # the second cached call reuses the operators of the first
+        z = torch.tanh(x @ w)
+        loss, hx, hy = H.bottleneck_loss(z, Kx, Ky, beta=3.0, nhsic=nhsic, cache=cache if use_cache else None)
+        (grad,) = torch.autograd.grad(loss, w)
+        values.append((loss.item(), hx.item(), hy.item()))
+        grads.append(grad)
+    assert values[0] == pytest.approx(values[1], rel=1e-12) and values[1] == pytest.approx(values[2], rel=1e-12)
+    assert torch.allclose(grads[0], grads[2], rtol=1e-10, atol=1e-14)
+    assert set(cache) == {f"{nhsic}_x", f"{nhsic}_y"}
+    with pytest.raises(ValueError, match=r"Kx must be the \(n, n\) = \(10, 10\) Gram matrix of z's batch"):
+        H.bottleneck_loss(torch.tanh(x[:10] @ w), Kx, Ky, beta=1.0, nhsic=nhsic)
+    with pytest.raises(ValueError, match="cache holds the matrices of a batch of 24 examples"):
+        H.bottleneck_loss(torch.tanh(x[:10] @ w), Kx[:10, :10], Ky[:10, :10], beta=1.0, nhsic=nhsic, cache=cache)
 
 
 # ---------------------------------------------------------------------------------------------- tests
@@ -300,8 +342,11 @@ def test_gamma_test_matches_gretton_formulae_written_out():
 
 def test_gamma_test_refuses_kernels_without_unit_diagonal():
     x, y = _sample(20)
-    with pytest.raises(ValueError, match="k\\(x, x\\) = 1"):
+    with pytest.raises(ValueError, match="kernel_x='linear' does not fit the gamma test"):
         H.hsic_test(x, y, "gamma", kernel_x="linear")
+    K, L = H.linear_kernel(x), H.gaussian_kernel(y)
+    with pytest.raises(ValueError, match="k\\(x, x\\) = 1"):
+        H.gamma_test(K, L)
 
 
 def test_permutation_test_matches_a_loop_over_permutations():
@@ -319,7 +364,7 @@ def test_p_values_roughly_uniform_under_independence_and_small_under_dependence(
     gen = torch.Generator().manual_seed(0)
     p_gamma, p_perm = [], []
     for s in range(100):
-        x, y = H.make_dependence("independent", 40, seed=s)
+        x, y = make_dependence("independent", 40, seed=s)
         K, L = H.gaussian_kernel(x), H.gaussian_kernel(y)
         p_gamma.append(H.gamma_test(K, L).p_value)
         p_perm.append(H.permutation_test(K, L, n_permutations=49, generator=gen).p_value)
@@ -328,7 +373,7 @@ def test_p_values_roughly_uniform_under_independence_and_small_under_dependence(
         assert (p < 0.05).sum() <= 13
         assert 0.35 < p.mean() < 0.65  # uniform: mean 0.5, standard error 0.03
     for kind in ("parabola", "circle"):
-        x, y = H.make_dependence(kind, 150, seed=1)
+        x, y = make_dependence(kind, 150, seed=1)
         assert H.hsic_test(x, y, "gamma").p_value < 1e-4
         assert H.hsic_test(x, y, "permutation", n_permutations=99, generator=gen).p_value == 1 / 100
 
@@ -337,7 +382,7 @@ def test_linear_kernel_misses_the_parabola_the_gaussian_kernel_finds():
     gen = torch.Generator().manual_seed(0)
     rejected = {"linear": 0, "gaussian": 0}
     for seed in range(20):
-        x, y = H.make_dependence("parabola", 100, seed=seed, noise=0.05)
+        x, y = make_dependence("parabola", 100, seed=seed, noise=0.05)
         for k in rejected:
             res = H.hsic_test(x, y, "permutation", kernel_x=k, kernel_y=k, n_permutations=99, generator=gen)
             rejected[k] += res.p_value < 0.05
@@ -472,69 +517,8 @@ def test_tiled_hsic_bad_inputs():
         ((x, y), {"block_rows": 0}, ValueError, "block_rows"),
         ((x.long(), y), {}, TypeError, "x must be a floating"),
         ((x, y.reshape(2, 5, 1)), {}, ValueError, "y must have 1 or 2 dimensions"),
-        ((x, torch.full((10, 1), math.nan, dtype=F64)), {}, ValueError, "y contains NaN"),
+        ((x, torch.full((10, 1), math.nan, dtype=F64)), {}, ValueError, "y must be finite, got 10 NaN"),
     ]
     for args, kwargs, error, match in cases:
         with pytest.raises(error, match=match):
             H.hsic_gaussian(*args, **kwargs)
-
-
-# ---------------------------------------------------------------------------------------------- data, bottleneck
-
-
-@pytest.mark.parametrize("kind", sorted(H.DEPENDENCES))
-def test_make_dependence_is_seeded_and_shaped(kind):
-    x, y = H.make_dependence(kind, 50, seed=3)
-    x2, y2 = H.make_dependence(kind, 50, seed=3)
-    assert x.shape == y.shape == (50, 1) and x.dtype == F64
-    assert torch.equal(x, x2) and torch.equal(y, y2)
-    if kind == "checkerboard":
-        cells = (x.floor() + y.floor()).squeeze() % 2
-        assert torch.all(cells == 0)
-
-
-def test_make_dependence_bad_inputs():
-    with pytest.raises(ValueError, match="kind"):
-        H.make_dependence("spiral", 10)
-    with pytest.raises(ValueError, match="n"):
-        H.make_dependence("linear", 0)
-    with pytest.raises(ValueError, match="noise"):
-        H.make_dependence("linear", 10, noise=-1.0)
-    with pytest.raises(ValueError, match="seed"):
-        H.make_dependence("linear", 10, seed=-1)
-
-
-def test_bottleneck_layers_get_gradients_only_from_their_own_loss():
-    model = H.HSICBottleneckMLP((6, 5, 4), n_classes=3, seed=0)
-    g = torch.Generator().manual_seed(0)
-    x, y = torch.randn(16, 6, generator=g), torch.randint(0, 3, (16,), generator=g)
-    zs = model.hidden(x)
-    Kx, Ky = H.gaussian_kernel(x), H.delta_kernel(y, dtype=torch.float32)
-    loss, hx, hy = H.bottleneck_loss(zs[1], Kx, Ky, beta=2.0)
-    assert loss.item() == pytest.approx(hx.item() - 2.0 * hy.item(), rel=1e-5)
-    loss.backward()
-    assert model.layers[0].weight.grad is None  # the input of layer 2 was detached
-    assert model.layers[1].weight.grad is not None
-    assert model(x).shape == (16, 3)
-    with pytest.raises(ValueError, match="beta"):
-        H.bottleneck_loss(zs[0], Kx, Ky, beta=-1.0)
-    with pytest.raises(ValueError, match="nhsic"):
-        H.bottleneck_loss(zs[0], Kx, Ky, beta=1.0, nhsic="rv")
-    with pytest.raises(ValueError, match="sizes"):
-        H.HSICBottleneckMLP((6,))
-    with pytest.raises(ValueError, match="activation"):
-        H.HSICBottleneckMLP((6, 4), activation="gelu")
-
-
-def test_hsic_bottleneck_training_beats_chance_on_digits():
-    from kexue.data import load_digits, train_test_split
-
-    images, labels = load_digits()
-    x = images.reshape(len(images), -1)
-    xtr, xte, ytr, yte = train_test_split(x, labels, test_size=0.25, seed=0)
-    model = H.HSICBottleneckMLP((64, 32, 32), seed=0)
-    hist = H.fit_hsic_bottleneck(model, xtr[:600], ytr[:600], epochs=3, batch_size=200, readout_epochs=10)
-    assert len(hist["nhsic_y"]) == 3 and len(hist["nhsic_y"][0]) == 2
-    with torch.no_grad():
-        acc = (model(xte).argmax(1) == yte).float().mean().item()
-    assert acc > 0.3  # chance is 0.1

@@ -308,7 +308,7 @@ def test_bad_inputs_name_the_argument():
         soft_targets(y, y[:2], 0.5, 4)
     with pytest.raises(ValueError, match="logits"):
         mixed_cross_entropy(torch.zeros(4), y, y, 0.5)
-    with pytest.raises(ValueError, match="logits and targets"):
+    with pytest.raises(ValueError, match="targets must have the shape of logits"):
         soft_cross_entropy(torch.zeros(4, 3), torch.zeros(4, 2))
 
 

@@ -22,18 +22,18 @@ def _theta(d: int = D, base: float = BASE) -> torch.Tensor:
 
 
 def test_registry_names_and_signature():
-    assert set(R.INV_FREQ) == {"default", "pi", "ntk-old", "ntk", "fixed", "mixed", "dynamic"}
+    assert set(R.SCALINGS) == {"default", "pi", "ntk-old", "ntk", "fixed", "mixed", "dynamic"}
     for name in METHODS_STATIC:
-        f = R.inv_freq(D, BASE, name, K)
+        f = R.frequencies(D, BASE, name, K)
         assert f.shape == (D // 2,) and f.dtype == torch.float64
         assert torch.all(f > 0) and torch.all(f[1:] < f[:-1]), name
 
 
 def test_default_is_base_power():
-    torch.testing.assert_close(R.inv_freq(D, BASE), _theta(), rtol=1e-14, atol=0)
+    torch.testing.assert_close(R.frequencies(D, BASE), _theta(), rtol=1e-14, atol=0)
     beta = BASE ** (2 / D)
     m = torch.arange(1, D // 2 + 1, dtype=torch.float64)
-    torch.testing.assert_close(R.inv_freq(D, BASE), beta ** (-(m - 1)), rtol=1e-12, atol=0)
+    torch.testing.assert_close(R.frequencies(D, BASE), beta ** (-(m - 1)), rtol=1e-12, atol=0)
 
 
 @pytest.mark.parametrize(
@@ -41,7 +41,7 @@ def test_default_is_base_power():
     [("ntk-old", BASE * K), ("ntk", BASE * K ** (D / (D - 2)))],
 )
 def test_ntk_bases(method, new_base):
-    torch.testing.assert_close(R.inv_freq(D, BASE, method, K), _theta(D, new_base), rtol=1e-12, atol=0)
+    torch.testing.assert_close(R.frequencies(D, BASE, method, K), _theta(D, new_base), rtol=1e-12, atol=0)
 
 
 # closed forms of theta'/theta at the highest (m = 1) and lowest (m = d/2) frequency
@@ -57,7 +57,7 @@ CLOSED = {
 
 @pytest.mark.parametrize("method", METHODS_STATIC)
 def test_ratio_closed_forms(method):
-    ratio = R.inv_freq(D, BASE, method, K) / _theta()
+    ratio = R.frequencies(D, BASE, method, K) / _theta()
     hi, lo = CLOSED[method]
     assert ratio[0].item() == pytest.approx(hi, rel=1e-12)
     assert ratio[-1].item() == pytest.approx(lo, rel=1e-12)
@@ -68,7 +68,7 @@ def test_fixed_formula():
     beta = BASE ** (2 / D)
     m = torch.arange(1, D // 2 + 1, dtype=torch.float64)
     expected = 1 / (lam * (beta * lam) ** (m - 1))
-    torch.testing.assert_close(R.inv_freq(D, BASE, "fixed", K), expected, rtol=1e-12, atol=0)
+    torch.testing.assert_close(R.frequencies(D, BASE, "fixed", K), expected, rtol=1e-12, atol=0)
 
 
 def test_mixed_matches_su_ntk_patch():
@@ -78,14 +78,14 @@ def test_mixed_matches_su_ntk_patch():
     expected = BASE ** (-torch.arange(0, dim, 2, dtype=torch.float64) / dim) * torch.exp(
         -a * torch.arange(1, dim // 2 + 1, dtype=torch.float64) ** b
     )
-    torch.testing.assert_close(R.inv_freq(dim, BASE, "mixed", k, b=b), expected, rtol=1e-12, atol=0)
+    torch.testing.assert_close(R.frequencies(dim, BASE, "mixed", k, b=b), expected, rtol=1e-12, atol=0)
 
 
 def test_mixed_reductions():
-    torch.testing.assert_close(R.inv_freq(D, BASE, "mixed", K, b=1.0), R.inv_freq(D, BASE, "fixed", K), rtol=1e-12, atol=0)
-    torch.testing.assert_close(R.inv_freq(D, BASE, "mixed", K, b=0.0), R.inv_freq(D, BASE, "pi", K), rtol=1e-12, atol=0)
-    near0 = R.inv_freq(D, BASE, "mixed", K, b=1e-9)
-    torch.testing.assert_close(near0, R.inv_freq(D, BASE, "pi", K), rtol=1e-6, atol=0)
+    torch.testing.assert_close(R.frequencies(D, BASE, "mixed", K, b=1.0), R.frequencies(D, BASE, "fixed", K), rtol=1e-12, atol=0)
+    torch.testing.assert_close(R.frequencies(D, BASE, "mixed", K, b=0.0), R.frequencies(D, BASE, "pi", K), rtol=1e-12, atol=0)
+    near0 = R.frequencies(D, BASE, "mixed", K, b=1e-9)
+    torch.testing.assert_close(near0, R.frequencies(D, BASE, "pi", K), rtol=1e-6, atol=0)
 
 
 # Property tests over a seeded grid of random cases (not hypothesis: its ".hypothesis" cache
@@ -99,7 +99,7 @@ CASES = [
 @pytest.mark.parametrize(("k", "b", "half"), CASES)
 def test_mixed_constraints(k, b, half):
     d = 2 * half
-    ratio = R.inv_freq(d, BASE, "mixed", k, b=b) / _theta(d)
+    ratio = R.frequencies(d, BASE, "mixed", k, b=b) / _theta(d)
     lam_prod = 1 / ratio  # lambda_1 ... lambda_m
     assert lam_prod[-1].item() == pytest.approx(k, rel=1e-9)
     lam = torch.cat((lam_prod[:1], lam_prod[1:] / lam_prod[:-1]))
@@ -111,10 +111,10 @@ def test_mixed_constraints(k, b, half):
 def test_k_one_is_identity(k, half):
     d = 2 * half
     for method in METHODS_STATIC:
-        torch.testing.assert_close(R.inv_freq(d, BASE, method, 1.0), _theta(d), rtol=1e-12, atol=0)
+        torch.testing.assert_close(R.frequencies(d, BASE, method, 1.0), _theta(d), rtol=1e-12, atol=0)
     # every method's ratio lies between PI's (1/k) and 1
     for method in METHODS_STATIC:
-        r = R.inv_freq(d, BASE, method, k) / _theta(d)
+        r = R.frequencies(d, BASE, method, k) / _theta(d)
         assert torch.all(r <= 1 + 1e-12) and torch.all(r >= 1 / k - 1e-12), method
 
 
@@ -122,27 +122,21 @@ def test_pi_equivalence_positions():
     """theta/k at position n equals theta at position n/k (rotations, float64)."""
     x = torch.randn(2, 50, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     pos = torch.arange(50, dtype=torch.float64)
-    a = R.apply_rope(x, pos, R.inv_freq(16, BASE, "pi", K))
-    b = R.apply_rope(x, pos / K, R.inv_freq(16, BASE))
+    a = R.apply_rope(x, pos, R.frequencies(16, BASE, "pi", K))
+    b = R.apply_rope(x, pos / K, R.frequencies(16, BASE))
     torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
 
 
 def test_dynamic():
     L = 512
     torch.testing.assert_close(
-        R.inv_freq(D, BASE, "dynamic", K, seq_len=100, train_len=L), _theta(), rtol=1e-12, atol=0
+        R.frequencies(D, BASE, "dynamic", K, seq_len=100, train_len=L), _theta(), rtol=1e-12, atol=0
     )
-    f = R.inv_freq(D, BASE, "dynamic", K, seq_len=int(K) * L, train_len=L)
+    f = R.frequencies(D, BASE, "dynamic", K, seq_len=int(K) * L, train_len=L)
     torch.testing.assert_close(f, _theta(D, BASE * (K * K - K + 1) ** (D / (D - 2))), rtol=1e-12, atol=0)
     # factor 1 at seq_len = kL is bloc97's NTK with k
-    f1 = R.inv_freq(D, BASE, "dynamic", 1.0, seq_len=int(K) * L, train_len=L)
-    torch.testing.assert_close(f1, R.inv_freq(D, BASE, "ntk", K), rtol=1e-12, atol=0)
-
-
-def test_base_for_longest_wavelength():
-    b = R.base_for_longest_wavelength(16, 850.0)
-    lowest = R.inv_freq(16, b)[-1].item()
-    assert 2 * math.pi / lowest == pytest.approx(850.0, rel=1e-12)
+    f1 = R.frequencies(D, BASE, "dynamic", 1.0, seq_len=int(K) * L, train_len=L)
+    torch.testing.assert_close(f1, R.frequencies(D, BASE, "ntk", K), rtol=1e-12, atol=0)
 
 
 # ----------------------------------------------------------------------------- applying RoPE
@@ -153,7 +147,7 @@ def test_fast_equals_reference(layout):
     g = torch.Generator().manual_seed(1)
     x = torch.randn(2, 3, 40, 32, dtype=torch.float64, generator=g)
     pos = torch.arange(40) * 7
-    f = R.inv_freq(32, BASE, "mixed", 4.0)
+    f = R.frequencies(32, BASE, "mixed", 4.0)
     torch.testing.assert_close(R.apply_rope(x, pos, f, layout), R.apply_rope_reference(x, pos, f, layout),
                                rtol=1e-12, atol=1e-12)
 
@@ -163,7 +157,7 @@ def test_relative_position_property(layout):
     """<R_{n1} q, R_{n2} k> depends on n2 - n1 only, and equals <q, R_{n2-n1} k>."""
     g = torch.Generator().manual_seed(2)
     q, k = torch.randn(2, 1, 24, dtype=torch.float64, generator=g)
-    f = R.inv_freq(24, BASE)
+    f = R.frequencies(24, BASE)
     for n1, n2 in [(0, 5), (100, 105), (3, 3), (1000, 37)]:
         a = (R.apply_rope(q, torch.tensor([n1]), f, layout) * R.apply_rope(k, torch.tensor([n2]), f, layout)).sum()
         b = (q * R.apply_rope(k, torch.tensor([n2 - n1]).abs(), f, layout)).sum() if n2 >= n1 else (
@@ -176,7 +170,7 @@ def test_rotation_preserves_norm_and_autograd():
     g = torch.Generator().manual_seed(3)
     x = torch.randn(5, 16, dtype=torch.float64, generator=g, requires_grad=True)
     pos = torch.arange(5)
-    f = R.inv_freq(16, 100.0)
+    f = R.frequencies(16, 100.0)
     y = R.apply_rope(x, pos, f)
     torch.testing.assert_close(y.norm(dim=-1), x.norm(dim=-1).detach(), rtol=1e-12, atol=1e-12)
     # the map is linear and orthogonal: gradient of <y, c> is R^T c
@@ -192,7 +186,7 @@ def test_layouts_equal_after_permutation():
     k = torch.randn(3, 30, 32, dtype=torch.float64, generator=g)
     p = R.half_permutation(32)
     pos = torch.arange(30)
-    f = R.inv_freq(32, BASE, "ntk", 8.0)
+    f = R.frequencies(32, BASE, "ntk", 8.0)
     inter = R.apply_rope(q, pos, f)
     half = R.apply_rope(q[..., p], pos, f, "half")
     torch.testing.assert_close(half, inter[..., p], rtol=1e-12, atol=1e-12)
@@ -204,7 +198,7 @@ def test_layouts_equal_after_permutation():
 def test_low_precision_input_uses_float32_angles():
     x = torch.ones(1, 2, 4, dtype=torch.bfloat16)
     pos = torch.tensor([0, 3000])
-    f = R.inv_freq(4, BASE)
+    f = R.frequencies(4, BASE)
     y = R.apply_rope(x, pos, f)
     assert y.dtype == torch.bfloat16
     ref = R.apply_rope_reference(x.double(), pos, f)
@@ -217,15 +211,157 @@ def test_positions_broadcast_per_batch():
     g = torch.Generator().manual_seed(5)
     x = torch.randn(2, 6, 8, dtype=torch.float64, generator=g)
     pos = torch.stack((torch.arange(6), torch.arange(6) + 10))
-    f = R.inv_freq(8, BASE)
+    f = R.frequencies(8, BASE)
     y = R.apply_rope(x, pos, f)
     torch.testing.assert_close(y[1], R.apply_rope(x[1], torch.arange(6) + 10, f))
 
 
 def test_empty_sequence():
     x = torch.zeros(2, 0, 8)
-    y = R.apply_rope(x, torch.zeros(0, dtype=torch.int64), R.inv_freq(8))
+    y = R.apply_rope(x, torch.zeros(0, dtype=torch.int64), R.frequencies(8))
     assert y.shape == (2, 0, 8)
+
+
+# ------------------------------------------------------- apply_rope's fast path against the reference
+
+
+def _formula(x, pos, f, layout):
+    """The rotation done the plain way in x's dtype: float64 or float32 angles, tables cast to x's dtype."""
+    a = R.rope_angles(pos, f)
+    return R._rotate(x, a.cos().to(x.dtype), a.sin().to(x.dtype), layout)
+
+
+@pytest.mark.parametrize("layout", ["interleaved", "half"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16, torch.float16])
+def test_apply_rope_dtype_behaviour(layout, dtype):
+    """Output in x's dtype; float64 angles even for low-precision x; values as the reference's up to x's precision."""
+    g = torch.Generator().manual_seed(11)
+    x = torch.randn(2, 3, 60, 32, dtype=torch.float64, generator=g).to(dtype)
+    pos = torch.arange(60) * 50  # positions up to 2950: bfloat16 angles would be off by whole radians
+    f = R.frequencies(32, BASE, "mixed", 4.0)
+    y = R.apply_rope(x, pos, f, layout)
+    assert y.dtype == dtype and y.shape == x.shape and y.is_contiguous()
+    ref = R.apply_rope_reference(x.double(), pos, f, layout)  # float64 everywhere
+    tol = {torch.float64: 1e-12, torch.float32: 2e-6, torch.bfloat16: 3e-2, torch.float16: 4e-3}[dtype]
+    torch.testing.assert_close(y.double(), ref, rtol=tol, atol=tol)
+    # the fast path computes the plain formula in x's dtype: equal up to a fused multiply-add's rounding
+    ulp = {torch.float64: 1e-15, torch.float32: 1e-6, torch.bfloat16: 1e-2, torch.float16: 1e-3}[dtype]
+    torch.testing.assert_close(y.double(), _formula(x, pos, f, layout).double(), rtol=ulp, atol=ulp)
+
+
+def test_apply_rope_float32_interleaved_is_the_formula():
+    """float32 interleaved (the page's model): the complex-multiply path gives the formula's values and gradients."""
+    g = torch.Generator().manual_seed(12)
+    x = torch.randn(4, 33, 64, generator=g, requires_grad=True)
+    f, pos = R.frequencies(64).float(), torch.arange(33)
+    y = R.apply_rope(x, pos, f)
+    x2 = x.detach().clone().requires_grad_(True)
+    y2 = _formula(x2, pos, f, "interleaved")
+    c = torch.randn(y.shape, generator=g)
+    (y * c).sum().backward()
+    (y2 * c).sum().backward()
+    torch.testing.assert_close(y, y2, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(x.grad, x2.grad, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("layout", ["interleaved", "half"])
+def test_apply_rope_autograd(layout):
+    """Gradient (and gradient of the gradient) through the fast path, checked by finite differences."""
+    g = torch.Generator().manual_seed(13)
+    x = torch.randn(2, 5, 8, dtype=torch.float64, generator=g, requires_grad=True)
+    f, pos = R.frequencies(8, 100.0), torch.arange(5) * 3
+    fn = lambda t: R.apply_rope(t, pos, f, layout)
+    assert torch.autograd.gradcheck(fn, (x,))
+    assert torch.autograd.gradgradcheck(fn, (x,))
+    # the gradient of <R x, c> is R^T c, the rotation by the opposite angles
+    c = torch.randn(2, 5, 8, dtype=torch.float64, generator=g)
+    (grad,) = torch.autograd.grad((fn(x) * c).sum(), x)
+    torch.testing.assert_close(grad, R.apply_rope_reference(c, pos, -f, layout), rtol=1e-12, atol=1e-12)
+
+
+def test_apply_rope_gradient_reaches_the_frequencies():
+    """Frequencies that require a gradient take the plain formula; its gradient matches finite differences."""
+    g = torch.Generator().manual_seed(14)
+    x = torch.randn(6, 8, dtype=torch.float64, generator=g)
+    f = R.frequencies(8, 100.0).requires_grad_(True)
+    pos = torch.arange(6)
+    assert torch.autograd.gradcheck(lambda t: R.apply_rope(x, pos, t), (f,))
+    assert torch.autograd.gradcheck(lambda t: R.apply_rope(x, pos, t, "half"), (f,))
+
+
+@pytest.mark.parametrize("layout", ["interleaved", "half"])
+def test_apply_rope_non_contiguous_inputs(layout):
+    g = torch.Generator().manual_seed(15)
+    f = R.frequencies(16, BASE, "ntk", 2.0)
+    base = torch.randn(3, 20, 4, 32, dtype=torch.float64, generator=g)
+    views = [
+        base[..., :16].transpose(1, 2),  # (3, 4, 20, 16), strided rows and heads
+        base[:, ::2, 0, 8:24],  # (3, 10, 16), every other position
+        base.transpose(1, 2)[:, 1, :, 16:],  # (3, 20, 16)
+    ]
+    for x in views:
+        pos = torch.arange(x.shape[-2]) + 5
+        assert not x.is_contiguous()
+        torch.testing.assert_close(R.apply_rope(x, pos, f, layout), R.apply_rope_reference(x, pos, f, layout),
+                                   rtol=1e-12, atol=1e-12)
+        cos, sin = R.rope_tables(pos, f, x.dtype)
+        out = torch.empty(x.shape[-1], *x.shape[:-1], dtype=x.dtype).movedim(0, -1)  # a non-contiguous out
+        got = R.apply_rope_tables(x, cos, sin, layout, out=out)
+        assert got is out
+        torch.testing.assert_close(got, R.apply_rope_reference(x, pos, f, layout), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("layout", ["interleaved", "half"])
+def test_apply_rope_large_output_buffer(layout):
+    """From 32 MiB the output comes from kexue._memory.fresh_like (NumPy, 2 MiB pages): same values."""
+    g = torch.Generator().manual_seed(16)
+    x = torch.randn(2, 4, 8192, 128, generator=g)  # 32 MiB of float32
+    f, pos = R.frequencies(128), torch.arange(8192)
+    y = R.apply_rope(x, pos, f, layout)
+    assert y.shape == x.shape and y.dtype == x.dtype and y.is_contiguous() and y.data_ptr() % 64 == 0
+    rows = [0, 4095, 8191]  # the reference is slow: check three positions of every head
+    want = R.apply_rope_reference(x[:, :, rows], pos[rows], f, layout)
+    torch.testing.assert_close(y[:, :, rows], want, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(y, _formula(x, pos, f, layout), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("layout", ["interleaved", "half"])
+def test_apply_rope_under_torch_func(layout):
+    """vmap (batched x) and jacrev through the fast path's autograd.Function give the formula's answers."""
+    g = torch.Generator().manual_seed(18)
+    xs = torch.randn(3, 5, 8, dtype=torch.float64, generator=g)
+    f, pos = R.frequencies(8, 100.0), torch.arange(5)
+    batched = torch.func.vmap(lambda t: R.apply_rope(t, pos, f, layout))(xs)
+    torch.testing.assert_close(batched, R.apply_rope_reference(xs, pos, f, layout), rtol=1e-12, atol=1e-12)
+    jac = torch.func.jacrev(lambda t: R.apply_rope(t, pos, f, layout))(xs[0])  # (5, 8, 5, 8)
+    eye = torch.eye(40, dtype=torch.float64).view(40, 5, 8)
+    want = torch.stack([R.apply_rope_reference(e, pos, f, layout) for e in eye]).view(5, 8, 5, 8).permute(2, 3, 0, 1)
+    torch.testing.assert_close(jac, want, rtol=1e-12, atol=1e-12)
+
+
+def test_positions_with_more_batch_dims_than_x():
+    """Positions that broadcast x to a larger shape take the plain formula (same result as before)."""
+    g = torch.Generator().manual_seed(17)
+    x = torch.randn(6, 8, dtype=torch.float64, generator=g)
+    pos = torch.stack((torch.arange(6), torch.arange(6) + 10))
+    y = R.apply_rope(x, pos, R.frequencies(8))
+    assert y.shape == (2, 6, 8)
+    torch.testing.assert_close(y[1], R.apply_rope(x, torch.arange(6) + 10, R.frequencies(8)))
+
+
+def test_fresh_like():
+    from kexue._memory import LARGE, fresh_like
+
+    small = torch.zeros(3, 4)
+    t = fresh_like(small)
+    assert t.shape == (3, 4) and t.dtype == torch.float32 and t.is_contiguous()
+    big = torch.zeros(LARGE // 4 + 16)
+    b = fresh_like(big)
+    assert b.shape == big.shape and b.dtype == big.dtype and b.data_ptr() % 64 == 0
+    b.fill_(2.0)
+    assert b.sum().item() == 2.0 * b.numel()
+    assert fresh_like(big, dtype=torch.bfloat16).dtype == torch.bfloat16  # no NumPy dtype: torch.empty
+    assert fresh_like(big, shape=(2, 3)).shape == (2, 3)
 
 
 # ----------------------------------------------------------------------------- log n
@@ -242,6 +378,15 @@ def test_logn_scale():
 
 def test_logn_inert_within_training_length():
     torch.testing.assert_close(R.logn_scale(torch.arange(1, 65), 64), torch.ones(64, dtype=torch.float64))
+
+
+def test_logn_scale_unclipped_is_log_base_L():
+    n = torch.arange(1, 600)
+    raw = R.logn_scale(n, 64, clip=False)
+    torch.testing.assert_close(raw, torch.log(n.double()) / math.log(64), rtol=1e-12, atol=1e-12)
+    assert raw[0].item() == 0.0 and raw[63].item() == pytest.approx(1.0)
+    # clipping changes exactly the positions inside the training length
+    torch.testing.assert_close(R.logn_scale(n, 64), raw.clamp(min=1.0))
 
 
 # ----------------------------------------------------------------------------- the digit view
@@ -266,22 +411,8 @@ def test_phases_are_rope_angles():
     beta = base ** (2 / d)
     n = torch.arange(0, 3000, 11)
     phases = R.rope_phases(n, beta, d // 2)
-    angles = R.rope_angles(n, R.inv_freq(d, base))
+    angles = R.rope_angles(n, R.frequencies(d, base))
     torch.testing.assert_close(phases, torch.remainder(angles, 2 * math.pi), rtol=1e-9, atol=1e-9)
-
-
-def test_tradeoff_metrics():
-    theta = R.inv_freq(32, 1725.0)
-    # extrapolation: full resolution; PI: no unseen angle, resolution ~ 1/k
-    assert R.local_resolution(theta, theta).item() == pytest.approx(1.0)
-    assert R.unseen_angle(theta, R.inv_freq(32, 1725.0, "pi", 8.0), 512, 4096).item() == pytest.approx(0.0, abs=1e-12)
-    rho = R.local_resolution(theta, theta / 8).item()
-    assert rho > 1 / 8 and rho < 1 / 7
-    # closed form of the unseen angle for a single slow digit
-    t = torch.tensor([1e-4], dtype=torch.float64)
-    assert R.unseen_angle(t, t, 100, 800).item() == pytest.approx(700e-4)
-    fast = torch.tensor([1.0], dtype=torch.float64)
-    assert R.unseen_angle(fast, fast, 100, 800).item() == 0.0  # fully rotated in training
 
 
 # ----------------------------------------------------------------------------- peers
@@ -296,7 +427,7 @@ def test_parity_rotary_embedding_torch():
     pos = torch.arange(seq)
     for kw, method in [({}, "default"), ({"interpolate_factor": 8.0}, "pi"), ({"theta_rescale_factor": 8.0}, "ntk")]:
         rot = RotaryEmbedding(dim, **kw)
-        ours = R.inv_freq(dim, 10000.0, method, 8.0)
+        ours = R.frequencies(dim, 10000.0, method, 8.0)
         if method == "pi":  # the peer keeps theta and divides positions instead
             torch.testing.assert_close(rot.freqs.double() / 8.0, ours, rtol=1e-6, atol=0)
         else:
@@ -319,13 +450,13 @@ def test_parity_transformers_init_functions():
     default = LlamaRotaryEmbedding.compute_default_rope_parameters(
         _hf_config({"rope_type": "default", "rope_theta": BASE})
     )[0]
-    torch.testing.assert_close(default.double(), R.inv_freq(D, BASE), rtol=1e-6, atol=0)
+    torch.testing.assert_close(default.double(), R.frequencies(D, BASE), rtol=1e-6, atol=0)
     linear = ROPE_INIT_FUNCTIONS["linear"](_hf_config({"rope_type": "linear", "rope_theta": BASE, "factor": K}))[0]
-    torch.testing.assert_close(linear.double(), R.inv_freq(D, BASE, "pi", K), rtol=1e-6, atol=0)
+    torch.testing.assert_close(linear.double(), R.frequencies(D, BASE, "pi", K), rtol=1e-6, atol=0)
     cfg = _hf_config({"rope_type": "dynamic", "rope_theta": BASE, "factor": K})
     for seq_len in (100, 512, 1000, 4096):
         dyn = ROPE_INIT_FUNCTIONS["dynamic"](cfg, seq_len=seq_len)[0]
-        ours = R.inv_freq(D, BASE, "dynamic", K, seq_len=seq_len, train_len=512)
+        ours = R.frequencies(D, BASE, "dynamic", K, seq_len=seq_len, train_len=512)
         torch.testing.assert_close(dyn.double(), ours, rtol=1e-5, atol=0)
 
 
@@ -335,61 +466,12 @@ def test_parity_transformers_rotate_half():
     g = torch.Generator().manual_seed(7)
     q = torch.randn(1, 2, 20, 16, generator=g)
     k = torch.randn(1, 2, 20, 16, generator=g)
-    f = R.inv_freq(16, BASE, "ntk", 4.0)
+    f = R.frequencies(16, BASE, "ntk", 4.0)
     ang = R.rope_angles(torch.arange(20), f).float()
     emb = torch.cat((ang, ang), -1)[None]
     hq, hk = apply_rotary_pos_emb(q, k, emb.cos(), emb.sin())
     torch.testing.assert_close(R.apply_rope(q, torch.arange(20), f, "half"), hq, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(R.apply_rope(k, torch.arange(20), f, "half"), hk, rtol=1e-5, atol=1e-5)
-
-
-# ----------------------------------------------------------------------------- data and the tiny LM
-
-
-def test_markov_and_repeat():
-    table = R.markov_table(8, seed=0)
-    assert table.shape == (8, 8, 8)
-    torch.testing.assert_close(table.sum(-1), torch.ones(8, 8, dtype=torch.float64))
-    x = R.sample_markov(table, 4, 30, seed=1)
-    assert x.shape == (4, 30) and x.min() >= 0 and x.max() < 8
-    assert torch.equal(x, R.sample_markov(table, 4, 30, seed=1))
-    rep = R.repeat_segments(x, torch.tensor([3, 5, 30, 1]), 12)
-    assert torch.equal(rep[0, 3:6], x[0, :3]) and torch.equal(rep[3], x[3, :1].expand(12))
-
-
-def test_markov_follows_table():
-    table = R.markov_table(4, concentration=0.3, seed=2)
-    x = R.sample_markov(table, 2000, 3, seed=3)
-    counts = torch.zeros(4, 4, 4, dtype=torch.float64)
-    counts.index_put_((x[:, 0], x[:, 1], x[:, 2]), torch.ones(2000, dtype=torch.float64), accumulate=True)
-    emp = counts.sum((0, 1)) / 2000
-    expected = table.mean((0, 1))  # first two tokens uniform
-    torch.testing.assert_close(emp, expected, atol=0.05, rtol=0)
-
-
-def test_tiny_lm_learns_the_chain():
-    torch.manual_seed(0)
-    vocab, length = 8, 32
-    table = R.markov_table(vocab, concentration=0.05, seed=0)
-
-    def batches(step: int) -> torch.Tensor:
-        return R.sample_markov(table, 16, length + 1, seed=100 + step)
-
-    model = R.TinyRoPELM(vocab, width=32, heads=2, layers=1)
-    f = R.inv_freq(16, 100.0)
-    losses = R.train_tiny_lm(model, batches, f, steps=120, lr=1e-2)
-    assert sum(losses[-10:]) / 10 < losses[0] - 0.3
-    acc = R.next_token_accuracy(model, batches(10_000), f)
-    oracle = table.max(-1).values.mean().item()
-    assert acc > 2 / vocab and acc > 0.6 * oracle  # chance is 1/8
-
-
-def test_tiny_lm_logn_inert_at_train_length():
-    torch.manual_seed(0)
-    model = R.TinyRoPELM(10, width=16, heads=2, layers=1)
-    tokens = torch.randint(10, (2, 20), generator=torch.Generator().manual_seed(0))
-    f = R.inv_freq(8, 100.0)
-    torch.testing.assert_close(model(tokens, f), model(tokens, f, logn_train_len=20))
 
 
 # ----------------------------------------------------------------------------- bad input
@@ -415,16 +497,16 @@ def test_tiny_lm_logn_inert_at_train_length():
 def test_bad_frequency_arguments(kwargs, name):
     args = {"d": 16, "base": 10000.0, "method": "default", "k": 2.0} | kwargs
     with pytest.raises(ValueError, match=name):
-        R.inv_freq(**args)
+        R.frequencies(**args)
 
 
 def test_unknown_param_is_type_error():
     with pytest.raises(TypeError, match="ntk"):
-        R.inv_freq(16, 10000.0, "ntk", 2.0, b=0.5)
+        R.frequencies(16, 10000.0, "ntk", 2.0, b=0.5)
 
 
 def test_bad_rope_inputs():
-    f = R.inv_freq(8)
+    f = R.frequencies(8)
     x = torch.zeros(3, 8)
     with pytest.raises(ValueError, match="positions"):
         R.apply_rope(x, -torch.arange(3), f)
@@ -444,40 +526,17 @@ def test_bad_rope_inputs():
         R.beta_digits(torch.tensor([1.0]), 1.0, 3)
     with pytest.raises(ValueError, match="n must"):
         R.rope_phases(torch.tensor([-1.0]), 2.0, 3)
-    with pytest.raises(ValueError, match="wavelength"):
-        R.base_for_longest_wavelength(16, 1.0)
 
 
 def test_degenerate_inputs():
     # zero vector stays zero; position 0 is the identity; d = 2 works for the plain methods
-    f = R.inv_freq(2, 10.0, "fixed", 4.0)
+    f = R.frequencies(2, 10.0, "fixed", 4.0)
     assert f.shape == (1,)
     z = torch.zeros(4, 2)
     assert torch.equal(R.apply_rope(z, torch.arange(4), f), z)
     x = torch.randn(1, 6, generator=torch.Generator().manual_seed(0))
-    torch.testing.assert_close(R.apply_rope(x, torch.zeros(1), R.inv_freq(6)), x)
+    torch.testing.assert_close(R.apply_rope(x, torch.zeros(1), R.frequencies(6)), x)
     assert R.logn_scale(torch.tensor([], dtype=torch.float64), 4).shape == (0,)
-
-
-def test_bad_data_and_training_arguments():
-    table = R.markov_table(4, seed=0)
-    with pytest.raises(ValueError, match="seed"):
-        R.sample_markov(table, 2, 5, seed=-1)
-    with pytest.raises(ValueError, match="vocab"):
-        R.markov_table(1)
-    with pytest.raises(ValueError, match="table"):
-        R.sample_markov(table[0], 2, 5)
-    with pytest.raises(ValueError, match="seg_len"):
-        R.repeat_segments(torch.zeros(2, 4, dtype=torch.int64), torch.tensor([0, 2]), 6)
-    model = R.TinyRoPELM(4, width=8, heads=2, layers=1)
-    with pytest.raises(ValueError, match="lr"):
-        R.train_tiny_lm(model, lambda s: torch.zeros(2, 5, dtype=torch.int64), R.inv_freq(4), steps=1, lr=0.0)
-    with pytest.raises(ValueError, match="steps"):
-        R.train_tiny_lm(model, lambda s: torch.zeros(2, 5, dtype=torch.int64), R.inv_freq(4), steps=0)
-    with pytest.raises(ValueError, match="tokens"):
-        R.next_token_accuracy(model, torch.zeros(2, 1, dtype=torch.int64), R.inv_freq(4))
-    with pytest.raises(ValueError, match="width"):
-        R.TinyRoPELM(4, width=10, heads=2)
 
 
 # ------------------------------------------------------------------ fast path with precomputed tables
@@ -489,7 +548,7 @@ def test_apply_rope_tables_equals_apply_rope(layout, dtype):
     g = torch.Generator().manual_seed(3)
     x = torch.randn(2, 3, 50, 16, generator=g, dtype=torch.float64).to(dtype)
     pos = torch.arange(50) * 7  # large positions: angles must not be computed in low precision
-    theta = R.inv_freq(16, method="ntk", k=4.0)
+    theta = R.frequencies(16, method="ntk", k=4.0)
     cos, sin = R.rope_tables(pos, theta, dtype)
     out = torch.empty_like(x)
     got = R.apply_rope_tables(x, cos, sin, layout, out=out)
@@ -504,7 +563,7 @@ def test_apply_rope_tables_equals_apply_rope(layout, dtype):
 
 def test_apply_rope_tables_rejects_bad_input():
     x = torch.randn(4, 8)
-    cos, sin = R.rope_tables(torch.arange(4), R.inv_freq(8))
+    cos, sin = R.rope_tables(torch.arange(4), R.frequencies(8))
     with pytest.raises(ValueError, match="cos"):
         R.apply_rope_tables(x, cos[:3], sin)
     with pytest.raises(TypeError, match="sin"):
@@ -516,4 +575,17 @@ def test_apply_rope_tables_rejects_bad_input():
     with pytest.raises(TypeError, match="x"):
         R.apply_rope_tables(torch.ones(4, 8, dtype=torch.long), cos, sin)
     with pytest.raises(ValueError, match="positions"):
-        R.rope_tables(torch.arange(4)[None], R.inv_freq(8))
+        R.rope_tables(torch.arange(4)[None], R.frequencies(8))
+
+
+def test_apply_rope_tables_checks_overlap_through_views():
+    cos, sin = R.rope_tables(torch.arange(4), R.frequencies(8))
+    buf = torch.randn(4, 24)
+    with pytest.raises(ValueError, match="overlap"):  # out shares columns 4..7 with x
+        R.apply_rope_tables(buf[:, :8], cos, sin, out=buf[:, 4:12])
+    with pytest.raises(ValueError, match="overlap"):  # interleaved memory spans: refused (conservative check)
+        R.apply_rope_tables(buf[:, :8], cos, sin, out=buf[:, 16:24])
+    # disjoint blocks of one storage are fine, and give the same rotation as a fresh buffer
+    rows = torch.randn(8, 8)
+    got = R.apply_rope_tables(rows[:4], cos, sin, out=rows[4:])
+    torch.testing.assert_close(got, R.apply_rope_tables(rows[:4].clone(), cos, sin))

@@ -20,6 +20,14 @@ def test_seeded_mlp_is_a_function_of_its_seed_only():
     assert not torch.equal(a[0].weight, c[0].weight)
 
 
+def test_seeded_mlp_leaves_the_global_generator_alone():
+    torch.manual_seed(7)
+    expected = torch.rand(3)
+    torch.manual_seed(7)
+    seeded_mlp([5, 6, 2], seed=1)
+    assert torch.equal(torch.rand(3), expected)
+
+
 def test_seeded_mlp_layout_init_bounds_and_options():
     net = seeded_mlp([10, 20, 5], seed=0, activation="tanh", dtype=torch.float64, flatten=True, zero_last=True)
     kinds = [type(m).__name__ for m in net]

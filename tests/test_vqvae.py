@@ -15,9 +15,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from vector_quantize_pytorch import VectorQuantize
 
+from kexue.experiments.vqvae import train_priors, unigram_bits
 from kexue.vqvae import (
     CODEBOOK_INITS,
-    VQVAE,
     CodePrior,
     EMAState,
     VectorQuantizer,
@@ -25,11 +25,9 @@ from kexue.vqvae import (
     codebook_init,
     dead_codes,
     ema_update,
-    images_to_patches,
     kmeans,
     nearest_code,
     nearest_code_reference,
-    patches_to_images,
     perplexity,
     prior_nll_bits,
     quantize,
@@ -37,9 +35,7 @@ from kexue.vqvae import (
     sample_codes,
     squared_distances,
     straight_through,
-    train_prior,
-    train_vqvae,
-    unigram_bits,
+    uniform_bits,
 )
 
 torch.set_num_threads(2)
@@ -125,7 +121,7 @@ def test_nearest_code_bad_inputs():
         nearest_code(z, e[0])
     with pytest.raises(TypeError, match="dtype"):
         nearest_code(z.float(), e)
-    with pytest.raises(TypeError, match="z must be floating"):
+    with pytest.raises(TypeError, match="z must be a floating-point"):
         nearest_code(torch.ones(4, 2, dtype=torch.long), e)
     with pytest.raises(ValueError, match="codebook is empty"):
         nearest_code_reference(z, e[:0])
@@ -331,8 +327,10 @@ def test_kmeans_recovers_separated_clusters_and_is_a_fixed_point():
     torch.testing.assert_close(again, c)
     with pytest.raises(ValueError, match="num_codes"):
         kmeans(x, 0)
-    with pytest.raises(ValueError, match="x must be"):
+    with pytest.raises(ValueError, match="x is empty"):
         kmeans(x[:0], 3)
+    with pytest.raises(TypeError, match="x must be a floating-point"):
+        kmeans(x.long(), 3)
     c1, _ = kmeans(x[:2], 5, iters=3, generator=_gen())  # more codes than points is allowed
     assert c1.shape == (5, 2)
 
@@ -345,16 +343,6 @@ def test_codebook_inits_registry():
     assert codebook_init("uniform", z, 8, generator=_gen()).abs().max() <= 1 / 8
     with pytest.raises(ValueError, match="name"):
         codebook_init("nope", z, 8)
-
-
-def test_patches_round_trip():
-    x = torch.arange(2 * 64, dtype=torch.float32).reshape(2, 1, 8, 8)
-    p = images_to_patches(x)
-    assert p.shape == (2, 4, 4, 4)
-    assert p[0, 0, 0].tolist() == [0.0, 1.0, 8.0, 9.0]
-    assert torch.equal(patches_to_images(p), x)
-    with pytest.raises(ValueError, match="divisible"):
-        images_to_patches(x[..., :7])
 
 
 # ---------------------------------------------------------------- modules and training
@@ -377,36 +365,17 @@ def test_vector_quantizer_module_and_ema_is_not_a_parameter():
         vq.set_codebook(torch.zeros(3, 4))
 
 
-def test_small_vqvae_trains_and_beats_the_mean_image():
-    from kexue.data import load_digits
-
-    x, _ = load_digits()
-    x = x[:256]
-    model = VQVAE(16, 8, 16, seed=0, update="ema", dead_threshold=1.0)
-    hist = train_vqvae(model, x, epochs=10, batch_size=32, lr=5e-3, kmeans_init=True, seed=0)
-    codes = model.encode(x)
-    assert codes.shape == (256, 4, 4)
-    mse = F.mse_loss(model.decode(codes), x).item()
-    baseline = F.mse_loss(x.mean(0, keepdim=True).expand_as(x), x).item()
-    assert mse < 0.5 * baseline
-    assert hist["recon"][-1] < hist["recon"][0]
-    assert hist["perplexity"][-1] >= 1.0 and hist["perplexity"][-1] <= 16
-    with pytest.raises(ValueError, match="x must have shape"):
-        model(x[:, 0])
-    with pytest.raises(ValueError, match="indices must lie"):
-        model.decode(codes + 16)
-
-
 def test_code_prior_is_causal_learns_and_samples():
     g = _gen(13)
     # a structured code distribution: each grid is a constant code drawn from {0..3}
     codes = torch.randint(4, (400, 1, 1), generator=g).expand(400, 2, 2).contiguous()
-    prior = CodePrior(8, grid=(2, 2), d_model=32, heads=2, layers=1, seed=0)
+    untrained = CodePrior(8, grid=(2, 2), d_model=32, heads=2, layers=1, seed=0)
     # causality: changing the last code does not change any logit
     a, b = codes[:1].clone(), codes[:1].clone()
     b[0, 1, 1] = 7
-    torch.testing.assert_close(prior(a), prior(b))
-    hist = train_prior(prior, codes, epochs=30, batch_size=100, lr=1e-2, seed=0)
+    torch.testing.assert_close(untrained(a), untrained(b))
+    (prior,), hist = train_priors([codes], [0], num_codes=8, d_model=32, heads=2, layers=1, epochs=30,
+                                  batch_size=100, lr=1e-2)  # fmt: skip
     bits = prior_nll_bits(prior, codes)
     # ideal: log2(4) = 2 bits for the first code, ~0 after; uniform over 8 codes: 12 bits
     assert bits < 4.0 < unigram_bits(codes, codes, 8) and hist[-1] < hist[0]
@@ -418,13 +387,18 @@ def test_code_prior_is_causal_learns_and_samples():
         sample_codes(prior, 2, temperature=0.0)
     with pytest.raises(ValueError, match="heads"):
         CodePrior(8, d_model=30, heads=4)
+    with pytest.raises(ValueError, match="codes must lie"):
+        prior_nll_bits(prior, codes + 8)
 
 
-def test_unigram_bits_closed_form():
-    train = torch.tensor([0, 0, 1, 1])
-    test = torch.tensor([[0, 2]])
-    # add-one: p = (3, 3, 1) / 7
-    assert unigram_bits(train, test, 3) == pytest.approx(-math.log2(3 / 7) - math.log2(1 / 7))
+def test_uniform_bits_is_positions_times_log2_codes():
+    assert uniform_bits(16, 32) == 80.0
+    assert uniform_bits(64, 17) == pytest.approx(64 * math.log(17) / math.log(2), rel=1e-15)
+    assert uniform_bits(10, 1) == 0.0
+    with pytest.raises(ValueError, match="positions"):
+        uniform_bits(0, 4)
+    with pytest.raises(ValueError, match="num_codes"):
+        uniform_bits(4, 2.0)
 
 
 # ---------------------------------------------------------------- parity with vector-quantize-pytorch

@@ -101,9 +101,22 @@ _LINK = re.compile(r"(?<!!)\[(?P<text>[^\]]*)\]\((?P<target>[^)\s]+)(?P<title>\s
 _FIGURE = re.compile(r'<figure class="kexue-figure">(?P<body>.*?)(?:<figcaption>(?P<cap>.*?)</figcaption>)?</figure>', re.DOTALL)
 
 
+_CODE = re.compile(r"^(```|~~~)[^\n]*\n.*?^\1[ \t]*$|`[^`\n]*`", re.MULTILINE | re.DOTALL)
+
+
 def absolute_links(text: str, resolve) -> str:
-    """Rewrite the Markdown links of ``text`` with ``resolve(target) -> str`` (absolute addresses)."""
-    return _LINK.sub(lambda m: f"[{m['text']}]({resolve(m['target'])}{m['title'] or ''})", text)
+    """Rewrite the Markdown links of ``text`` with ``resolve(target) -> str`` (absolute addresses).
+
+    Code blocks and code spans are left as they are: ``table[name](x)`` is an indexing, not a link."""
+
+    def links(part: str) -> str:
+        return _LINK.sub(lambda m: f"[{m['text']}]({resolve(m['target'])}{m['title'] or ''})", part)
+
+    out, last = [], 0
+    for code in _CODE.finditer(text):
+        out += [links(text[last : code.start()]), code.group(0)]
+        last = code.end()
+    return "".join([*out, links(text[last:])])
 
 
 def _outputs(printed: str, kind: str) -> list[nbformat.NotebookNode]:

@@ -92,6 +92,13 @@ def _finite(value: object, name: str) -> float:
     return float(value)
 
 
+def _positive(value: object, name: str) -> float:
+    value = _finite(value, name)
+    if value <= 0:
+        raise ValueError(f"{name} must be > 0, got {value!r}")
+    return value
+
+
 @dataclass(frozen=True)
 class Seeds:
     """One measured quantity, once per seed: mean, standard deviation and standard error.
@@ -110,7 +117,11 @@ class Seeds:
     values: tuple[float, ...]
 
     def __init__(self, values: Iterable[float] | Tensor) -> None:
+        if isinstance(values, (str, bytes)) or not isinstance(values, (Tensor, Iterable)):
+            raise TypeError(f"values must be a sequence or 1-D tensor of numbers, got {type(values).__name__}")
         if isinstance(values, Tensor):
+            if values.is_complex():
+                raise TypeError(f"values must be real numbers, got a {values.dtype} tensor")
             if values.dim() != 1:
                 raise ValueError(f"values must be a 1-D tensor (one value per seed), got shape {tuple(values.shape)}")
             values = values.detach().double().tolist()
@@ -174,6 +185,8 @@ def over_seeds(
     Raises:
         ValueError: If ``seeds`` is empty or the mappings have different keys.
     """
+    if isinstance(seeds, (str, bytes)) or not isinstance(seeds, Iterable):
+        raise TypeError(f"seeds must be a sequence of seeds, got {type(seeds).__name__}")
     seeds = list(seeds)
     if not seeds:
         raise ValueError("seeds must name at least one seed, got none")
@@ -285,7 +298,7 @@ def exact(error: float, tol: float, *, name: str = "error") -> Outcome:
 def _bound(value: Number, bound: float, *, name: str, z: float, digits: int, upper: bool) -> Outcome:
     mean, se, n = _spread(value, name)
     bound = _finite(bound, "bound")
-    z = _finite(z, "z")
+    z = _positive(z, "z")
     lo, hi = mean - z * se, mean + z * se
     sign = "≤" if upper else "≥"
     if n == 0:
@@ -344,7 +357,7 @@ def close_to(
     overlapping its edge is ``inconclusive``.
     """
     mean, se, n = _spread(value, name)
-    target, tol = _finite(target, "target"), _finite(tol, "tol")
+    target, tol, z = _finite(target, "target"), _finite(tol, "tol"), _positive(z, "z")
     if tol < 0:
         raise ValueError(f"tol must be >= 0, got {tol!r}")
     lo, hi = mean - z * se, mean + z * se
@@ -402,7 +415,7 @@ def beats(
     name_a, name_b = names
     mean_a, se_a, n_a = _spread(a, name_a)
     mean_b, se_b, n_b = _spread(b, name_b)
-    margin, z = _finite(margin, "margin"), _finite(z, "z")
+    margin, z = _finite(margin, "margin"), _positive(z, "z")
     sign = 1.0 if higher else -1.0
     d = sign * (mean_a - mean_b)
     if paired:

@@ -32,8 +32,9 @@ Examples:
 
 from __future__ import annotations
 
+import inspect
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -41,7 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from kexue._checks import check_int, check_real, check_tensor
+from kexue._checks import check_finite, check_int, check_real, check_tensor
 from kexue.experiments.training import LossFn, evaluating, fit, minibatches, seeded_mlp
 from kexue.mixup import MIXERS, MixedBatch, mixed_cross_entropy, no_mixing
 
@@ -59,9 +60,38 @@ __all__ = [
 ]
 
 
-def _check_mixer(mixer: str) -> None:
-    if mixer not in MIXERS:
+def _check_mixer(mixer: object) -> None:
+    if not isinstance(mixer, str) or mixer not in MIXERS:
         raise ValueError(f"mixer must be one of {sorted(MIXERS)}, got {mixer!r}")
+
+
+def _check_active(active: object) -> None:
+    if active is not None and not callable(active):
+        raise TypeError(f"active must be None or a callable epoch -> bool, got {type(active).__name__}")
+
+
+def _check_model(model: object) -> None:
+    if not callable(model):
+        raise TypeError(f"model must be callable (inputs -> logits), got {type(model).__name__}")
+
+
+def _check_classes(y: Tensor, name: str, logits: object) -> None:
+    """The labels ``y`` of a batch are classes of the model's ``(B, K)`` logits (other shapes: the loss says so)."""
+    if isinstance(logits, Tensor) and logits.dim() == 2:
+        _check_labels(y, name, logits.shape[1])
+
+
+def _check_labels(y: object, name: str, n_classes: int | None = None) -> Tensor:
+    """A 1-D int64 tensor of class labels; with ``n_classes``, every label in ``[0, n_classes)``."""
+    check_tensor(y, name, 1, floating=False)
+    if y.dtype != torch.int64:
+        raise TypeError(f"{name} must be an int64 tensor of class labels, got {y.dtype}")
+    if y.numel():
+        lo, hi = int(y.min()), int(y.max())
+        if lo < 0 or (n_classes is not None and hi >= n_classes):
+            bound = f"in [0, {n_classes})" if n_classes is not None else ">= 0"
+            raise ValueError(f"{name} must hold class labels {bound}, got labels from {lo} to {hi}")
+    return y
 
 
 # ----------------------------------------------------------------------------- loss callbacks
@@ -92,15 +122,23 @@ def mixed_batch(
         **params: Extra keyword arguments of the mixer (``alpha`` for ``"mixup"``).
 
     Returns:
-        The (possibly unmixed) batch.
+        The (possibly unmixed) batch; the labels pass through unchecked (the loss checks their range).
 
     Shapes:
         xb: ``(B, ...)`` floating; yb: ``(B,)`` int64.
 
     Raises:
-        ValueError: If ``mixer`` is unknown.
+        TypeError: If ``xb`` is not floating, ``yb`` not int64 or ``active`` not callable.
+        ValueError: If ``mixer`` is unknown, ``epoch`` negative or the batch sizes differ.
     """
     _check_mixer(mixer)
+    check_int(epoch, "epoch", 0)
+    _check_active(active)
+    check_tensor(xb, "xb", floating=True)
+    check_tensor(yb, "yb", 1, floating=False)
+    if xb.dim() < 1 or xb.shape[0] == 0 or xb.shape[0] != yb.shape[0]:
+        raise ValueError(f"xb and yb must hold the same non-empty batch, got shapes {tuple(xb.shape)} and "
+                         f"{tuple(yb.shape)}")
     if active is not None and not active(epoch):
         return no_mixing(xb, yb, generator=generator)
     return MIXERS[mixer](xb, yb, generator=generator, **params)
@@ -141,9 +179,18 @@ def mixing_loss(
 
     Shapes:
         xb: ``(B, ...)``; yb: ``(B,)`` int64.
+
+    Raises:
+        TypeError: If ``model`` is not callable, or as [`mixed_batch`][kexue.experiments.mixup.mixed_batch].
+        ValueError: If a label of ``yb`` is not a class of the model's output, or as
+            [`mixed_batch`][kexue.experiments.mixup.mixed_batch] and
+            [`mixed_cross_entropy`][kexue.mixup.mixed_cross_entropy].
     """
+    _check_model(model)
     b = mixed_batch(xb, yb, generator=generator, epoch=epoch, mixer=mixer, active=active, **params)
-    return mixed_cross_entropy(model(b.x), b.y_a, b.y_b, b.lam)
+    logits = model(b.x)
+    _check_classes(yb, "yb", logits)
+    return mixed_cross_entropy(logits, b.y_a, b.y_b, b.lam)
 # --8<-- [end:mixing_loss]
 
 
@@ -180,6 +227,15 @@ class Run:
     def __post_init__(self) -> None:
         _check_mixer(self.mixer)
         check_int(self.seed, "seed", 0)
+        if not isinstance(self.params, Mapping):
+            raise TypeError(f"params must be a dict of the mixer's keyword arguments, got {type(self.params).__name__}")
+        accepted = [name for name, p in inspect.signature(MIXERS[self.mixer]).parameters.items()
+                    if p.kind is inspect.Parameter.KEYWORD_ONLY and name != "generator"]
+        unknown = sorted(str(k) for k in self.params if k not in accepted)
+        if unknown:
+            raise ValueError(f"params {unknown} are not keyword arguments of mixer {self.mixer!r} "
+                             f"(it takes {accepted})")
+        _check_active(self.active)
 
     @property
     def loss_fn(self) -> LossFn:
@@ -190,18 +246,29 @@ class Run:
 # ----------------------------------------------------------------------------- training
 
 
-def _check_data(x: Tensor, y: Tensor) -> None:
-    check_tensor(x, "x", floating=True, nonempty=True)
-    check_tensor(y, "y", 1, floating=False)
-    if y.dtype != torch.int64:
-        raise TypeError(f"y must be an int64 tensor of class labels, got {y.dtype}")
+def _check_data(x: object, y: object, n_classes: int, names: tuple[str, str] = ("x", "y")) -> None:
+    """Training (or held-out) data: finite float32/float64 inputs and labels in ``[0, n_classes)``."""
+    check_int(n_classes, "n_classes", 2)
+    check_tensor(x, names[0], floating=True, nonempty=True)
+    if x.dtype not in (torch.float32, torch.float64):
+        raise TypeError(f"{names[0]} must be float32 or float64 (the MLP is built in x's dtype; float16 and "
+                        f"bfloat16 training is not supported), got {x.dtype}")
+    if x.dim() < 2:
+        raise ValueError(f"{names[0]} must have shape (n, ...) with one example per row, got {tuple(x.shape)}")
+    check_finite(x, names[0])
+    _check_labels(y, names[1], n_classes)
     if x.shape[0] != y.shape[0]:
-        raise ValueError(f"x and y must have the same length, got {x.shape[0]} and {y.shape[0]}")
+        raise ValueError(f"{names[0]} and {names[1]} must have the same length, got {x.shape[0]} and {y.shape[0]}")
+
+
+def _check_hidden(hidden: object) -> list[int]:
+    if isinstance(hidden, (str, bytes)) or not isinstance(hidden, Sequence):
+        raise TypeError(f"hidden must be a sequence of hidden-layer widths, got {type(hidden).__name__}")
+    return [check_int(h, f"hidden[{i}]", 1) for i, h in enumerate(hidden)]
 
 
 def _sizes(x: Tensor, hidden: Sequence[int], n_classes: int) -> list[int]:
-    check_int(n_classes, "n_classes", 2)
-    return [x[0].numel(), *hidden, n_classes]
+    return [x[0].numel(), *_check_hidden(hidden), n_classes]
 
 
 # --8<-- [start:train]
@@ -229,16 +296,29 @@ def train_classifier(
         lr: Adam learning rate.
 
     Returns:
-        The trained model (eval mode) and its training loss per epoch.
+        The trained model (eval mode, in ``x``'s dtype) and its training loss per epoch.
 
     Shapes:
-        x: ``(n, ...)`` floating; y: ``(n,)`` int64.
+        x: ``(n, ...)`` float32 or float64; y: ``(n,)`` int64.
+
+    Raises:
+        TypeError: If ``run`` is not a [`Run`][kexue.experiments.mixup.Run], ``x`` is not float32 or
+            float64 or ``y`` not int64.
+        ValueError: For non-finite inputs, labels outside ``[0, n_classes)``, mismatched lengths, bad
+            widths or hyper-parameters.
     """
-    _check_data(x, y)
-    model = seeded_mlp(_sizes(x, hidden, n_classes), seed=run.seed, flatten=True)
+    _check_run(run, "run")
+    _check_data(x, y, n_classes)
+    model = seeded_mlp(_sizes(x, hidden, n_classes), seed=run.seed, flatten=True, dtype=x.dtype)
     history = fit(model, x, y, run.loss_fn, epochs=epochs, batch_size=batch_size, lr=lr, seed=run.seed)
     return model.eval(), history
 # --8<-- [end:train]
+
+
+def _check_run(run: object, name: str) -> Run:
+    if not isinstance(run, Run):
+        raise TypeError(f"{name} must be a Run, got {type(run).__name__}")
+    return run
 
 
 @dataclass(frozen=True)
@@ -314,17 +394,24 @@ def train_classifiers(
         eval_every: Score the held-out set after every this many epochs (and after the last).
 
     Returns:
-        The models, their loss histories and the held-out curves.
+        The models (in ``x``'s dtype), their loss histories and the held-out curves.
 
     Shapes:
-        x: ``(n, ...)`` floating; y: ``(n,)`` int64.
+        x: ``(n, ...)`` float32 or float64; y: ``(n,)`` int64; x_val: ``(m, ...)`` like ``x``; y_val: ``(m,)``.
 
     Raises:
-        ValueError: If ``runs`` is empty, or only one of ``x_val``, ``y_val`` is given.
+        TypeError: If ``runs`` is not a sequence of [`Run`][kexue.experiments.mixup.Run]s, or a
+            tensor has the wrong type or dtype.
+        ValueError: If ``runs`` is empty, only one of ``x_val``, ``y_val`` is given, an input is
+            not finite, a label is outside ``[0, n_classes)``, or a width or hyper-parameter is bad.
     """
+    if isinstance(runs, (str, bytes)) or not isinstance(runs, Sequence):
+        raise TypeError(f"runs must be a sequence of Run, got {type(runs).__name__}")
     if not runs:
         raise ValueError("runs must name at least one run")
-    _check_data(x, y)
+    for i, r in enumerate(runs):
+        _check_run(r, f"runs[{i}]")
+    _check_data(x, y, n_classes)
     check_int(epochs, "epochs", 1)
     check_int(batch_size, "batch_size", 1)
     check_real(lr, "lr", above=0)
@@ -332,9 +419,12 @@ def train_classifiers(
     if (x_val is None) != (y_val is None):
         raise ValueError("x_val and y_val must be given together")
     if x_val is not None:
-        _check_data(x_val, y_val)
+        _check_data(x_val, y_val, n_classes, ("x_val", "y_val"))
+        if x_val.dtype != x.dtype or x_val.shape[1:] != x.shape[1:]:
+            raise ValueError(f"x_val must have the dtype and example shape of x ({x.dtype}, {tuple(x.shape[1:])}), "
+                             f"got {x_val.dtype}, {tuple(x_val.shape[1:])}")
     sizes = _sizes(x, hidden, n_classes)
-    models = [seeded_mlp(sizes, seed=r.seed, flatten=True) for r in runs]
+    models = [seeded_mlp(sizes, seed=r.seed, flatten=True, dtype=x.dtype) for r in runs]
     linears = [[m for m in model if isinstance(m, nn.Linear)] for model in models]
     n_layers = len(linears[0])
     weights = [torch.stack([lin[k].weight.detach().mT for lin in linears]).requires_grad_() for k in range(n_layers)]
@@ -395,8 +485,8 @@ def expected_calibration_error(probs: Tensor, labels: Tensor, n_bins: int = 15) 
     (C. Guo, G. Pleiss, Y. Sun, K. Q. Weinberger, "On Calibration of Modern Neural Networks", 2017).
 
     Args:
-        probs: Predicted class probabilities.
-        labels: True classes.
+        probs: Predicted class probabilities (entries in $[0, 1]$).
+        labels: True classes, in ``[0, K)``.
         n_bins: Number of bins $M$ (>= 1).
 
     Returns:
@@ -406,7 +496,9 @@ def expected_calibration_error(probs: Tensor, labels: Tensor, n_bins: int = 15) 
         probs: ``(n, K)``; labels: ``(n,)`` int64.
 
     Raises:
-        ValueError: If the shapes disagree, the set is empty or ``n_bins < 1``.
+        TypeError: If ``probs`` is not floating or ``labels`` not int64.
+        ValueError: If the shapes disagree, the set is empty, ``n_bins < 1``, a probability is
+            outside $[0, 1]$ (or NaN) or a label is not a class.
 
     Examples:
         >>> import torch
@@ -415,9 +507,13 @@ def expected_calibration_error(probs: Tensor, labels: Tensor, n_bins: int = 15) 
         0.35
     """
     check_int(n_bins, "n_bins")
-    if probs.dim() != 2 or labels.shape != (probs.shape[0],) or probs.shape[0] == 0:
-        raise ValueError(f"probs must be (n, K) with n >= 1 and labels (n,), got {tuple(probs.shape)} "
-                         f"and {tuple(labels.shape)}")
+    check_tensor(probs, "probs", 2, floating=True, nonempty=True)
+    if not bool(((probs >= 0) & (probs <= 1)).all()):
+        raise ValueError(f"probs must hold probabilities in [0, 1], got {int((~((probs >= 0) & (probs <= 1))).sum())} "
+                         "entries outside (or NaN)")
+    _check_labels(labels, "labels", probs.shape[1])
+    if labels.shape[0] != probs.shape[0]:
+        raise ValueError(f"labels must have one entry per row of probs ({probs.shape[0]}), got {tuple(labels.shape)}")
     conf, pred = probs.to(torch.float64).max(dim=1)
     correct = (pred == labels).to(torch.float64)
     bins = torch.clamp(torch.ceil(conf * n_bins).long() - 1, 0, n_bins - 1)
@@ -441,14 +537,31 @@ def evaluate(model: nn.Module, x: Tensor, y: Tensor, *, temperature: float = 1.0
 
     Returns:
         ``{"acc": ..., "nll": ..., "conf": ..., "ece": ...}``; ``conf`` is the mean top probability
-        (below ``acc``: under-confident on average; above: over-confident).
+        (below ``acc``: under-confident on average; above: over-confident). The model is scored in
+        ``eval()`` mode and gets its own mode back afterwards.
 
     Shapes:
-        x: ``(n, ...)``; y: ``(n,)`` int64.
+        x: ``(n, ...)`` floating, finite; y: ``(n,)`` int64; the model's output: ``(n, K)``.
+
+    Raises:
+        TypeError: If ``model`` is not an ``nn.Module``, ``x`` not floating or ``y`` not int64.
+        ValueError: If ``x`` is empty or not finite, the lengths differ, the model's output is not
+            ``(n, K)`` or a label is not one of its classes, or ``temperature``/``n_bins`` is bad.
     """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    check_tensor(x, "x", floating=True, nonempty=True)
+    check_finite(x, "x")
+    _check_labels(y, "y")
+    if x.shape[0] != y.shape[0]:
+        raise ValueError(f"x and y must have the same length, got {x.shape[0]} and {y.shape[0]}")
     check_real(temperature, "temperature", above=0)
+    check_int(n_bins, "n_bins")
     with evaluating(model):
         logits = model(x) / temperature
+    if logits.dim() != 2 or logits.shape[0] != x.shape[0]:
+        raise ValueError(f"model must map the {x.shape[0]} rows of x to logits (n, K), got {tuple(logits.shape)}")
+    _check_labels(y, "y", logits.shape[1])
     probs = logits.softmax(-1)
     return {
         "acc": float((logits.argmax(-1) == y).double().mean()),
@@ -480,8 +593,9 @@ def temperature_for_confidence(logits: Tensor, confidence: float, *, iters: int 
         logits: ``(n, K)``.
 
     Raises:
-        ValueError: If ``confidence`` is outside $(1/K, 1)$ or the target is not reached on
-            $[10^{-3}, 10^3]$.
+        TypeError: If ``logits`` is not a floating tensor.
+        ValueError: If ``logits`` is not a finite ``(n, K)`` matrix with $K \ge 2$, ``confidence``
+            is outside $(1/K, 1)$ or the target is not reached on $[10^{-3}, 10^3]$.
 
     Examples:
         >>> import torch
@@ -491,7 +605,10 @@ def temperature_for_confidence(logits: Tensor, confidence: float, *, iters: int 
         0.7
     """
     check_tensor(logits, "logits", 2, floating=True, nonempty=True)
+    check_finite(logits, "logits")
     k = logits.shape[1]
+    if k < 2:
+        raise ValueError(f"logits must have at least 2 classes, got shape {tuple(logits.shape)}")
     check_real(confidence, "confidence", above=1 / k)
     check_real(confidence, "confidence", at_most=1 - 1e-12)
     check_int(iters, "iters", 1)

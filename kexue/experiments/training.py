@@ -74,7 +74,7 @@ def seeded_mlp(
 
     Each layer gets PyTorch's default initialisation, $W, b \sim U(-1/\sqrt{\text{fan-in}},
     1/\sqrt{\text{fan-in}})$, drawn from a generator seeded with ``seed`` (weights, then bias, layer
-    by layer), so the network does not depend on the global random state.
+    by layer), so the network does not depend on the global random state and leaves it untouched.
 
     Args:
         sizes: Widths, input first and output last (at least two).
@@ -93,6 +93,8 @@ def seeded_mlp(
             activation is unknown.
         TypeError: If ``dtype`` is not a floating dtype.
     """
+    if isinstance(sizes, (str, bytes)) or not isinstance(sizes, Sequence):
+        raise TypeError(f"sizes must be a sequence of layer widths, got {type(sizes).__name__}")
     sizes = list(sizes)
     if len(sizes) < 2:
         raise ValueError(f"sizes must hold at least two widths (input and output), got {sizes}")
@@ -107,7 +109,7 @@ def seeded_mlp(
     layers: list[nn.Module] = [nn.Flatten()] if flatten else []
     pairs = list(itertools.pairwise(sizes))
     for i, (a, b) in enumerate(pairs):
-        lin = nn.Linear(a, b, dtype=dtype)
+        lin = nn.utils.skip_init(nn.Linear, a, b, dtype=dtype)  # no draw from the global generator
         bound = 1 / math.sqrt(a)
         with torch.no_grad():
             if zero_last and i == len(pairs) - 1:
