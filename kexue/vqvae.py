@@ -26,6 +26,7 @@ import math
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -226,8 +227,10 @@ def nearest_code(
 
     $$k(z) = \arg\min_k \|z - e_k\|^2 = \arg\min_k \big(\|e_k\|^2 - 2\, z \cdot e_k\big),$$
 
-    since $\|z\|^2$ does not depend on $k$. One ``addmm`` computes the bracket for all pairs; no
-    square root. Ties go to the lowest index (``torch.argmin``). Compare
+    since $\|z\|^2$ does not depend on $k$. ``addmm`` computes the bracket for a block of vectors
+    against all codes at once and the block's nearest codes are read off before the next block, so
+    the full $N \times K$ matrix is never stored and each block is still in cache when it is
+    scanned; no square root. Ties go to the lowest index. Compare
     [`nearest_code_reference`][kexue.vqvae.nearest_code_reference], the slow obvious version.
 
     A nearest code is a decision, so NaN/inf entries are rejected. float16/bfloat16 input is
@@ -239,7 +242,8 @@ def nearest_code(
         z: Vectors, last axis is the code dimension.
         codebook: Codes as rows.
         code_sqnorms: Optional precomputed $\|e_k\|^2$ (e.g. once per training step).
-        validate_args: False skips the checks (for callers that ran them already, e.g. under
+        validate_args: False skips the checks and takes the single-``addmm`` path that function
+            transforms can trace (for callers that ran the checks already, e.g. under
             ``torch.func.vmap``, where the data-dependent ones cannot run).
 
     Returns:
@@ -260,13 +264,42 @@ def nearest_code(
         >>> nearest_code(torch.tensor([[0.9, 0.2], [0.1, 0.1], [0.2, 0.7]]), codebook)
         tensor([1, 0, 2])
     """
-    if validate_args and (scale := _check_distance_args(z, codebook, code_sqnorms)) is not None:
-        return nearest_code(*_rescaled(z, codebook, scale), validate_args=False)  # float16, or huge entries
-    flat = z.reshape(-1, z.shape[-1])
-    e2 = codebook.pow(2).sum(1) if code_sqnorms is None else code_sqnorms
-    scores = torch.addmm(e2, flat, codebook.t(), beta=1.0, alpha=-2.0)  # (N, K)
-    return scores.argmin(dim=1).reshape(z.shape[:-1])
+    if not validate_args:  # traceable: one (N, K) matrix
+        flat = z.reshape(-1, z.shape[-1])
+        e2 = codebook.pow(2).sum(1) if code_sqnorms is None else code_sqnorms
+        return torch.addmm(e2, flat, codebook.t(), beta=1.0, alpha=-2.0).argmin(dim=1).reshape(z.shape[:-1])
+    if (scale := _check_distance_args(z, codebook, code_sqnorms)) is not None:
+        z, codebook = _rescaled(z, codebook, scale)  # float16, or huge entries
+        code_sqnorms = None
+    return _nearest_in_blocks(z.reshape(-1, z.shape[-1]), codebook, code_sqnorms).reshape(z.shape[:-1])
+
+
+def _nearest_in_blocks(flat: Tensor, codebook: Tensor, code_sqnorms: Tensor | None) -> Tensor:
+    """``argmin_k (|e_k|^2 - 2 z.e_k)`` for checked ``(N, D)`` vectors, a cache-sized block of rows at a time."""
+    with torch.no_grad():  # indices have no gradient; out= needs tensors outside autograd
+        flat, codebook = flat.detach(), codebook.detach()
+        e2 = codebook.pow(2).sum(1) if code_sqnorms is None else code_sqnorms.detach()
+        n, k = flat.shape[0], codebook.shape[0]
+        rows = max(16, _BLOCK_ENTRIES // k)
+        if flat.device.type != "cpu":
+            return torch.addmm(e2, flat, codebook.t(), beta=1.0, alpha=-2.0).argmin(dim=1)
+        # NumPy's argmin is vectorised (several times torch's on CPU), ties to the lowest index too
+        index = np.empty(n, dtype=np.int64)
+        scores = torch.empty(min(rows, n), k, dtype=flat.dtype)
+        codes_t = codebook.t()
+        for start in range(0, n, rows):
+            block = flat[start : start + rows]
+            out = scores[: block.shape[0]]
+            torch.addmm(e2, block, codes_t, beta=1.0, alpha=-2.0, out=out)
+            np.argmin(out.numpy(), axis=1, out=index[start : start + block.shape[0]])
+        return torch.from_numpy(index)
 # --8<-- [end:nearest]
+
+
+_BLOCK_ENTRIES = 1 << 19
+"""Entries of the score block of [`nearest_code`][kexue.vqvae.nearest_code] (2 MiB in float32,
+about the L2 cache): big enough for an efficient matrix multiply, small enough to stay in cache
+until its nearest codes are read."""
 
 
 def nearest_code_reference(z: Tensor, codebook: Tensor) -> Tensor:
@@ -751,12 +784,12 @@ def _lloyd(x: Tensor, num_codes: int, iters: int, generator: torch.Generator | N
         centres[k:] = x[pick]
         closest = torch.minimum(closest, ((x - x[pick]) ** 2).sum(1))
     for _ in range(iters):
-        idx = nearest_code(x, centres, validate_args=False)
+        idx = _nearest_in_blocks(x, centres, None)
         counts = torch.bincount(idx, minlength=num_codes).to(x.dtype)
         sums = torch.zeros_like(centres).index_add_(0, idx, x)
         used = counts > 0
         centres[used] = sums[used] / counts[used, None]
-    return centres, nearest_code(x, centres, validate_args=False)
+    return centres, _nearest_in_blocks(x, centres, None)
 
 
 def _init_normal(z: Tensor, num_codes: int, generator: torch.Generator | None) -> Tensor:

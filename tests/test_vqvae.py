@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from vector_quantize_pytorch import VectorQuantize
 
+from kexue import vqvae
 from kexue.experiments.vqvae import train_priors, unigram_bits
 from kexue.vqvae import (
     CODEBOOK_INITS,
@@ -88,6 +89,21 @@ def test_nearest_code_ties_go_to_the_lowest_index():
     want = torch.tensor([0, 0, 0, 0])
     assert torch.equal(nearest_code(z, e), want)
     assert torch.equal(nearest_code_reference(z, e), want)
+
+
+def test_nearest_code_blocks_agree_with_one_matrix_and_the_reference(monkeypatch):
+    """The blocked path (several blocks, a ragged last one, ties, a non-contiguous input with a
+    gradient) gives the indices of the single-addmm path and of the slow reference."""
+    monkeypatch.setattr(vqvae, "_BLOCK_ENTRIES", 7 * 24)  # 24 codes: blocks of 7 rows
+    z, e = _data(n=150, k=24, d=5, seed=3)
+    z[::10] = e[5]  # exactly on a code
+    e[9] = e[5]  # a duplicate code: the tie goes to 5
+    z = z.t().contiguous().t().requires_grad_()  # strided view, autograd on
+    idx = nearest_code(z, e)
+    assert torch.equal(idx, nearest_code(z, e, validate_args=False))
+    assert torch.equal(idx, nearest_code_reference(z.detach(), e)) and (idx[::10] == 5).all()
+    z32, e32 = z.detach().float(), e.float()
+    assert torch.equal(nearest_code(z32, e32), nearest_code(z32, e32, validate_args=False))
 
 
 @settings(max_examples=40, deadline=None, database=None)

@@ -101,13 +101,14 @@ _LINK = re.compile(r"(?<!!)\[(?P<text>[^\]]*)\]\((?P<target>[^)\s]+)(?P<title>\s
 _FIGURE = re.compile(r'<figure class="kexue-figure">(?P<body>.*?)(?:<figcaption>(?P<cap>.*?)</figcaption>)?</figure>', re.DOTALL)
 
 
-_CODE = re.compile(r"^(```|~~~)[^\n]*\n.*?^\1[ \t]*$|`[^`\n]*`", re.MULTILINE | re.DOTALL)
+_CODE = re.compile(r"^(```|~~~)[^\n]*\n.*?^\1[ \t]*$", re.MULTILINE | re.DOTALL)
 
 
 def absolute_links(text: str, resolve) -> str:
     """Rewrite the Markdown links of ``text`` with ``resolve(target) -> str`` (absolute addresses).
 
-    Code blocks and code spans are left as they are: ``table[name](x)`` is an indexing, not a link."""
+    Fenced code blocks are left as they are: ``table[name](x)`` in an excerpt is an indexing, not a
+    link. (Code spans are not: a link's text is often one, as in ``[`f`](../api/x.md#f)``.)"""
 
     def links(part: str) -> str:
         return _LINK.sub(lambda m: f"[{m['text']}]({resolve(m['target'])}{m['title'] or ''})", part)
