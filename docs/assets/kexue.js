@@ -23,16 +23,23 @@ document.addEventListener("click", (event) => {
   dialog.showModal();
 });
 
-// Display math wider than its column scrolls sideways; make such a box focusable, so it can be
-// scrolled with the keyboard too (WCAG 2.1.1). Re-checked after instant navigation and resizing.
+// Display math and tables wider than their column scroll sideways; make such a box focusable, so
+// it can be scrolled with the keyboard too (WCAG 2.1.1). Re-checked after instant navigation and
+// resizing.
+const kxScrollers = [
+  ["article div.arithmatex", "Equation (scrolls sideways)"],
+  ["article .md-typeset__scrollwrap", "Table (scrolls sideways)"],
+];
 function kxScrollableMath() {
-  for (const box of document.querySelectorAll("article div.arithmatex")) {
-    if (box.scrollWidth > box.clientWidth + 1) {
-      box.tabIndex = 0;
-      box.setAttribute("role", "group");
-      box.setAttribute("aria-label", "Equation (scrolls sideways)");
-    } else if (box.hasAttribute("tabindex")) {
-      box.removeAttribute("tabindex");
+  for (const [selector, label] of kxScrollers) {
+    for (const box of document.querySelectorAll(selector)) {
+      if (box.scrollWidth > box.clientWidth + 1) {
+        box.tabIndex = 0;
+        box.setAttribute("role", "group");
+        box.setAttribute("aria-label", label);
+      } else if (box.hasAttribute("tabindex")) {
+        box.removeAttribute("tabindex");
+      }
     }
   }
 }

@@ -177,7 +177,12 @@ try {
         const input = page.locator("input.md-search__input");
         await page.locator("label[for='__search']").first().click({ timeout: 5000 }).catch(() => {});
         for (const query of queries) {
+          // Clear the box and wait until the previous query's hits are gone, so that a slow search
+          // worker cannot leave them on screen to be read as this query's hits.
           await input.fill("");
+          await input.press("End");
+          await page.waitForFunction(() => !document.querySelector(".md-search-result__item"), null, { timeout: 5000 })
+            .catch(() => {});
           await input.pressSequentially(query, { delay: 10 });
           // Characters typed through an input method arrive without key events of their own; the
           // search reacts to keyup, as it does when an IME commits. End gives it one.
@@ -191,7 +196,8 @@ try {
               previews: [...document.querySelectorAll(".md-search-result__item")].slice(0, 5).map((li) => li.innerText.slice(0, 400)),
             }));
             const key = JSON.stringify(now.hits) + now.meta;
-            if (key === last && !/initializ|type to start/i.test(now.meta)) { ({ hits, previews, meta } = now); break; }
+            const answered = now.hits.length > 0 || /no matching/i.test(now.meta);
+            if (key === last && answered && !/initializ|type to start/i.test(now.meta)) { ({ hits, previews, meta } = now); break; }
             last = key;
             ({ hits, previews, meta } = now);
           }
