@@ -1,8 +1,8 @@
 """kexue: runnable, tested companions to articles of Su Jianlin's blog *Scientific Spaces* (kexue.fm).
 
 One module per article (pure functions for the math, thin ``nn.Module``s holding
-parameters), plus two shared helpers: :mod:`kexue.data` (small bundled data sets)
-and :mod:`kexue.plot` (one figure style, figures as HTML for the site).
+parameters), plus two shared helpers: [`kexue.data`][kexue.data] (small bundled data sets)
+and [`kexue.plot`][kexue.plot] (one figure style, figures as HTML for the site).
 """
 
 from __future__ import annotations

@@ -28,6 +28,7 @@ import re
 import shlex
 import sys
 import tempfile
+import textwrap
 import time
 import traceback
 import types
@@ -37,7 +38,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Fence", "FenceError", "FenceExecutor", "exec_enabled", "expand_snippets", "scan_fences"]
+__all__ = [
+    "Excerpt", "Fence", "FenceError", "FenceExecutor", "defined_names", "exec_enabled", "expand_snippets",
+    "free_names", "library_excerpt", "scan_fences", "shown_code", "strip_docstrings",
+]
 
 _OPEN = re.compile(r"^(?P<indent>[ \t]*)(?P<marker>`{3,}|~{3,})(?P<info>.*)$")
 _SNIPPET = re.compile(r"^(?P<indent>[ \t]*)(?P<semi>;?)--8<--\s+(?P<q>['\"])(?P<spec>.+?)(?P=q)\s*$")
@@ -469,3 +473,179 @@ class FenceExecutor:
     def times(self) -> dict[str, dict[str, float]]:
         """``{page: {"seconds": s, "fences": n}}`` of everything run so far."""
         return {p: {"seconds": round(s, 3), "fences": self.fences[p]} for p, s in self.seconds.items()}
+
+
+# ----------------------------------------------------------------------------- code as readers see it
+
+_HIDE = re.compile(r"markdown-exec:\s*hide")
+_DUNDER = re.compile(r"^__\w+__$")
+
+
+def shown_code(source: str) -> str:
+    """The code of a fence as the page shows it (and its copy button copies it).
+
+    markdown-exec drops every line containing ``markdown-exec: hide`` from the displayed source;
+    the line still runs in the build.
+    """
+    return "\n".join(line for line in source.split("\n") if not _HIDE.search(line))
+
+
+def _module_scope(code: str):
+    import symtable
+
+    try:
+        return symtable.symtable(code, "<block>", "exec")
+    except SyntaxError:
+        return None
+
+
+def _bound(table) -> set[str]:
+    out = {s.get_name() for s in table.get_symbols() if s.is_assigned() or s.is_imported() or s.is_namespace()}
+
+    def walk(scope) -> None:  # ``global x`` in a function that assigns x also defines it
+        for child in scope.get_children():
+            out.update(s.get_name() for s in child.get_symbols() if s.is_declared_global() and s.is_assigned())
+            walk(child)
+
+    walk(table)
+    return out
+
+
+def _read(table) -> set[str]:
+    used = {s.get_name() for s in table.get_symbols() if s.is_referenced()}
+
+    def walk(scope) -> None:  # names read in functions, classes and comprehensions that are module globals
+        for child in scope.get_children():
+            used.update(s.get_name() for s in child.get_symbols() if s.is_referenced() and s.is_global())
+            walk(child)
+
+    walk(table)
+    return used
+
+
+def defined_names(code: str) -> set[str]:
+    """Names a block of module-level code binds (assignments, imports, ``def``, ``class``, loops)."""
+    table = _module_scope(code)
+    return set() if table is None else _bound(table)
+
+
+def free_names(code: str) -> set[str]:
+    """Names a block of module-level code reads before (or without) defining them; builtins excluded.
+
+    A block with free names only runs after earlier blocks of its page have defined them: on
+    the site it is marked "continues from above", and a reader who copies it alone gets a
+    ``NameError``. Statements are taken in order, so ``x = x + 1`` or ``total += 1`` read ``x``
+    and ``total`` from above; names read inside functions, classes and comprehensions count when
+    they resolve to module globals. Code that does not parse has no free names (it fails anyway).
+    """
+    import builtins
+
+    try:
+        tree = ast.parse(code)
+    except SyntaxError:
+        return set()
+    defined: set[str] = set()
+    free: set[str] = set()
+    for stmt in tree.body:
+        source = ast.unparse(stmt)
+        table = _module_scope(source)
+        if table is None:
+            continue
+        if isinstance(stmt, (ast.Assign, ast.AnnAssign, ast.AugAssign)) and stmt.value is not None:
+            value = _module_scope(ast.unparse(stmt.value))
+            needs = _read(value) - _bound(value) if value is not None else set()
+            targets = stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target]
+            for target in targets:  # x[i] = ..., obj.attr = ... and x += ... read their base name
+                if isinstance(stmt, ast.AugAssign) and isinstance(target, ast.Name):
+                    needs.add(target.id)
+                needs.update(n.id for n in ast.walk(target) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load))
+        else:
+            needs = _read(table) - _bound(table)
+        free |= needs - defined
+        defined |= _bound(table)
+    return {n for n in free if not hasattr(builtins, n) and not _DUNDER.match(n)}
+
+
+def strip_docstrings(code: str) -> str:
+    """Replace every docstring of the functions and classes in ``code`` by its first paragraph.
+
+    What a library excerpt on a page shows: the signature and the body, with a one-line
+    docstring that says what the function is (the full docstring, with its rendered math, is on
+    the API page). The summary is written back as a raw string when it contains a backslash, so
+    a formula reads as it does on the API page, with single backslashes. Code that does not
+    parse is returned unchanged.
+    """
+    body = textwrap.dedent(code)
+    margin = code[: len(code) - len(code.lstrip())].rsplit("\n", 1)[-1] if code.strip() else ""
+    try:
+        tree = ast.parse(body)
+    except SyntaxError:
+        return code
+    lines = body.split("\n")
+    edits: list[tuple[int, int, str]] = []
+    for node in ast.walk(tree):
+        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) or not node.body:
+            continue
+        first = node.body[0]
+        if not (isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant)
+                and isinstance(first.value.value, str)) or first.lineno == node.lineno:
+            continue
+        doc = ast.get_docstring(node) or ""
+        summary = " ".join(doc.split("\n\n", 1)[0].split())
+        if not summary:
+            continue
+        prefix = "r" if "\\" in summary else ""
+        summary = summary.replace('"""', '\\"\\"\\"') if not prefix else summary.replace('"""', "'''")
+        indent = lines[first.lineno - 1][: first.col_offset]
+        edits.append((first.lineno - 1, first.end_lineno or first.lineno, f'{indent}{prefix}"""{summary}"""'))
+    for start, end, text in sorted(edits, reverse=True):
+        lines[start:end] = [text]
+    out = "\n".join(lines)
+    return textwrap.indent(out, margin) if margin else out
+
+
+@dataclass(frozen=True)
+class Excerpt:
+    """A display fence that shows a section of the library's source (``--8<-- "kexue/x.py:name"``).
+
+    Attributes:
+        code: The included code with docstrings folded to their summary line.
+        path: The source file, relative to the project root (``kexue/hsic.py``).
+        module: The module's dotted name (``kexue.hsic``).
+        names: Public functions and classes the excerpt defines, in order (for links to the API page).
+    """
+
+    code: str
+    path: str
+    module: str
+    names: tuple[str, ...]
+
+
+def library_excerpt(source: str, root: Path) -> Excerpt | None:
+    """Read a display fence's body as a library excerpt, or None if it is not one.
+
+    A fence is a library excerpt when its non-blank lines are ``--8<--`` includes of one Python
+    file under ``kexue/``. The sections are expanded as the build expands them, then their
+    docstrings are folded with :func:`strip_docstrings`.
+    """
+    lines = [line for line in source.split("\n") if line.strip()]
+    specs = [_SNIPPET.match(line) for line in lines]
+    if not lines or not all(m and not m["semi"] for m in specs):
+        return None
+    paths = {m["spec"].partition(":")[0] for m in specs}
+    if len(paths) != 1:
+        return None
+    path = paths.pop()
+    if not (path.startswith("kexue/") and path.endswith(".py")):
+        return None
+    expanded = expand_snippets(source, root).strip("\n")
+    names: list[str] = []
+    try:
+        for node in ast.parse(textwrap.dedent(expanded)).body:
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and not node.name.startswith("_"):
+                names.append(node.name)
+    except SyntaxError:
+        pass
+    module = path.removesuffix(".py").removesuffix("/__init__").replace("/", ".")
+    return Excerpt(strip_docstrings(expanded), path, module, tuple(names))
+

@@ -3,6 +3,13 @@
 Nothing here downloads: the 8x8 digits (1,797 images, 17 grey levels 0..16) ship
 inside scikit-learn, and two-moons is generated. Splits and noise are seeded, so
 every build and every test sees the same numbers.
+
+Examples:
+    >>> from kexue.data import load_digits, train_test_split
+    >>> images, labels = load_digits()
+    >>> x_train, x_test, y_train, y_test = train_test_split(images, labels, test_size=0.25, seed=0)
+    >>> tuple(x_train.shape), tuple(x_test.shape)
+    ((1348, 1, 8, 8), (449, 1, 8, 8))
 """
 
 from __future__ import annotations
@@ -33,6 +40,11 @@ def load_digits(*, dtype: torch.dtype = torch.float32, scale: bool = True) -> tu
     Raises:
         TypeError: If ``dtype`` is not a floating-point dtype.
         ValueError: If ``scale`` is not ``True`` or ``False``.
+
+    Examples:
+        >>> images, labels = load_digits()
+        >>> tuple(images.shape), images.max().item(), labels[:5].tolist()
+        ((1797, 1, 8, 8), 1.0, [0, 1, 2, 3, 4])
     """
     check_floating_dtype(dtype)
     check_bool(scale, "scale")
@@ -66,6 +78,11 @@ def make_moons(
     Raises:
         ValueError: If ``n < 2``, ``noise < 0`` or ``seed`` is invalid.
         TypeError: If ``dtype`` is not a floating-point dtype.
+
+    Examples:
+        >>> points, labels = make_moons(200, noise=0.1, seed=0)
+        >>> tuple(points.shape), labels.sum().item()
+        ((200, 2), 100)
     """
     check_int(n, "n", 2)
     noise = check_real(noise, "noise", at_least=0)

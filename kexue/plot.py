@@ -6,16 +6,19 @@ become inline SVG (crisp, small); dense images (digit grids, heatmaps) become a
 base64 PNG ``<img>`` so readers can zoom them. Output is deterministic: the SVG
 hash salt and the metadata dates are fixed, so two builds give identical bytes.
 
-Typical use, as on every page:
-
-    from kexue.plot import figure, show
-    fig, ax = figure()
-    ax.plot(x, y)
-    show(fig, caption="What to look at.")
-
 [`show`][kexue.plot.show] prints the figure as HTML while the site is built, displays it inline
 in Jupyter, and opens a window in a plain Python session (with an interactive matplotlib
-backend), so a block copied from a page shows its figure instead of printing HTML.
+backend), so a block copied from a page shows its figure instead of printing HTML. On the site
+the figures become separate files that a click enlarges.
+
+Examples:
+    Typical use, as on every page:
+
+    >>> from kexue.plot import figure, show
+    >>> fig, ax = figure()
+    >>> _ = ax.plot([0, 1, 2, 3], [0, 1, 4, 9])
+    >>> _ = ax.set_xlabel("x")
+    >>> show(fig, caption="A parabola: look at the curvature.")  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -107,7 +110,7 @@ def figure(
 
     The style is written into ``matplotlib.rcParams`` (matplotlib has no per-figure
     style and reads it whenever an artist is created), so later plots in the same
-    process share it. Use :func:`style` with ``matplotlib.rc_context`` to scope it instead.
+    process share it. Use [`style`][kexue.plot.style] with ``matplotlib.rc_context`` to scope it instead.
 
     Args:
         nrows: Rows of subplots (>= 1).
@@ -120,6 +123,11 @@ def figure(
 
     Raises:
         ValueError: If ``nrows`` or ``ncols`` is not a positive integer.
+
+    Examples:
+        >>> fig, axes = figure(1, 2)
+        >>> len(axes), fig.get_size_inches().tolist()
+        (2, [6.6, 3.6])
     """
     for name, value in (("nrows", nrows), ("ncols", ncols)):
         check_int(value, name)
@@ -157,6 +165,13 @@ def figure_html(
     Raises:
         TypeError: If ``fig`` is not a matplotlib ``Figure``.
         ValueError: If ``fmt`` is not ``"svg"`` or ``"png"`` or ``dpi`` is not positive.
+
+    Examples:
+        >>> fig, ax = figure()
+        >>> _ = ax.imshow([[0, 1], [1, 0]])
+        >>> html = figure_html(fig, fmt="png", caption="A 2x2 checkerboard.")
+        >>> html.startswith('<figure class="kexue-figure"><img class="kexue-png" alt="A 2x2 checkerboard."')
+        True
     """
     if not isinstance(fig, Figure):
         raise TypeError(f"fig must be a matplotlib Figure, got {type(fig).__name__}")
@@ -216,6 +231,15 @@ def show(
     Raises:
         TypeError: If ``fig`` is not a matplotlib ``Figure``.
         ValueError: If ``fmt`` is not ``"svg"`` or ``"png"`` or ``dpi`` is not positive.
+
+    Examples:
+        In a script run with a non-interactive backend (as in the tests) it says what it would show:
+
+        >>> fig, ax = figure()
+        >>> _ = ax.plot([1, 2, 3])
+        >>> show(fig, caption="A straight line.")
+        A straight line.
+        (matplotlib's 'agg' backend opens no window; save the figure with fig.savefig('figure.svg'))
     """
     if os.environ.get("KEXUE_FIGURES") == "html":
         print(figure_html(fig, fmt=fmt, caption=caption, alt=alt, dpi=dpi))

@@ -1,10 +1,10 @@
-"""Add the repository's own addresses to ``[project.urls]`` before a release build.
+r"""Add the repository's own addresses to ``[project.urls]`` before a release build.
 
 The package metadata cannot know where a copy of this repository is hosted, and guessing would
 publish a wrong address. The release workflow runs this script with the addresses GitHub gives
 it, so a fork publishes its own:
 
-    python scripts/project_urls.py pyproject.toml --repo-url https://github.com/<owner>/kexue \\
+    python scripts/project_urls.py pyproject.toml --repo-url https://github.com/<owner>/kexue \
         --site-url https://<owner>.github.io/kexue/
 
 It adds Homepage and Documentation (the site), Source (the repository) and Issues, and fails on

@@ -1,17 +1,25 @@
 """Open the built site in headless Chromium: math typeset, figures drawn, console clean, nothing external.
 
+Also, as a reader would meet them: search typed into the search box (Chinese, English and the two
+mixed without a space, and the articles' Chinese titles pasted whole), claims tables on a 390 px
+phone, figure zoom, literal Sphinx roles on API pages, and accessibility (axe-core, WCAG 2 A/AA,
+both palettes, on the home page, the articles index, every article, one API page and Performance).
+
 Uses Debian's ``chromium`` (installed by ``make test`` through scripts/ensure-chromium.sh)
 driven by ``playwright-core`` from npm. The site is built for a hosted address with a sub-path
 (``HOSTED_URL`` in ``tests/conftest.py``) and the browser loads it from exactly that address,
 the files served from the build directory by request interception; every request to any other
 host is aborted and recorded, so the "zero external requests" claim is observed.
-Screenshots of each page in the light and dark palette go to ``artifacts/screenshots/``.
+With ``KEXUE_SCREENSHOTS=1`` (e.g. ``KEXUE_SCREENSHOTS=1 make test``), full-page screenshots of
+each page in the light and dark palette go to ``artifacts/screenshots/``; they are off by
+default because they take most of the browser test's time.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -54,14 +62,59 @@ SEARCH_CASES = {
     "量子化": "/articles/vq-vae/",
     "互信息": "/articles/hsic/",
     "HSIC": "/articles/hsic/",
+    # Mixed Latin and Chinese with no space: the article is among the first three (the API page's
+    # section titles name the NTK functions, and a title match outweighs a text match).
+    "NTK外推": "/articles/rope-beta-base/",
 }
 
 
-def _search_cases(root: Path) -> dict[str, str]:
-    def exists(path: str) -> bool:
-        return path == "/" or path == "/about/" or (root / "docs" / (path.strip("/") + ".md")).is_file()
+# What Su's readers type: Latin and Chinese with no space between them. The first hit must be the article.
+MIXED_CASES = {
+    "RoPE外推": "/articles/rope-beta-base/",
+    "Lipschitz约束": "/articles/lipschitz-spectral-norm/",
+    "HSIC瓶颈": "/articles/hsic/",
+    "mixup正则": "/articles/samplepairing-mixup/",
+    "Glow流模型": "/articles/realnvp-glow/",
+    "Capsule盛宴": "/articles/capsule-feast/",
+}
+# A topic word: the article ranks above its API page.
+TOPIC_CASES = {
+    "spectral norm": "/articles/lipschitz-spectral-norm/",
+    "RoPE": "/articles/rope-beta-base/",
+    "HSIC": "/articles/hsic/",
+    "VQ-VAE": "/articles/vq-vae/",
+}
 
-    return {q: p for q, p in SEARCH_CASES.items() if exists(p)}
+
+def _exists(root: Path, path: str) -> bool:
+    return path == "/" or path == "/about/" or (root / "docs" / (path.strip("/") + ".md")).is_file()
+
+
+def _search_cases(root: Path) -> dict[str, str]:
+    return {q: p for q, p in SEARCH_CASES.items() if _exists(root, p)}
+
+
+def _articles(root: Path) -> dict[str, dict]:
+    """Front matter of every article page, by site path."""
+    import yaml
+
+    out = {}
+    for page in sorted((root / "docs" / "articles").glob("*.md")):
+        text = page.read_text(encoding="utf-8")
+        if page.name != "index.md" and text.startswith("---") and "\narticle:" in text:
+            out[f"/articles/{page.stem}/"] = yaml.safe_load(text.split("---", 2)[1])
+    return out
+
+
+def _first_hit_cases(root: Path) -> dict[str, str]:
+    """Queries whose first hit must be the given page: mixed queries, topic words, pasted Chinese titles."""
+    cases = {q: p for q, p in {**MIXED_CASES, **TOPIC_CASES}.items() if _exists(root, p)}
+    cases.update({str(meta["zh_title"]): path for path, meta in _articles(root).items()})
+    return cases
+
+
+def _axe_pages(root: Path) -> list[str]:
+    return ["/", "/articles/", *_articles(root), "/api/hsic/", "/performance/"]
 
 
 @pytest.fixture(scope="module")
@@ -78,8 +131,19 @@ def report(served, built_site, root: Path) -> dict:
         pytest.skip("no Chromium found and none could be installed (see scripts/ensure-chromium.sh)")
     base, pages = served
     shots = root / "artifacts" / "screenshots"
-    shots.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "KEXUE_SEARCH": json.dumps(list(_search_cases(root)), ensure_ascii=False)}
+    if os.environ.get("KEXUE_SCREENSHOTS", "") not in {"", "0"}:
+        shots.mkdir(parents=True, exist_ok=True)
+    else:
+        shots = "-"  # smoke.mjs: no screenshots
+    queries = list(dict.fromkeys([*_search_cases(root), *_first_hit_cases(root)]))
+    env = {
+        **os.environ,
+        "KEXUE_SEARCH": json.dumps(queries, ensure_ascii=False),
+        "KEXUE_AXE": json.dumps(_axe_pages(root)),
+        "KEXUE_MOBILE": json.dumps(["/articles/", *_articles(root)]),
+        "KEXUE_ZOOM": next(iter(_articles(root)), "/about/"),
+        "KEXUE_COPY": "/about/",
+    }
     proc = subprocess.run(
         ["node", str(root / "tests" / "browser" / "smoke.mjs"), exe, base, str(built_site.site), str(shots), *pages],
         cwd=root,
@@ -133,13 +197,17 @@ def test_dark_palette_is_applied(report):
     assert schemes[("/", "light")] == "default"
 
 
+def _pages_of(hits: list[str]) -> list[str]:
+    return list(dict.fromkeys(h if h.endswith("/") else h + "/" for h in hits))
+
+
 def test_search_finds_pages_in_chinese_and_english(report, root: Path):
     cases = _search_cases(root)
     got = {s["query"]: s for s in report["search"]}
-    assert set(got) == set(cases)
+    assert set(cases) <= set(got)
     for query, path in cases.items():
         assert "error" not in got[query], got[query]
-        pages = list(dict.fromkeys(h if h.endswith("/") else h + "/" for h in got[query]["hits"]))
+        pages = _pages_of(got[query]["hits"])
         assert path in pages[:3], f"searching {query!r} should find {path} among the top 3 pages, got {pages[:5]}"
 
 
@@ -153,3 +221,66 @@ def test_notebook_buttons_download_notebooks(report, root: Path):
         if nb:
             assert nb["status"] == 200 and nb.get("nbformat") == 4, (page["path"], nb)
             assert nb["codeCells"] >= 3 and nb["download"].endswith(".ipynb"), (page["path"], nb)
+
+
+def test_search_puts_the_article_first_for_mixed_queries_titles_and_topic_words(report, root: Path):
+    """``RoPE外推`` (no space), an original title pasted whole, or a topic word: the article is the first hit."""
+    got = {s["query"]: s for s in report["search"]}
+    wrong = {}
+    for query, path in _first_hit_cases(root).items():
+        pages = _pages_of(got[query]["hits"])
+        if not pages or pages[0] != path:
+            wrong[query] = pages[:3]
+    assert not wrong, f"first hits that are not the article: {wrong}"
+
+
+def test_search_previews_show_no_tex_or_roles(report):
+    raw = [(s["query"], p[:120]) for s in report["search"] for p in s.get("previews", [])
+           if re.search(r"\\[()\[\]]|\\(?:frac|mathrm|theta|alpha)\b|:(?:func|class|meth|data):", p)]
+    assert not raw, raw[:5]
+
+
+def test_figures_are_files_named_by_their_caption_and_zoom(report):
+    for page in report["pages"]:
+        assert page["inlineFigures"] == 0, f"{page['path']}: figures inlined in the page"
+        assert page["unnamedFigures"] == 0, f"{page['path']}: figures without an accessible name"
+        assert page["zoomable"] == page["figures"], f"{page['path']}: figures that cannot be enlarged"
+    zoom = report["zoom"]
+    assert zoom and zoom["opened"], zoom
+    assert zoom["opened"]["naturalWidth"] > 0 and zoom["opened"]["src"].endswith(zoom["href"].split("/")[-1]), zoom
+    assert zoom["closed"], zoom
+
+
+def test_api_pages_show_no_literal_sphinx_roles(report):
+    roles = {p["path"]: p["roles"] for p in report["pages"] if p["path"].startswith("/api/") and p["roles"]}
+    assert not roles, f"literal roles (write [`name`][kexue.module.name] instead): {roles}"
+
+
+def test_claims_verdicts_are_readable_on_a_phone(report):
+    """At 390 px the claims table's verdicts are on screen without sideways scrolling, and no page scrolls sideways."""
+    assert report["mobile"], "no page was opened at phone width"
+    for page in report["mobile"]:
+        assert page["viewport"] == 390, page
+        assert page["verdictsOffScreen"] == [], f"{page['path']}: verdicts off screen at 390 px"
+        assert page["pageOverflow"] <= 0, f"{page['path']}: the page scrolls sideways by {page['pageOverflow']} px"
+
+
+def test_no_serious_accessibility_violations(report, root: Path):
+    """axe-core, WCAG 2.0/2.1 A and AA rules, both palettes: no serious or critical violation."""
+    checked = {(p["path"], p["colorScheme"]) for p in report["pages"] if "axe" in p}
+    assert {(path, scheme) for path in _axe_pages(root) for scheme in ("light", "dark")} <= checked
+    found = [
+        f"{p['path']} ({p['colorScheme']}): {v['id']} x{v['count']} [{v['impact']}] {v['help']}; e.g. "
+        + "; ".join(f"{n['target']}: {n['summary'][:160]}" for n in v["nodes"][:2])
+        for p in report["pages"] if "axe" in p for v in p["axe"] if v["impact"] in {"serious", "critical"}
+    ]
+    assert not found, "\n".join(found[:20])
+
+
+def test_copy_buttons_copy_the_code_the_copy_test_runs(report, built_site):
+    """What a copy button puts on the clipboard is the code tests/test_docs_copy.py reads from the HTML."""
+    from tests.test_docs_copy import copied_blocks
+
+    page = (built_site.site / "about" / "index.html").read_text(encoding="utf-8")
+    expected = [code.rstrip() for _, code in copied_blocks(page)]
+    assert expected and report["copied"] == expected

@@ -8,6 +8,7 @@
 * Executed fences must be Python with ``exec="on"`` and name a session, so every page's
   state is explicit.
 * Docstrings are rendered on API pages but never executed: no ``exec`` fences there.
+* Every article names its module the same way under its title (``Module:``).
 * Every article page ends with one table printed by ``kexue.experiments.claims.claims_table``:
   no page-local verdict helpers, no hand-printed claims tables, no hand-made outcomes.
 """
@@ -101,3 +102,10 @@ def test_claims_tables_come_from_the_claims_engine(page: Path):
         elif f'page="{page.stem}"' not in "".join(f.source for f in after):
             problems.append(f'{_rel(page)}: claims_table(..., page="{page.stem}") must name this page')
     assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("page", ARTICLES, ids=_rel)
+def test_article_header_names_its_module_the_same_way(page: Path):
+    """Under the title, every article says ``Module: [`kexue.x`](../api/x.md)``, not "Code:" on some."""
+    head = page.read_text(encoding="utf-8").split("\n## ", 1)[0]
+    assert not re.search(r"\bCode: \[`kexue\.", head), f"{_rel(page)}: write 'Module: [`kexue.…`](…)' (not 'Code:')"

@@ -6,7 +6,18 @@ from pathlib import Path
 
 import pytest
 
-from kexue._docs import FenceError, FenceExecutor, exec_enabled, expand_snippets, scan_fences
+from kexue._docs import (
+    FenceError,
+    FenceExecutor,
+    defined_names,
+    exec_enabled,
+    expand_snippets,
+    free_names,
+    library_excerpt,
+    scan_fences,
+    shown_code,
+    strip_docstrings,
+)
 
 PAGE = '''# Title
 
@@ -161,3 +172,86 @@ def test_cache_key_follows_the_kexue_modules_a_session_imports(tmp_path: Path):
     (pkg / "_checks.py").write_text("def check(): return 1\n", encoding="utf-8")
     after = (FenceExecutor(tmp_path).key("p.md", "s", uses_a), FenceExecutor(tmp_path).key("q.md", "t", uses_b))
     assert after[0] != before[0] and after[1] == before[1]
+
+
+# ----------------------------------------------------------------------------- code as readers see it
+
+
+def test_free_names_are_what_a_block_takes_from_blocks_above():
+    block = (
+        "import torch\n"
+        "from kexue.plot import figure\n"
+        "fig, ax = figure()\n"
+        "for i in range(3):\n"
+        "    ax.plot(x[i], [f(v) for v in ys])\n"
+        "def g(a):\n"
+        "    return a + H.scale\n"
+        "class C:\n"
+        "    size = n\n"
+        "print(__name__, len(ys))\n"
+    )
+    assert free_names(block) == {"x", "f", "ys", "H", "n"}
+    assert {"torch", "figure", "fig", "ax", "i", "g", "C"} <= defined_names(block)
+    assert free_names("import math\nprint(math.pi)\n") == set()
+    assert free_names("def broken(:\n") == set()  # does not parse: nothing to say
+
+
+def test_shown_code_drops_hidden_lines_like_markdown_exec():
+    code = "x = 1\nprint(x)  # markdown-exec: hide\ny = 2\n"
+    assert shown_code(code) == "x = 1\ny = 2\n"
+
+
+def test_strip_docstrings_keeps_signature_body_and_a_raw_summary():
+    code = (
+        "@register('x')\n"
+        "def f(x: float) -> float:\n"
+        '    """Scale by $\\\\alpha$, the article\'s eq. (3).\n'
+        "\n"
+        "    $$y = \\\\alpha x$$\n"
+        "\n"
+        "    Args:\n"
+        "        x: a number.\n"
+        '    """\n'
+        "    return 2 * x\n"
+        "\n"
+        "class K:\n"
+        '    """A class."""\n'
+        "\n"
+        "    def m(self):\n"
+        '        """A method,\n        on two lines.\n\n        More."""\n'
+        "        return 1\n"
+    )
+    out = strip_docstrings(code)
+    assert out.split("\n")[:4] == [
+        "@register('x')",
+        "def f(x: float) -> float:",
+        '    r"""Scale by $\\alpha$, the article\'s eq. (3)."""',
+        "    return 2 * x",
+    ]
+    assert '        """A method, on two lines."""' in out and "More" not in out and "Args" not in out
+    assert '    """A class."""' in out
+    assert strip_docstrings("def broken(:\n") == "def broken(:\n"
+
+
+def test_library_excerpt_reads_only_pure_includes_of_the_library(tmp_path: Path):
+    (tmp_path / "kexue").mkdir()
+    (tmp_path / "kexue" / "demo.py").write_text(
+        "# --8<-- [start:two]\n"
+        "def public(x):\n"
+        '    """Public.\n\n    Details.\n    """\n'
+        "    return x\n\n\n"
+        "def _private(x):\n"
+        '    """Private."""\n'
+        "    return x\n"
+        "# --8<-- [end:two]\n",
+        encoding="utf-8",
+    )
+    excerpt = library_excerpt('--8<-- "kexue/demo.py:two"\n', tmp_path)
+    assert excerpt is not None
+    assert (excerpt.path, excerpt.module, excerpt.names) == ("kexue/demo.py", "kexue.demo", ("public",))
+    assert '    """Public."""' in excerpt.code and "Details" not in excerpt.code and "--8<--" not in excerpt.code
+    assert library_excerpt('x = 1\n--8<-- "kexue/demo.py:two"\n', tmp_path) is None  # mixed with code
+    assert library_excerpt(';--8<-- "kexue/demo.py:two"\n', tmp_path) is None  # escaped include
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "x.py").write_text("y = 1\n", encoding="utf-8")
+    assert library_excerpt('--8<-- "docs/x.py"\n', tmp_path) is None  # not the library

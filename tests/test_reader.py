@@ -9,7 +9,6 @@ internal link and anchor of the whole site resolves.
 
 from __future__ import annotations
 
-import base64
 import json
 import re
 import sys
@@ -53,12 +52,16 @@ Some prose with math $x^2$, a [link to the API](../api/demo.md#top) and [one in 
 not_executed = "shown as a code block in the notebook"
 ```
 
+```python
+--8<-- "kexue/data.py"
+```
+
 ```python exec="on" source="above" session="demo" result="text"
 total = sum(range(10))
 print(total)
 ```
 
-```python exec="on" html="on" session="demo"
+```python exec="on" html="on" source="above" session="demo"
 from kexue.plot import figure, show
 fig, ax = figure()
 ax.plot([0, 1, 2], [total, 0, total])
@@ -158,6 +161,8 @@ def test_notebook_cells_follow_the_page():
     assert "[link to the API](https://x.org/s/api/demo/#top)" in prose
     assert "[one in the page](https://x.org/s/articles/demo/#claims-vs-reproduction)" in prose
     assert "```python\nnot_executed" in prose and "exec=" not in prose and "%%capture" not in prose
+    # A library excerpt reads as on the page: the file named, docstrings folded to their summary.
+    assert "```python\n# kexue/data.py" in prose and "def load_digits(" in prose and "Args:" not in prose
     assert "# A demo article" not in prose.split("\n", 1)[1]  # title only once, in the first cell
 
 
@@ -184,10 +189,55 @@ def test_demo_gallery_card(demo: Path):
     assert [href for href, _ in cards] == ["articles/demo/"]
     card = cards[0][1]
     assert "Claims: 1 reproduced · 1 partly · 1 not tested" in card
-    src = re.search(r'<img class="kx-thumb" src="data:image/svg\+xml;base64,([^"]+)"', card)
-    svg = base64.b64decode(src[1]).decode("utf-8")
-    assert svg.startswith("<svg") and svg.endswith("</svg>") and 'xmlns="http://www.w3.org/2000/svg"' in svg
-    assert "A V shape drawn from the total." in card  # the caption is the thumbnail's alt text
+    # The thumbnail is a small file loaded lazily; decorative (the card's text names the article).
+    src = re.search(r'<img class="kx-thumb" src="(assets/figures/[0-9a-f]{16}\.svg)" width="\d+" height="\d+" alt="" '
+                    r'loading="lazy"', card)
+    assert src, card
+    svg = (demo / src[1]).read_text(encoding="utf-8")
+    assert svg.startswith("<svg") and svg.rstrip().endswith("</svg>") and 'xmlns="http://www.w3.org/2000/svg"' in svg
+
+
+def test_demo_figure_is_a_file_named_by_its_caption_and_zoomable(demo: Path):
+    page = (demo / "articles" / "demo" / "index.html").read_text(encoding="utf-8")
+    assert "data:image" not in page and "<svg role" not in page
+    figure = re.search(r'<figure class="kexue-figure" id="kx-fig-1"><a class="kx-zoom" href="([^"]+)"[^>]*>'
+                       r'<img class="kx-figure-img" src="([^"]+)" width="\d+" height="\d+" alt="([^"]*)" '
+                       r'aria-labelledby="kx-fig-1-caption" loading="lazy" decoding="async"></a>'
+                       r'<figcaption id="kx-fig-1-caption">([^<]*)</figcaption></figure>', page)
+    assert figure, "the figure is not a zoomable file named by its caption"
+    href, src, alt, caption = figure.groups()
+    assert href == src and src.startswith("../../assets/figures/") and src.endswith(".svg")
+    assert alt == caption == "A V shape drawn from the total."
+    assert (demo / "articles" / "demo" / src).resolve().is_file()
+
+
+def test_demo_blocks_say_what_they_are(demo: Path):
+    page = (demo / "articles" / "demo" / "index.html").read_text(encoding="utf-8")
+    titles = re.findall(r'<div class="language-python kx-run highlight"><span class="filename">([^<]*)</span>', page)
+    assert titles == [
+        "ran in the build · runs on its own",
+        "ran in the build · continues from above (uses total)",
+    ]
+    # What the first block printed: in an output box without a copy button.
+    assert re.search(r'<div class="kx-output kx-output-text no-copy"><div class="language-text highlight">', page)
+    assert 'class="kx-output kx-output-html no-copy"><figure' in page
+    # The display-only fence stays a plain code block; the library excerpt is titled with its file,
+    # shows code without the docstrings' sections, and links the full docstrings.
+    assert 'not_executed = ' in _text(page) and page.count("kx-run") == 2
+    excerpt = re.search(r'<div class="language-python kx-source highlight"><span class="filename">kexue/data.py</span>'
+                        r'(.*?)</div>', page, re.DOTALL)
+    assert excerpt and "def load_digits" in _text(excerpt[1]) and "Args:" not in _text(excerpt[1])
+    assert "Full docstrings on the API page" in page
+
+
+def test_demo_page_description_and_open_graph(demo: Path):
+    page = (demo / "articles" / "demo" / "index.html").read_text(encoding="utf-8")
+    summary = "A page that exists only to test the reader hook."
+    assert f'<meta name="description" content="{summary}">' in page
+    assert f'<meta property="og:description" content="{summary}">' in page
+    assert '<meta property="og:title" content="A demo article">' in page
+    assert '<meta property="og:image" content="http://127.0.0.1:8000/assets/kexue-card.png">' in page
+    assert (demo / "assets" / "kexue-card.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_demo_notebook_carries_the_build_outputs_and_runs_in_a_fresh_kernel(demo: Path, tmp_path: Path):
@@ -246,7 +296,10 @@ def test_article_has_thumbnail_cite_and_source(built_site, page: Path):
     assert source.read_text(encoding="utf-8") == page.read_text(encoding="utf-8")
     home = (built_site.site / "index.html").read_text(encoding="utf-8")
     card = re.search(rf'<a class="kx-card" href="articles/{page.stem}/">(.*?)</a>', home)
-    assert card and 'class="kx-thumb" src="data:image/' in card[1], "no thumbnail on the home page"
+    thumb = re.search(r'class="kx-thumb" src="(assets/figures/[^"]+)"[^>]*loading="lazy"', card[1]) if card else None
+    assert thumb, "no thumbnail on the home page"
+    size = (built_site.site / thumb[1]).stat().st_size
+    assert size < 120_000, f"thumbnail {thumb[1]} is {size} bytes"
 
 
 @pytest.mark.parametrize("page", ARTICLES, ids=lambda p: p.stem)
@@ -359,7 +412,7 @@ def test_every_generated_address_follows_site_url(built_site):
 
 def test_article_list_sums_up_every_claims_table(built_site):
     page = (built_site.site / "articles" / "index.html").read_text(encoding="utf-8")
-    table = re.search(r'<table class="kx-claims">(.*?)</table>', page, re.DOTALL)
+    table = re.search(r'<div class="kx-claims-summary"><table>(.*?)</table>', page, re.DOTALL)
     assert table, "the claims summary was not filled in"
     rows = re.findall(r'<tr><td><a href="([^"]+)">', table[1])
     assert rows == [f"../articles/{p.stem}/" for p in _nav_ordered(ARTICLES)]

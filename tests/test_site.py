@@ -72,7 +72,18 @@ def test_no_page_fetches_anything_outside_the_site(built_site):
 def test_executed_fence_output_is_in_the_page(built_site):
     about = (built_site.site / "about" / "index.html").read_text(encoding="utf-8")
     assert "images per class:" in about, "the About page's executed fence printed nothing into the page"
-    assert '<figure class="kexue-figure"><svg' in about
+    figure = re.search(r'<figure class="kexue-figure" id="kx-fig-1"><a class="kx-zoom" href="\.\./(assets/figures/\w+\.svg)"',
+                       about)
+    assert figure and (built_site.site / figure[1]).is_file()
+
+
+def test_home_page_is_light(built_site):
+    """The gallery's thumbnails are separate files: the home page itself stays small (gzip, as hosts serve it)."""
+    import gzip
+
+    home = (built_site.site / "index.html").read_bytes()
+    assert b"data:image" not in home
+    assert len(gzip.compress(home, 9)) < 150_000
 
 
 def _executed_pages(root: Path) -> set[str]:

@@ -12,6 +12,13 @@
 * Output cache (``KEXUE_FENCE_CACHE=<dir>``; ``make serve`` and ``make site`` set it, and the
   test suite points the strict build at the outputs its pytest run recorded). Keys and replay
   are described in ``FenceExecutor``; pages are identical cold and warm (tested).
+* How a block looks says what it is. An executed block shows its code under a bar "ran in the
+  build", and says "continues from above" with the names it takes from earlier blocks of the
+  page (:func:`kexue._docs.free_names`), so a reader knows a copy of it alone will not run; what
+  it printed follows in a ``kx-output`` box without a copy button. A display fence that only
+  includes a section of the library (``--8<-- "kexue/x.py:name"``) becomes a *library excerpt*:
+  the file name as its title, docstrings folded to their summary line (the full ones, with
+  rendered math, are linked on the API page below it).
 * Every fence is timed. After the build, the wall time of each page's fences is logged
   (``INFO``), and written as JSON to ``$KEXUE_FENCE_TIMES`` when that is set. Times are
   reported, never asserted.
@@ -19,14 +26,17 @@
 
 from __future__ import annotations
 
+import html
+import importlib
 import json
 import logging
 import os
 from pathlib import Path
 
 import markdown_exec
+from markupsafe import Markup
 
-from kexue._docs import FenceError, FenceExecutor, scan_fences
+from kexue._docs import FenceError, FenceExecutor, free_names, library_excerpt, scan_fences, shown_code
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 
@@ -62,8 +72,57 @@ def _run(code: str, returncode=None, session=None, id=None, **extra) -> str:
         raise markdown_exec.ExecutionError(markdown_exec.code_block("python", error.traceback + printed)) from error
 
 
+def run_label(code: str) -> str:
+    """The title bar of an executed block: it ran in the build, and what it needs from above."""
+    needs = sorted(free_names(code))
+    if not needs:
+        return "ran in the build · runs on its own"
+    shown = ", ".join(needs[:4]) + (f" and {len(needs) - 4} more" if len(needs) > 4 else "")
+    return f"ran in the build · continues from above (uses {shown})"
+
+
 def _format_python(**kwargs) -> str:
-    return markdown_exec.base_format(language="python", run=_run, **kwargs)
+    """markdown-exec's formatter for Python fences, with the block and its output told apart.
+
+    The output is produced by markdown-exec's public ``base_format`` (without the source) and put
+    in ``<div class="kx-output ... no-copy">`` (Material shows no copy button inside ``.no-copy``).
+    The source, as markdown-exec would show it (hidden lines removed), is rendered above it with
+    the class ``kx-run`` and a title bar from :func:`run_label`. Placements other than ``above``
+    and ``below`` (tabs, console) are left to markdown-exec unchanged.
+    """
+    where = kwargs.get("source") or ""
+    if where not in ("", "above", "below"):
+        return markdown_exec.base_format(language="python", run=_run, **kwargs)
+    kwargs["source"] = ""
+    output = markdown_exec.base_format(language="python", run=_run, **kwargs)
+    kind = "html" if kwargs.get("html") else ("text" if kwargs.get("result") else "markdown")
+    parts = [f'<div class="kx-output kx-output-{kind} no-copy">{output}</div>'] if str(output).strip() else []
+    if where:
+        code = shown_code(kwargs["code"])
+        label = html.escape(run_label(code), quote=True)
+        block = f'````````{{.python .kx-run title="{label}"}}\n{code}\n````````'
+        prefix = f"{kwargs['id']}-src-" if kwargs.get("id") else None
+        source_html = markdown_exec.MarkdownConverter(kwargs["md"], update_toc=False).convert(block, id_prefix=prefix)
+        parts.insert(0 if where == "above" else len(parts), str(source_html))
+    return Markup(f'<div class="kx-exec">{"".join(parts)}</div>')
+
+
+def _excerpt_block(fence, indent: str) -> list[str] | None:
+    """The lines replacing a library-excerpt fence: titled code without docstrings, then API links."""
+    excerpt = library_excerpt(fence.source, ROOT)
+    if excerpt is None:
+        return None
+    lines = [f'{indent}```{{.python .kx-source title="{excerpt.path}"}}']
+    lines += [indent + line if line else line for line in excerpt.code.split("\n")]
+    lines.append(f"{indent}```")
+    module = importlib.import_module(excerpt.module)
+    documented = [n for n in excerpt.names if getattr(getattr(module, n, None), "__doc__", None)
+                  and getattr(getattr(module, n), "__module__", None) == excerpt.module]
+    if documented:
+        links = ", ".join(f"[`{n}`][{excerpt.module}.{n}]" for n in documented)
+        lines += ["", f"{indent}Full docstring{'s' if len(documented) > 1 else ''} on the API page: {links}.",
+                  f"{indent}{{ .kx-source-docs }}"]
+    return lines
 
 
 def on_config(config):
@@ -102,8 +161,18 @@ def on_page_markdown(markdown: str, page, config, files) -> str:
     # Front matter is stripped before this hook runs: count its lines so ids use file line numbers.
     offset = raw[: len(raw) - len(markdown)].count("\n") if raw.endswith(markdown) else 0
     lines = markdown.split("\n")
-    for fence in scan_fences(markdown):
+    fences = scan_fences(markdown)
+    for fence in fences:
         if fence.executed and "id" not in fence.attrs:
             i = fence.line - 1
             lines[i] = f'{lines[i].rstrip()} id="{page.file.src_uri}:{fence.line + offset}"'
+    # Library excerpts last and bottom-up: they change the line count, the ids above do not.
+    for fence in reversed(fences):
+        if fence.executed or fence.lang not in {"python", "py"}:
+            continue
+        i = fence.line - 1
+        indent = lines[i][: len(lines[i]) - len(lines[i].lstrip())]
+        block = _excerpt_block(fence, indent)
+        if block is not None:
+            lines[i : i + fence.source.count("\n") + 2] = block
     return "\n".join(lines)

@@ -1,6 +1,6 @@
-"""MkDocs hook: render math with KaTeX at build time, and serve KaTeX's CSS and fonts locally.
+r"""MkDocs hook: render math with KaTeX at build time, and serve KaTeX's CSS and fonts locally.
 
-``pymdownx.arithmatex`` (generic mode) leaves ``\\(...\\)`` and ``\\[...\\]`` inside
+``pymdownx.arithmatex`` (generic mode) leaves ``\(...\)`` and ``\[...\]`` inside
 ``<span|div class="arithmatex">``. After each page is rendered (and after the search
 plugin has indexed its text, so the index keeps the TeX source) we send every
 formula of the page to one ``node`` process running KaTeX, and splice the HTML

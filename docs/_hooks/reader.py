@@ -9,9 +9,11 @@ For each article page (a page under ``articles/`` whose front matter names its `
   with ``IPython.display``), so it runs top to bottom in a fresh kernel with ``kexue`` installed;
 * the Markdown source of the page as ``articles/<slug>/<slug>.md.txt``;
 * a **Cite** section with BibTeX for the original article and for the page;
-* a card in the home-page gallery (``<div class="kx-gallery"></div>`` in ``index.md``): the
-  page's first executed figure as thumbnail, both titles, the summary and the tally of the
-  verdicts of its *Claims vs reproduction* table.
+* a card in the home-page gallery (``<div class="kx-gallery"></div>`` in ``index.md``): a small
+  thumbnail file of the page's first executed figure (made by the figures hook), both titles,
+  the summary and the tally of the verdicts of its *Claims vs reproduction* table;
+* search: the page ranks above its API page for the same words (a search boost), and its
+  ``description`` meta tag (and Open Graph tags, ``overrides/main.html``) is its summary.
 
 The tally is read from the machine-readable copy of the claims table that
 ``kexue.experiments.claims.claims_table`` prints into the page
@@ -22,7 +24,6 @@ warning, which fails the strict build.
 
 from __future__ import annotations
 
-import base64
 import html
 import json
 import logging
@@ -31,14 +32,14 @@ import re
 import tomllib
 from dataclasses import dataclass
 from datetime import date
-from html.parser import HTMLParser
 from pathlib import Path
 
 import nbformat
 from mkdocs.structure.files import File
+from mkdocs.utils import get_relative_url
 from mkdocs.utils.meta import get_data
 
-from kexue._docs import expand_snippets, scan_fences
+from kexue._docs import expand_snippets, library_excerpt, scan_fences
 from kexue.experiments.claims import VERDICTS
 
 log = logging.getLogger("mkdocs.hooks.reader")
@@ -60,8 +61,7 @@ class Card:
     title: str
     zh_title: str
     summary: str
-    thumbnail: str  # an <img> src (data: URI) or ""
-    alt: str
+    thumbnail: tuple[str, int, int] | None  # (site-relative file, width, height) or None
     verdicts: dict[str, int]
 
 
@@ -180,7 +180,8 @@ def notebook_from_markdown(
       (hidden-line markers removed, the lines kept: later cells may need what they define). Each
       carries what the fence printed in the build (``outputs``: body line of the fence -> text),
       as a stream, Markdown or HTML output, figures as images.
-    * Other fences become Markdown code blocks (snippet includes expanded); prose becomes
+    * Other fences become Markdown code blocks (snippet includes expanded, library excerpts as the page
+      shows them: file named, docstrings folded); prose becomes
       Markdown cells whose links are made absolute with ``resolve`` (site pages and anchors).
     """
     outputs = outputs or {}
@@ -231,7 +232,11 @@ def notebook_from_markdown(
             cell.outputs = _outputs(outputs.get(fence.line, ""), kind)
             cells.append(cell)
         else:
-            body = expand_snippets(fence.source, ROOT).rstrip("\n")
+            excerpt = library_excerpt(fence.source, ROOT) if fence.lang in {"python", "py"} else None
+            if excerpt is not None:  # as the page shows it: the file named, docstrings folded
+                body = f"# {excerpt.path} (excerpt; the full docstrings are on the API page)\n{excerpt.code}"
+            else:
+                body = expand_snippets(fence.source, ROOT).rstrip("\n")
             prose.extend([f"```{fence.lang}", body, "```"])
         i = end + 1
     flush()
@@ -364,11 +369,57 @@ def _bibtex(meta: dict, slug: str, page_url: str) -> str:
     return original, ours
 
 
+_TAG = re.compile(r"</?[A-Za-z][^>]*>|\{[^}]*\}")
+ARTICLE_BOOST = 2.0
+"""Search boost of article pages: a topic word finds the article before its API page."""
+
+
+def _plain(markdown_text: str) -> str:
+    """Markdown prose as plain text: links reduced to their text, code spans kept, markup dropped."""
+    text = re.sub(r"!?\[([^\]]*)\]\([^)]*\)", r"\1", markdown_text)
+    parts = text.split("`")
+    parts = [p if i % 2 else re.sub(r"[*_]|\$+", "", _TAG.sub("", p)) for i, p in enumerate(parts)]
+    return " ".join("".join(parts).split())
+
+
+def describe(markdown: str, limit: int = 200) -> str:
+    """A one-sentence description of a page for its ``description`` and ``og:description`` tags.
+
+    The page's first paragraph of prose, or for an API page without prose (``::: kexue.x``) the
+    module docstring's summary; cut at a word boundary to ``limit`` characters.
+    """
+    fences = {i for f in scan_fences(markdown) for i in range(f.line - 1, f.line + f.source.count("\n") + 1)}
+    paragraph: list[str] = []
+    for i, line in enumerate(markdown.split("\n")):
+        text = line.strip()
+        skip = i in fences or text.startswith(("#", "<", "|", "- ", "* ", ":::", "!!!", "???", "    "))
+        if not text or (skip and not paragraph):
+            if paragraph:
+                break
+            continue
+        paragraph.append(text)
+    text = _plain(" ".join(paragraph))
+    module = re.search(r"^:::\s*(kexue[\w.]*)", markdown, re.MULTILINE)
+    if not text and module:
+        import importlib
+
+        doc = (importlib.import_module(module[1]).__doc__ or "").strip()
+        text = _plain(doc.split("\n\n", 1)[0])
+    if len(text) > limit:
+        text = text[: limit - 1].rsplit(" ", 1)[0] + "…"
+    return text
+
+
 def on_page_markdown(markdown: str, page, config, files) -> str:
-    """Add the header line, the download buttons and the Cite section to an article page."""
+    """Describe every page; add the header line, the download buttons and the Cite section to an article page."""
     meta = page.meta
+    if not meta.get("description"):
+        summary = meta.get("summary") if _is_article(page.file.src_uri, meta) else None
+        text = str(summary) if summary else (describe(markdown) or config.site_description)
+        meta["description"] = html.escape(text, quote=True)  # Material prints it into an attribute as it is
     if not _is_article(page.file.src_uri, meta):
         return markdown
+    meta.setdefault("search", {}).setdefault("boost", ARTICLE_BOOST)
     missing = [k for k in REQUIRED_META if not meta.get(k)]
     if missing:
         log.warning(f"{page.file.src_uri}: front matter lacks {', '.join(missing)}")
@@ -413,62 +464,6 @@ def on_page_markdown(markdown: str, page, config, files) -> str:
     return "\n".join(lines) + cite
 
 
-class _Figures(HTMLParser):
-    """Find the first kexue figure of a page: its SVG or <img>, and its caption."""
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.depth = 0  # depth inside the first <figure class="kexue-figure">, 0 when outside
-        self.done = False
-        self.svg_start: int | None = None
-        self.svg_end: int | None = None
-        self.img = ""
-        self.alt = ""
-        self.caption: list[str] = []
-        self.in_caption = False
-
-    def handle_starttag(self, tag, attrs):
-        a = dict(attrs)
-        if tag == "figure" and not self.done and "kexue-figure" in (a.get("class") or "").split():
-            self.depth = 1
-            return
-        if self.depth:
-            if tag == "figure":
-                self.depth += 1
-            elif tag == "svg" and self.svg_start is None and not self.img:
-                self.svg_start = self._offset()
-            elif tag == "img" and self.svg_start is None and not self.img:
-                self.img, self.alt = a.get("src") or "", a.get("alt") or ""
-            elif tag == "figcaption":
-                self.in_caption = True
-
-    def handle_endtag(self, tag):
-        if self.depth:
-            if tag == "svg" and self.svg_start is not None and self.svg_end is None:
-                self.svg_end = self._offset() + len("</svg>")
-            elif tag == "figcaption":
-                self.in_caption = False
-            elif tag == "figure":
-                self.depth -= 1
-                if self.depth == 0:
-                    self.done = True
-
-    def handle_data(self, data):
-        if self.in_caption:
-            self.caption.append(data)
-
-    def _offset(self) -> int:
-        line, col = self.getpos()
-        return self._line_starts[line - 1] + col
-
-    def parse(self, text: str) -> None:
-        self._line_starts = [0]
-        for m in re.finditer("\n", text):
-            self._line_starts.append(m.end())
-        self.feed(text)
-        self.close()
-
-
 def claims_tally(html_text: str, where: str) -> dict[str, int]:
     """Count the verdicts of the page's ``kx-claims`` data; warn (strict: fail) when it is missing or wrong."""
     tally = dict.fromkeys(VERDICTS, 0)
@@ -499,38 +494,33 @@ def claims_tally(html_text: str, where: str) -> dict[str, int]:
 
 
 def on_page_content(html_text: str, page, config, files) -> str:
-    """Collect the gallery card of an article page: thumbnail and verdict tally."""
+    """Collect the gallery card of an article page: thumbnail (from the figures hook) and verdict tally."""
     if not _is_article(page.file.src_uri, page.meta):
         return html_text
-    found = _Figures()
-    found.parse(html_text)
-    if found.svg_start is not None and found.svg_end is not None:
-        svg = html_text[found.svg_start : found.svg_end]
-        if "xmlns=" not in svg[:200]:
-            svg = svg.replace("<svg", '<svg xmlns="http://www.w3.org/2000/svg"', 1)
-        thumb = "data:image/svg+xml;base64," + base64.b64encode(svg.encode("utf-8")).decode("ascii")
-    else:
-        thumb = found.img if found.img.startswith("data:") else ""
     where = page.file.src_uri
-    if not thumb:
+    thumb = getattr(page, "kexue_thumbnail", None)
+    if thumb is None:
         log.warning(f"{where}: no figure printed by the page's code, so no gallery thumbnail")
-    tally = claims_tally(html_text, where)
-    caption = " ".join("".join(found.caption).split())
     _state.cards[page.file.src_uri] = Card(
         url=page.url,
         title=str(page.meta["title"]),
         zh_title=str(page.meta["zh_title"]),
         summary=str(page.meta["summary"]),
         thumbnail=thumb,
-        alt=found.alt or caption or f"Figure from {page.meta['title']}",
-        verdicts=tally,
+        verdicts=claims_tally(html_text, where),
     )
     return html_text
 
 
-def _card_html(card: Card) -> str:
+def _card_html(card: Card, page_url: str) -> str:
+    """One gallery card; the thumbnail is decorative (the card's text names the article)."""
     e = html.escape
-    thumb = f'<img class="kx-thumb" src="{card.thumbnail}" alt="{e(card.alt)}">' if card.thumbnail else ""
+    thumb = ""
+    if card.thumbnail:
+        uri, width, height = card.thumbnail
+        src = e(get_relative_url(uri, page_url), quote=True)
+        thumb = (f'<img class="kx-thumb" src="{src}" width="{width}" height="{height}" alt="" '
+                 'loading="lazy" decoding="async">')
     tally = " · ".join(f"{n} {word}" for word, n in card.verdicts.items() if n)
     return (
         f'<a class="kx-card" href="{e(card.url)}">{thumb}'
@@ -552,9 +542,10 @@ def _claims_table(cards: list[Card], base: str) -> str:
         for c in cards
     )
     totals = "".join(f"<td><strong>{sum(c.verdicts[w] for c in cards)}</strong></td>" for w in VERDICTS)
+    # No class on the table itself: Material styles ``table:not([class])`` (borders, header band).
     return (
-        f'<table class="kx-claims"><thead><tr><th>article</th>{head}</tr></thead>'
-        f"<tbody>{rows}<tr><td><strong>all pages</strong></td>{totals}</tr></tbody></table>"
+        f'<div class="kx-claims-summary"><table><thead><tr><th>article</th>{head}</tr></thead>'
+        f"<tbody>{rows}<tr><td><strong>all pages</strong></td>{totals}</tr></tbody></table></div>"
     )
 
 
@@ -565,7 +556,8 @@ def on_post_page(output: str, page, config) -> str:
     order = {uri: n for n, uri in enumerate(_state.order)}
     cards = [c for _, c in sorted(_state.cards.items(), key=lambda kv: order.get(kv[0], len(order)))]
     if GALLERY_MARK in output:
-        gallery = f'<div class="kx-gallery" data-cards="{len(cards)}">' + "".join(_card_html(c) for c in cards) + "</div>"
+        gallery = (f'<div class="kx-gallery" data-cards="{len(cards)}">'
+                   + "".join(_card_html(c, page.url) for c in cards) + "</div>")
         output = output.replace(GALLERY_MARK, gallery, 1)
     if CLAIMS_MARK in output:
         base = "../" * page.url.count("/")  # card URLs are relative to the site root

@@ -11,6 +11,9 @@
 * The wheel of the ``kexue`` package as built from this source, under ``dist/`` (the notebooks
   of the pages install it from there). It is built with pip and the installed setuptools (no
   network) and reused from ``.cache/wheel/`` while the package source is unchanged.
+* ``assets/kexue-card.png``: the logo (``docs/assets/favicon.svg``) as a 512-pixel PNG for the
+  pages' ``og:image`` tag (link previews need a raster image), drawn with matplotlib from the
+  same geometry, so no binary file is kept in the repository.
 * Material's JavaScript source maps (``*.js.map``, about 2 MB, for debugging Material itself) are
   left out of the site, together with the ``sourceMappingURL`` comments that point at them.
 """
@@ -30,6 +33,7 @@ from mkdocs.structure.files import File
 
 _PROJECT = Path(__file__).resolve().parents[2]
 SHIM = "assets/javascripts/iframe-worker-shim.js"
+CARD = "assets/kexue-card.png"
 ZIP = "kexue-offline.zip"
 MARK = '<div class="kx-offline"></div>'
 
@@ -64,7 +68,36 @@ def on_files(files, config):
     archive = _zip()
     if archive is not None:
         files.append(File.generated(config, ZIP, abs_src_path=str(archive)))
+    files.append(File.generated(config, CARD, content=card_png()))
     return files
+
+
+def card_png(size: int = 512) -> bytes:
+    """The logo of ``docs/assets/favicon.svg`` (24-unit grid) as a square PNG, byte-for-byte stable."""
+    import io
+    import math
+
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Arc, Circle, FancyBboxPatch
+
+    fig = Figure(figsize=(size / 100, size / 100), dpi=100)
+    ax = fig.add_axes((0, 0, 1, 1))
+    ax.set_xlim(0, 24)
+    ax.set_ylim(24, 0)
+    ax.set_axis_off()
+    width = 1.5 * size / 24 * 0.72  # points per grid unit at this size
+    ax.add_patch(FancyBboxPatch((0, 0), 24, 24, boxstyle="round,pad=0,rounding_size=5", color="#3f51b5"))
+    ax.add_patch(Circle((12, 12), 8, fill=False, edgecolor="white", linewidth=width))
+    tip = (12 + 8 * math.cos(math.radians(50)), 12 - 8 * math.sin(math.radians(50)))
+    ax.plot([12, tip[0]], [12, tip[1]], color="white", linewidth=width, solid_capstyle="round")
+    ax.add_patch(Arc((12, 12), 8.4, 8.4, theta1=-50, theta2=0, edgecolor="white", linewidth=width * 0.78))
+    ax.add_patch(Circle(tip, 1.8, color="white"))
+    out = io.BytesIO()
+    fig.savefig(out, format="png", transparent=True, metadata={"Software": None})
+    return out.getvalue()
 
 
 def on_post_page(output: str, page, config) -> str:

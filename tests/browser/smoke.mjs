@@ -3,19 +3,32 @@
 // The site is served at its public address <site-url> (e.g. https://example.org/kexue), straight
 // from <site-dir> through request interception, so instant navigation (which only works on the
 // site_url origin) is exercised exactly as on the host.
-// Optional env KEXUE_SEARCH='["query", ...]': type each query into the site search (light palette).
+// Optional environment:
+//   KEXUE_SEARCH='["query", ...]'  type each query into the search box (light palette) and
+//                                  record the hits in order and the text of their previews;
+//   KEXUE_AXE='["/path/", ...]'    run axe-core (WCAG 2 A/AA rules) on these pages in both palettes;
+//   KEXUE_MOBILE='["/path/", ...]' open these pages at 390x844 and measure claims tables, display
+//                                  math and horizontal overflow;
+//   KEXUE_ZOOM='/path/'            click the first figure of this page and check the enlarged view;
+//   KEXUE_COPY='/path/'            click the copy button of every executed block of this page and
+//                                  record what landed on the clipboard.
 // Prints one JSON object: {pages: [{path, status, consoleErrors, pageErrors, katex, rawMath,
-// figures, brokenFigures, title, notebook}], search: [{query, hits}], navigation: {...},
-// external: [urls the pages tried to fetch outside the site]}.
+// figures, inlineFigures, brokenFigures, unnamedFigures, roles, title, notebook, axe}], search:
+// [{query, hits, previews}], mobile: [...], zoom: {...}, copied: [...], navigation: {...}, external: [urls the
+// pages tried to fetch outside the site]}.
 // Requests to other hosts are aborted and recorded, so "zero external requests" is observed,
 // not assumed.
 import { existsSync, statSync } from "node:fs";
+import { createRequire } from "node:module";
 import { join } from "node:path";
 import { chromium } from "playwright-core";
 
 const [executablePath, siteUrl, siteDir, shots, ...paths] = process.argv.slice(2);
 const base = siteUrl.replace(/\/$/, "");
 const site = new URL(base + "/");
+const env = (name, fallback) => JSON.parse(process.env[name] || fallback);
+const axePaths = new Set(env("KEXUE_AXE", "[]"));
+const axeSource = createRequire(import.meta.url).resolve("axe-core/axe.min.js");
 
 // The file of the built site that the host would serve for a URL under the site's address.
 function fileFor(url) {
@@ -31,6 +44,35 @@ function sitePath(href) {
   return "/" + u.pathname.slice(site.pathname.length);
 }
 
+async function serve(context) {
+  await context.route("**/*", (route) => {
+    const url = new URL(route.request().url());
+    if (url.protocol === "data:") return route.continue();
+    if (url.origin === site.origin && url.pathname.startsWith(site.pathname)) {
+      const file = fileFor(url);
+      if (file) return route.fulfill({ path: file });
+      return route.fulfill({ status: 404, path: join(siteDir, "404.html") });
+    }
+    external.push(route.request().url());
+    return route.abort();
+  });
+}
+
+// axe-core over the whole page: WCAG 2.0/2.1 A and AA rules; violations with their impact.
+async function axe(page) {
+  await page.addScriptTag({ path: axeSource });
+  return page.evaluate(async () => {
+    const result = await window.axe.run(document, {
+      runOnly: { type: "tag", values: ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"] },
+      resultTypes: ["violations"],
+    });
+    return result.violations.map((v) => ({
+      id: v.id, impact: v.impact, help: v.help, count: v.nodes.length,
+      nodes: v.nodes.slice(0, 3).map((n) => ({ target: n.target.join(" "), summary: (n.failureSummary || "").slice(0, 300) })),
+    }));
+  });
+}
+
 const browser = await chromium.launch({
   executablePath,
   headless: true,
@@ -42,21 +84,18 @@ const browser = await chromium.launch({
 const external = [];
 const results = [];
 const search = [];
+const mobile = [];
+let zoom = null;
+let copied = null;
+const started = Date.now();
+const phases = {};
+const lap = (name) => { phases[name] = (Date.now() - started) / 1000; };
 let navigation = null;
 try {
   for (const scheme of ["light", "dark"]) {
     const context = await browser.newContext({ colorScheme: scheme, viewport: { width: 1280, height: 900 } });
-    await context.route("**/*", (route) => {
-      const url = new URL(route.request().url());
-      if (url.protocol === "data:") return route.continue();
-      if (url.origin === site.origin && url.pathname.startsWith(site.pathname)) {
-        const file = fileFor(url);
-        if (file) return route.fulfill({ path: file });
-        return route.fulfill({ status: 404, path: join(siteDir, "404.html") });
-      }
-      external.push(route.request().url());
-      return route.abort();
-    });
+    await serve(context);
+    lap(`${scheme}: start`);
     for (const path of paths) {
       const page = await context.newPage();
       const consoleErrors = [];
@@ -65,21 +104,37 @@ try {
       page.on("pageerror", (err) => pageErrors.push(String(err)));
       const response = await page.goto(base + path, { waitUntil: "load" });
       await page.waitForLoadState("networkidle");
-      const info = await page.evaluate(() => {
-        const math = [...document.querySelectorAll(".arithmatex")];
+      const info = await page.evaluate(async () => {
+        // Figures load lazily: load them all now, so that a broken one is seen.
         const imgs = [...document.querySelectorAll("article img")];
+        for (const img of imgs) img.loading = "eager";
+        await Promise.all(imgs.map((img) => img.decode().catch(() => {})));
+        const math = [...document.querySelectorAll(".arithmatex")];
         const svgs = [...document.querySelectorAll("article svg.kexue-svg")];
+        const figureImgs = [...document.querySelectorAll("article figure.kexue-figure img")];
         const broken = [
           ...imgs.filter((i) => !(i.complete && i.naturalWidth > 0)).map((i) => "img " + (i.alt || i.src.slice(0, 40))),
           ...svgs.filter((s) => { const r = s.getBoundingClientRect(); return !(r.width > 0 && r.height > 0 && s.childElementCount > 0); }).map(() => "svg"),
         ];
+        // A figure's name, as assistive technology computes it: aria-labelledby, else alt / aria-label.
+        const name = (el) => {
+          const ids = (el.getAttribute("aria-labelledby") || "").split(/\s+/).filter(Boolean);
+          const labelled = ids.map((id) => document.getElementById(id)?.textContent || "").join(" ").trim();
+          return labelled || (el.getAttribute("alt") || el.getAttribute("aria-label") || "").trim();
+        };
+        const article = document.querySelector("article");
+        const text = article ? article.innerText : "";
         return {
           title: document.title,
           katex: document.querySelectorAll(".katex").length,
           mathElements: math.length,
           rawMath: math.filter((m) => !m.querySelector(".katex")).map((m) => m.textContent.slice(0, 80)),
-          figures: imgs.length + svgs.length,
+          figures: figureImgs.length + svgs.length,
+          inlineFigures: svgs.length + figureImgs.filter((i) => i.src.startsWith("data:")).length,
+          zoomable: document.querySelectorAll("article figure.kexue-figure a.kx-zoom").length,
           brokenFigures: broken,
+          unnamedFigures: [...svgs, ...figureImgs].filter((f) => !name(f)).length,
+          roles: (text.match(/:(?:func|class|meth|data|attr|mod|exc|obj):`?\w/g) || []).slice(0, 10),
           scheme: document.body.getAttribute("data-md-color-scheme"),
         };
       });
@@ -98,6 +153,11 @@ try {
           return { href: a.getAttribute("href"), status: res.status, error: String(e) };
         }
       });
+      if (axePaths.has(path)) {
+        const t0 = Date.now();
+        info.axe = await axe(page);
+        info.axeSeconds = (Date.now() - t0) / 1000;
+      }
       if (shots !== "-") {
         const name = (path.replace(/^\/|\/$/g, "").replace(/[^\w]+/g, "_") || "home") + `-${scheme}.png`;
         await page.screenshot({ path: `${shots}/${name}`, fullPage: true });
@@ -105,21 +165,47 @@ try {
       results.push({ path, colorScheme: scheme, status: response ? response.status() : null, consoleErrors, pageErrors, ...info });
       await page.close();
     }
+    lap(`${scheme}: pages`);
     if (scheme === "light") {
-      for (const query of JSON.parse(process.env.KEXUE_SEARCH || "[]")) {
+      // Search as a reader does it: open the search box and type the query, then read the hits
+      // once the list has stopped changing.
+      const queries = env("KEXUE_SEARCH", "[]");
+      if (queries.length) {
         const page = await context.newPage();
-        page.on("pageerror", (err) => search.push({ query, error: String(err) }));
-        // Material opens the search with the query of a ?q= link, as a shared search link does.
-        await page.goto(base + "/?q=" + encodeURIComponent(query), { waitUntil: "load" });
-        let hits = [];
-        try {
-          await page.waitForSelector(".md-search-result__item a", { timeout: 15000 });
-          hits = (await page.$$eval(".md-search-result__item a", (as) => as.map((a) => a.href))).map(sitePath);
-        } catch (e) { /* no results: reported as an empty list */ }
-        const meta = await page.$eval(".md-search-result__meta", (m) => m.textContent).catch(() => "");
-        search.push({ query, hits, meta });
+        page.on("pageerror", (err) => search.push({ query: "(page)", error: String(err) }));
+        await page.goto(base + "/", { waitUntil: "load" });
+        const input = page.locator("input.md-search__input");
+        await page.locator("label[for='__search']").first().click({ timeout: 5000 }).catch(() => {});
+        for (const query of queries) {
+          // Clear the box and wait until the previous query's hits are gone, so that a slow search
+          // worker cannot leave them on screen to be read as this query's hits.
+          await input.fill("");
+          await input.press("End");
+          await page.waitForFunction(() => !document.querySelector(".md-search-result__item"), null, { timeout: 5000 })
+            .catch(() => {});
+          await input.pressSequentially(query, { delay: 10 });
+          // Characters typed through an input method arrive without key events of their own; the
+          // search reacts to keyup, as it does when an IME commits. End gives it one.
+          await input.press("End");
+          let last = "", hits = [], previews = [], meta = "";
+          for (let i = 0; i < 40; i++) {
+            await page.waitForTimeout(100);
+            const now = await page.evaluate(() => ({
+              meta: document.querySelector(".md-search-result__meta")?.textContent || "",
+              hits: [...document.querySelectorAll(".md-search-result__item > a")].map((a) => a.href),
+              previews: [...document.querySelectorAll(".md-search-result__item")].slice(0, 5).map((li) => li.innerText.slice(0, 400)),
+            }));
+            const key = JSON.stringify(now.hits) + now.meta;
+            const answered = now.hits.length > 0 || /no matching/i.test(now.meta);
+            if (key === last && answered && !/initializ|type to start/i.test(now.meta)) { ({ hits, previews, meta } = now); break; }
+            last = key;
+            ({ hits, previews, meta } = now);
+          }
+          search.push({ query, hits: hits.map(sitePath), previews, meta });
+        }
         await page.close();
       }
+      lap("search");
       // Instant navigation: a click on a tab swaps the page in place (the JS context survives),
       // which Material only does on the site_url origin.
       const page = await context.newPage();
@@ -135,10 +221,82 @@ try {
         keptState: await page.evaluate(() => window.__kxMarker === 42),
       };
       await page.close();
+      // Zoom: click a figure, the enlarged figure opens in a dialog; Escape closes it.
+      const zoomPath = process.env.KEXUE_ZOOM;
+      if (zoomPath) {
+        const zp = await context.newPage();
+        await zp.goto(base + zoomPath, { waitUntil: "load" });
+        const link = zp.locator("figure.kexue-figure a.kx-zoom").first();
+        const href = await link.getAttribute("href");
+        await link.scrollIntoViewIfNeeded();
+        await link.click();
+        await zp.waitForSelector("dialog.kx-lightbox[open] img", { timeout: 5000 }).catch(() => {});
+        const opened = await zp.evaluate(async () => {
+          const img = document.querySelector("dialog.kx-lightbox[open] img");
+          if (!img) return null;
+          await img.decode().catch(() => {});
+          return { src: img.src, naturalWidth: img.naturalWidth, width: img.getBoundingClientRect().width };
+        });
+        await zp.keyboard.press("Escape");
+        const closed = await zp.evaluate(() => !document.querySelector("dialog.kx-lightbox[open]"));
+        zoom = { path: zoomPath, href, opened, closed };
+        await zp.close();
+      }
+      // Copy buttons: what each executed block's button puts on the clipboard.
+      const copyPath = process.env.KEXUE_COPY;
+      if (copyPath) {
+        await context.grantPermissions(["clipboard-read", "clipboard-write"], { origin: site.origin });
+        const cp = await context.newPage();
+        await cp.goto(base + copyPath, { waitUntil: "load" });
+        copied = [];
+        const buttons = cp.locator(".kx-run button[data-md-type='copy']");
+        for (let i = 0; i < await buttons.count(); i++) {
+          await cp.evaluate(() => navigator.clipboard.writeText(""));
+          await buttons.nth(i).click();
+          await cp.waitForTimeout(100);
+          copied.push(await cp.evaluate(() => navigator.clipboard.readText()));
+        }
+        await cp.close();
+      }
     }
     await context.close();
   }
+  lap("desktop done");
+  // A phone: claims tables, display math and sideways scrolling at 390 px.
+  const mobilePaths = env("KEXUE_MOBILE", "[]");
+  if (mobilePaths.length) {
+    const context = await browser.newContext({ viewport: { width: 390, height: 844 }, deviceScaleFactor: 2, isMobile: true, hasTouch: true });
+    await serve(context);
+    for (const path of mobilePaths) {
+      const page = await context.newPage();
+      await page.goto(base + path, { waitUntil: "load" });
+      const info = await page.evaluate(() => {
+        const vw = document.documentElement.clientWidth;
+        const verdicts = [...document.querySelectorAll("article .kx-verdict")];
+        const hidden = verdicts.filter((v) => {
+          const r = v.getBoundingClientRect();
+          const scroller = v.closest(".md-typeset__table, .md-typeset__scrollwrap, table");
+          const inScroll = scroller && scroller.scrollWidth > scroller.clientWidth + 1;
+          return r.left < 0 || r.right > vw || r.width === 0 || inScroll;
+        });
+        const displays = [...document.querySelectorAll("article div.arithmatex")]
+          .filter((d) => d.scrollWidth > d.clientWidth + 1)
+          .map((d) => ({ width: d.scrollWidth, column: d.clientWidth, tex: (d.querySelector("annotation")?.textContent || "").slice(0, 120) }));
+        return {
+          viewport: vw,
+          pageOverflow: document.documentElement.scrollWidth - vw,
+          verdicts: verdicts.length,
+          verdictsOffScreen: hidden.map((v) => v.textContent),
+          wideMath: displays,
+        };
+      });
+      mobile.push({ path, ...info });
+      await page.close();
+    }
+    await context.close();
+  }
+  lap("mobile");
 } finally {
   await browser.close();
 }
-process.stdout.write(JSON.stringify({ pages: results, search, navigation, external }));
+process.stdout.write(JSON.stringify({ pages: results, search, mobile, zoom, copied, navigation, external, phases }));
