@@ -20,6 +20,7 @@ from kexue._pytest_docs import RECORD_ENV, executor
 ROOT = Path(__file__).resolve().parents[1]
 # The cold build's fence times, kept for the terminal summary (also saved to artifacts/fence-times.json).
 FENCE_TIMES = pytest.StashKey[dict]()
+BROWSER_RUN = pytest.StashKey[object]()  # the browser script, started in the background (test_browser.py)
 # The real site is built for a hosted address with a sub-path, as on a GitHub project page; the
 # browser test serves the files at exactly this address (see tests/browser/smoke.mjs).
 HOSTED_URL = "https://example.org/kexue/"
@@ -151,3 +152,33 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
     terminalreporter.section("wall time of executed fences per page (pytest run), and of the strict build")
     for page, row in sorted(table.items(), key=lambda kv: -kv[1]["seconds"]):
         terminalreporter.write_line(f"{row['seconds']:7.1f} s  {row['fences']:3d} fences  {page}")
+
+
+def pytest_collection_modifyitems(session, config, items) -> None:
+    """The browser tests go last: their script starts in the background as soon as the site is
+    built (``pytest_fixture_setup`` below) and runs beside the other tests."""
+    browser = [i for i in items if i.nodeid.startswith("tests/test_browser.py")]
+    if browser:
+        items[:] = [i for i in items if not i.nodeid.startswith("tests/test_browser.py")] + browser
+        config.stash[BROWSER_RUN] = None  # the session has browser tests: start the script early
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_fixture_setup(fixturedef, request):
+    """Right after the site is built, start the browser script on it in the background, if the
+    session has browser tests; the ``report`` fixture of ``tests/test_browser.py`` waits for it."""
+    result = yield
+    config = request.config
+    if fixturedef.argname == "built_site" and BROWSER_RUN in config.stash and config.stash[BROWSER_RUN] is None:
+        from tests.test_browser import start_smoke
+
+        config.stash[BROWSER_RUN] = start_smoke(result, ROOT) or False
+    return result
+
+
+def pytest_sessionfinish(session, exitstatus) -> None:
+    """A browser script nobody waited for (the session stopped early) is stopped with it."""
+    proc = session.config.stash.get(BROWSER_RUN, None)
+    if proc and proc.poll() is None:
+        proc.kill()
+        proc.wait()

@@ -22,6 +22,7 @@ import os
 import re
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -124,12 +125,17 @@ def served(built_site):
     return built_site.site_url.rstrip("/"), _pages(built_site.site)
 
 
-@pytest.fixture(scope="module")
-def report(served, built_site, root: Path) -> dict:
+def start_smoke(built_site, root: Path) -> subprocess.Popen | None:
+    """Start the browser script on the built site in the background (None without Chromium).
+
+    ``tests/conftest.py`` calls this as soon as the site is built, so the browser works while the
+    rest of the suite runs (the browser tests themselves are moved to the end of the session);
+    the ``report`` fixture waits for it. Its output goes to temporary files, so no pipe can fill up.
+    """
     exe = _chromium()
-    if exe is None:
-        pytest.skip("no Chromium found and none could be installed (see scripts/ensure-chromium.sh)")
-    base, pages = served
+    if exe is None or built_site.returncode != 0:
+        return None
+    base, pages = built_site.site_url.rstrip("/"), _pages(built_site.site)
     shots = root / "artifacts" / "screenshots"
     if os.environ.get("KEXUE_SCREENSHOTS", "") not in {"", "0"}:
         shots.mkdir(parents=True, exist_ok=True)
@@ -144,17 +150,42 @@ def report(served, built_site, root: Path) -> dict:
         "KEXUE_ZOOM": next(iter(_articles(root)), "/about/"),
         "KEXUE_COPY": "/about/",
     }
-    proc = subprocess.run(
+    out = tempfile.TemporaryFile("w+", encoding="utf-8")  # noqa: SIM115 - closed by finish_smoke
+    err = tempfile.TemporaryFile("w+", encoding="utf-8")  # noqa: SIM115 - closed by finish_smoke
+    proc = subprocess.Popen(
         ["node", str(root / "tests" / "browser" / "smoke.mjs"), exe, base, str(built_site.site), str(shots), *pages],
-        cwd=root,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
+        cwd=root, env=env, stdout=out, stderr=err, text=True,
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads(proc.stdout)
+    proc.kexue_output = (out, err)  # read back by finish_smoke
+    return proc
+
+
+def finish_smoke(proc: subprocess.Popen, timeout: float = 600) -> dict:
+    """Wait for the browser script and return its report."""
+    out, err = proc.kexue_output
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        raise
+    out.seek(0)
+    err.seek(0)
+    stdout, stderr = out.read(), err.read()
+    out.close()
+    err.close()
+    assert proc.returncode == 0, stderr[-3000:]
+    return json.loads(stdout)
+
+
+@pytest.fixture(scope="module")
+def report(served, built_site, root: Path, pytestconfig: pytest.Config) -> dict:
+    from tests.conftest import BROWSER_RUN
+
+    proc = pytestconfig.stash.get(BROWSER_RUN, None) or start_smoke(built_site, root)
+    if proc is None:
+        pytest.skip("no Chromium found and none could be installed (see scripts/ensure-chromium.sh)")
+    return finish_smoke(proc)
 
 
 def test_every_page_loads_without_console_errors(report):
