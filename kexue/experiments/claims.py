@@ -103,6 +103,11 @@ CONFIDENCE = 0.95
 """Two-sided confidence of the noise band every rule over seeds uses by default."""
 
 
+def _check_z(z: object) -> float | None:
+    """``None`` (Student's t) or a positive finite number of standard errors."""
+    return None if z is None else _positive(z, "z")
+
+
 def _width(z: float | None, df: float) -> tuple[float, str]:
     """How many standard errors a band spans, and how a reason names it.
 
@@ -338,7 +343,7 @@ def exact(error: float, tol: float, *, name: str = "error") -> Outcome:
 
 def _bound(value: Number, bound: float, *, name: str, z: float | None, digits: int, upper: bool) -> Outcome:
     mean, se, n = _spread(value, name)
-    bound = _finite(bound, "bound")
+    bound, z = _finite(bound, "bound"), _check_z(z)
     k, width = _width(z, n - 1)
     lo, hi = mean - k * se, mean + k * se
     sign = "≤" if upper else "≥"
@@ -400,7 +405,7 @@ def close_to(
     overlapping its edge is ``inconclusive``.
     """
     mean, se, n = _spread(value, name)
-    target, tol = _finite(target, "target"), _finite(tol, "tol")
+    target, tol, z = _finite(target, "target"), _finite(tol, "tol"), _check_z(z)
     k, width = _width(z, n - 1)
     if tol < 0:
         raise ValueError(f"tol must be >= 0, got {tol!r}")
@@ -465,7 +470,7 @@ def beats(
     name_a, name_b = names
     mean_a, se_a, n_a = _spread(a, name_a)
     mean_b, se_b, n_b = _spread(b, name_b)
-    margin = _finite(margin, "margin")
+    margin, z = _finite(margin, "margin"), _check_z(z)
     sign = 1.0 if higher else -1.0
     d = sign * (mean_a - mean_b)
     if paired:
