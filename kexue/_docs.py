@@ -6,7 +6,7 @@ expands ``pymdownx.snippets`` include lines (``--8<-- "path"``) the same way the
 build does before a fence runs. Keeping one scanner means pytest and
 ``mkdocs build`` can never disagree about which fences run and in which session.
 
-It also holds the one thing that *runs* fences, :class:`FenceExecutor`: the build hook
+It also holds the one thing that *runs* fences, ``FenceExecutor``: the build hook
 (``docs/_hooks/fences.py``) hands it to markdown-exec through markdown-exec's public
 ``base_format``, and the pytest runner (``kexue/_pytest_docs.py``) calls it directly, so a
 fence runs with exactly the same namespace, ``print`` capture and random state in both, and
@@ -303,7 +303,7 @@ class FenceExecutor:
       each fence's output is kept in ``outputs`` (the notebooks of the pages carry them).
     * While a fence runs, ``sys.stdout`` goes to its buffer too and ``$KEXUE_FIGURES`` is
       ``html``, so ``kexue.plot.show`` prints figures for the page; before a page's first fence
-      the global random generators are seeded and torch is set to :data:`PAGE_THREADS` threads.
+      the global random generators are seeded and torch is set to ``PAGE_THREADS`` threads.
 
     Args:
         root: The repository root (``kexue/`` and the files fences read live under it).
@@ -626,7 +626,7 @@ def library_excerpt(source: str, root: Path) -> Excerpt | None:
 
     A fence is a library excerpt when its non-blank lines are ``--8<--`` includes of one Python
     file under ``kexue/``. The sections are expanded as the build expands them, then their
-    docstrings are folded with :func:`strip_docstrings`.
+    docstrings are folded with ``strip_docstrings``.
     """
     lines = [line for line in source.split("\n") if line.strip()]
     specs = [_SNIPPET.match(line) for line in lines]

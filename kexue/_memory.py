@@ -9,7 +9,7 @@ machine of the Performance page, while other jobs ran: ``q.clone()`` took 5-7 ti
 cost the same). NumPy asks Linux for transparent 2 MiB pages for large arrays
 (``madvise(MADV_HUGEPAGE)``, on by default since NumPy 1.22), so the same buffer faults 512 times
 less often (``fresh_like(q).copy_(q)`` took 1.7-1.8 times a copy there).
-:func:`fresh_like` allocates buffers of 32 MiB and more on the CPU through NumPy, aligned to 64
+``fresh_like`` allocates buffers of 32 MiB and more on the CPU through NumPy, aligned to 64
 bytes, and everything else through ``torch.empty``.
 
 The result is an ordinary tensor; the one difference is that its storage cannot be resized

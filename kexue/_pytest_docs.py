@@ -4,7 +4,7 @@ pytest-markdown-docs collects every Python fence of every Markdown file and, lef
 alone, runs each in a fresh namespace. The build instead runs only ``exec="on"`` fences,
 shares one namespace per ``session`` and captures ``print``. This plugin registers a default
 runner that closes the gap by running every fence through the build's own executor,
-:class:`kexue._docs.FenceExecutor`:
+``kexue._docs.FenceExecutor``:
 
 * a fence without a true ``exec`` option is skipped (it is display-only on the site);
 * fences with the same ``session`` on one page share a namespace and run in page order; if
