@@ -109,6 +109,18 @@ def mini_site(tmp: Path, pages: dict[str, str]) -> Path:
     return path
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """For modules of tiny tensors (``pytestmark = pytest.mark.usefixtures("one_thread")``): one
+    thread avoids thread-synchronisation stalls and keeps the shared machine free; restored afterwards."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def root() -> Path:
     return ROOT

@@ -14,14 +14,7 @@ from torch import nn
 from kexue import flow as F
 from kexue.experiments.training import seeded_mlp
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one thread is faster, and it keeps the shared machine free. Restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors (tests/conftest.py)
 
 
 def _perturb(module: nn.Module, seed: int = 0, scale: float = 0.3) -> nn.Module:

@@ -12,14 +12,7 @@ from kexue import flow as F
 from kexue.data import make_moons
 from kexue.experiments import flow as E
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one thread is faster, and it keeps the shared machine free. Restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors (tests/conftest.py)
 
 
 def _jacobian_logdet(fn, x: torch.Tensor) -> torch.Tensor:
