@@ -116,7 +116,7 @@ def _width(z: float | None, df: float) -> tuple[float, str]:
     even with few seeds; a number gives a fixed multiple of the standard error instead.
     """
     if z is not None:
-        k = _positive(z, "z")
+        k = float(z)  # checked by _check_z
         return k, f"{k:g} s.e."
     from scipy.stats import t as student_t  # scipy is a runtime dependency; imported when used
 
