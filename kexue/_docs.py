@@ -475,6 +475,84 @@ class FenceExecutor:
         return {p: {"seconds": round(s, 3), "fences": self.fences[p]} for p, s in self.seconds.items()}
 
 
+# ----------------------------------------------------------------------------- pages in parallel
+
+WORKERS_ENV = "KEXUE_FENCE_WORKERS"
+"""Processes that run the pages of a cold build side by side (default 2; ``1`` runs them in the
+build itself, one after another)."""
+
+
+def _page_fences(docs_dir: Path, page: str, root: Path) -> list[tuple[str, int, str | None]]:
+    """``(code, line, session)`` of a page's executed fences, code as the build runs it."""
+    text = (docs_dir / page).read_text(encoding="utf-8")
+    return [(expand_snippets(f.source, root), f.line, f.session) for f in scan_fences(text) if f.executed]
+
+
+def pages_to_run(root: Path, docs_dir: Path, pages: Iterable[str], cache_dir: Path) -> list[str]:
+    """The pages with at least one executed fence whose output ``cache_dir`` does not hold yet."""
+    probe = FenceExecutor(root, cache_dir, read=True)
+    missing = []
+    for page in pages:
+        history: dict[str | None, list[str]] = {}
+        for code, _, session in _page_fences(docs_dir, page, root):
+            if session is None:  # a private namespace: its key holds only its own code
+                key = probe.key(page, None, [code])
+            else:
+                history.setdefault(session, []).append(code)
+                key = probe.key(page, session, history[session])
+            if not probe._path(key).is_file():
+                missing.append(page)
+                break
+    return missing
+
+
+def _run_page(root: str, docs_dir: str, page: str, cache_dir: str) -> tuple[str, float, int, str | None]:
+    """Worker: run one page's executed fences into the cache; ``(page, seconds, fences, error)``."""
+    executor = FenceExecutor(Path(root), Path(cache_dir), read=True)
+    try:
+        for code, line, session in _page_fences(Path(docs_dir), page, Path(root)):
+            executor.run(code, page=page, line=line, session=session)
+    except FenceError as error:  # the build runs the page again and reports it in full
+        return page, executor.seconds.get(page, 0.0), executor.fences.get(page, 0), error.traceback[-2000:]
+    return page, executor.seconds.get(page, 0.0), executor.fences.get(page, 0), None
+
+
+def run_pages(
+    root: Path, docs_dir: Path, pages: list[str], cache_dir: Path, workers: int, cost: dict[str, float] | None = None
+) -> list[tuple[str, float, int, str | None]]:
+    """Run the executed fences of ``pages`` in ``workers`` processes, filling ``cache_dir``.
+
+    Each page runs whole in one fresh process, exactly as the build would run it (same
+    executor, same cache keys, same random state and thread count), so the build then serves
+    every fence from the cache and pages are identical to a one-process build. Pages start
+    longest first (``cost``: seconds per page from an earlier run, else the page's size). The
+    workers' OpenMP threads sleep rather than spin while they wait, as two 2-thread processes
+    share the cores; the wait policy does not change any result.
+
+    Returns:
+        ``(page, seconds, fences, error)`` per page; ``error`` is the end of a fence's traceback
+        (the build then runs that page itself and fails with the full message).
+    """
+    import concurrent.futures
+    import multiprocessing
+
+    cost = cost or {}
+    order = sorted(pages, key=lambda p: -cost.get(p, (docs_dir / p).stat().st_size / 1e4))
+    previous = os.environ.get("OMP_WAIT_POLICY")
+    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"  # inherited by the workers only (this process's runtime is set up)
+    try:
+        context = multiprocessing.get_context("spawn")
+        # A fresh process per page: nothing one page sets globally can reach another.
+        with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context, max_tasks_per_child=1) as pool:
+            jobs = [pool.submit(_run_page, str(root), str(docs_dir), page, str(cache_dir)) for page in order]
+            return [job.result() for job in jobs]
+    finally:
+        if previous is None:
+            os.environ.pop("OMP_WAIT_POLICY", None)
+        else:
+            os.environ["OMP_WAIT_POLICY"] = previous
+
+
 # ----------------------------------------------------------------------------- code as readers see it
 
 _HIDE = re.compile(r"markdown-exec:\s*hide")

@@ -255,3 +255,37 @@ def test_library_excerpt_reads_only_pure_includes_of_the_library(tmp_path: Path)
     (tmp_path / "docs").mkdir()
     (tmp_path / "docs" / "x.py").write_text("y = 1\n", encoding="utf-8")
     assert library_excerpt('--8<-- "docs/x.py"\n', tmp_path) is None  # not the library
+
+
+def test_pages_run_in_workers_fill_the_cache_the_build_reads(tmp_path: Path):
+    """A cold build with a cache runs the pages it lacks in worker processes (docs/_hooks/fences.py):
+    the outputs are the ones a one-process run prints, every fence is then a hit, and a page whose
+    code fails comes back with its error (the build runs it again and reports it)."""
+    from kexue._docs import pages_to_run, run_pages
+
+    docs = tmp_path / "docs"
+    (docs / "articles").mkdir(parents=True)
+    exec_fence = '```python exec="on" session="{s}"\n{code}\n```\n'
+    (docs / "a.md").write_text("# A\n\n" + exec_fence.format(s="a", code="x = 2") + "\ntext\n\n"
+                               + exec_fence.format(s="a", code="import torch\nprint(x * 21, torch.rand(2).tolist())"),
+                               encoding="utf-8")
+    (docs / "articles" / "b.md").write_text("# B\n\n```python exec=\"on\"\nprint('b')\n```\n", encoding="utf-8")
+    (docs / "c.md").write_text("# C\n\n" + exec_fence.format(s="c", code="1 / 0"), encoding="utf-8")
+    (docs / "d.md").write_text("# D\n\n```python\nprint('display only')\n```\n", encoding="utf-8")
+    pages = ["a.md", "articles/b.md", "c.md", "d.md"]
+    cache = tmp_path / "cache"
+    assert pages_to_run(tmp_path, docs, pages, cache) == ["a.md", "articles/b.md", "c.md"]  # d runs nothing
+
+    results = {page: (fences, error) for page, _, fences, error in run_pages(tmp_path, docs, pages[:3], cache, 2)}
+    assert results["a.md"] == (2, None) and results["articles/b.md"] == (1, None)
+    assert results["c.md"][1] is not None and "ZeroDivisionError" in results["c.md"][1]
+    assert pages_to_run(tmp_path, docs, pages, cache) == ["c.md"]
+
+    one_process = FenceExecutor(tmp_path)  # no cache: what a build without workers prints
+    reader = FenceExecutor(tmp_path, cache, read=True)
+    for page in ("a.md", "articles/b.md"):
+        for f in scan_fences((docs / page).read_text(encoding="utf-8")):
+            if f.executed:
+                expected = one_process.run(f.source, page=page, line=f.line, session=f.session)
+                assert reader.run(f.source, page=page, line=f.line, session=f.session) == expected
+    assert (reader.hits, reader.misses) == (3, 0)
