@@ -307,6 +307,14 @@ def test_claims_verdicts_are_readable_on_a_phone(report):
         assert page["pageOverflow"] <= 0, f"{page['path']}: the page scrolls sideways by {page['pageOverflow']} px"
 
 
+def test_display_equations_fit_a_phone(report):
+    """At 390 px no display equation is more than 15% wider than its column (the rest scrolls inside its
+    own box): long formulas are written as aligned or gathered lines."""
+    wide = [f"{page['path']}: {m['width']} px in {m['column']} px: {m['tex'][:80]}"
+            for page in report["mobile"] for m in page["wideMath"] if m["width"] > 1.15 * m["column"]]
+    assert not wide, "\n".join(wide)
+
+
 def test_no_serious_accessibility_violations(report, root: Path):
     """axe-core, WCAG 2.0/2.1 A and AA rules, both palettes: no serious or critical violation."""
     checked = {(p["path"], p["colorScheme"]) for p in report["pages"] if "axe" in p}

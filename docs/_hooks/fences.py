@@ -34,6 +34,7 @@ import json
 import logging
 import os
 from pathlib import Path
+from typing import ClassVar
 
 import markdown_exec
 from markupsafe import Markup
@@ -63,7 +64,7 @@ class _Build:
     worker processes ran for it (``on_files``: page -> (seconds, fences))."""
 
     executor = FenceExecutor(ROOT)
-    ran_apart: dict[str, tuple[float, int]] = {}
+    ran_apart: ClassVar[dict[str, tuple[float, int]]] = {}
 
 
 def _cache_dir(config) -> Path | None:
