@@ -506,51 +506,89 @@ def pages_to_run(root: Path, docs_dir: Path, pages: Iterable[str], cache_dir: Pa
     return missing
 
 
-def _run_page(root: str, docs_dir: str, page: str, cache_dir: str) -> tuple[str, float, int, str | None]:
-    """Worker: run one page's executed fences into the cache; ``(page, seconds, fences, error)``."""
+@dataclass(frozen=True)
+class PageResult:
+    """What a worker reports for one page: its fences' wall time and count, and the first failure.
+
+    ``error`` is the traceback (and what the fence printed) of the first fence that raised, at
+    ``failed_line``; the page's later fences did not run.
+    """
+
+    page: str
+    seconds: float
+    fences: int
+    error: str | None = None
+    failed_line: int | None = None
+
+
+def _worker_init() -> None:
+    # Before torch is imported in this process: its OpenMP threads sleep rather than spin while
+    # they wait, since other processes share the cores. No result depends on it.
+    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+
+
+def _run_page(root: str, docs_dir: str, page: str, cache_dir: str) -> PageResult:
+    """Worker: run one page's executed fences into the cache (hits are served, as in the build)."""
     executor = FenceExecutor(Path(root), Path(cache_dir), read=True)
-    try:
-        for code, line, session in _page_fences(Path(docs_dir), page, Path(root)):
+    for code, line, session in _page_fences(Path(docs_dir), page, Path(root)):
+        try:
             executor.run(code, page=page, line=line, session=session)
-    except FenceError as error:  # the build runs the page again and reports it in full
-        return page, executor.seconds.get(page, 0.0), executor.fences.get(page, 0), error.traceback[-2000:]
-    return page, executor.seconds.get(page, 0.0), executor.fences.get(page, 0), None
+        except FenceError as error:
+            printed = f"\n\nIt printed before failing:\n{error.printed[-2000:]}" if error.printed else ""
+            return PageResult(page, executor.seconds.get(page, 0.0), executor.fences.get(page, 0),
+                              error.traceback[-4000:] + printed, line)
+    return PageResult(page, executor.seconds.get(page, 0.0), executor.fences.get(page, 0))
+
+
+class PageRun:
+    """The executed fences of ``pages``, run in ``workers`` processes into ``cache_dir``, in the background.
+
+    Each page runs whole in one fresh process, exactly as the build would run it (same executor,
+    same cache keys, same random state and thread count), so its outputs are those of a
+    one-process build. Pages start longest first (``cost``: seconds per page from an earlier
+    run, else the page's size). The workers' OpenMP threads sleep rather than spin while they
+    wait (two 2-thread processes share the cores); the wait policy changes no result.
+    ``result(page)`` waits for one page; ``close()`` waits for all and stops the workers.
+    """
+
+    def __init__(
+        self, root: Path, docs_dir: Path, pages: Iterable[str], cache_dir: Path, workers: int,
+        cost: dict[str, float] | None = None,
+    ) -> None:
+        import concurrent.futures
+        import multiprocessing
+
+        cost = cost or {}
+        order = sorted(pages, key=lambda p: -cost.get(p, (docs_dir / p).stat().st_size / 1e4))
+        # A fresh process per page: nothing one page sets globally can reach another.
+        self._pool = concurrent.futures.ProcessPoolExecutor(
+            workers, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init, max_tasks_per_child=1
+        )
+        self.jobs = {page: self._pool.submit(_run_page, str(root), str(docs_dir), page, str(cache_dir)) for page in order}
+
+    def result(self, page: str) -> PageResult:
+        """The page's result, once its worker is done."""
+        return self.jobs[page].result()
+
+    def close(self, cancel: bool = False) -> None:
+        """Wait for the pages (``cancel``: only those already running) and stop the workers."""
+        self._pool.shutdown(wait=True, cancel_futures=cancel)
 
 
 def run_pages(
     root: Path, docs_dir: Path, pages: list[str], cache_dir: Path, workers: int, cost: dict[str, float] | None = None
-) -> list[tuple[str, float, int, str | None]]:
-    """Run the executed fences of ``pages`` in ``workers`` processes, filling ``cache_dir``.
-
-    Each page runs whole in one fresh process, exactly as the build would run it (same
-    executor, same cache keys, same random state and thread count), so the build then serves
-    every fence from the cache and pages are identical to a one-process build. Pages start
-    longest first (``cost``: seconds per page from an earlier run, else the page's size). The
-    workers' OpenMP threads sleep rather than spin while they wait, as two 2-thread processes
-    share the cores; the wait policy does not change any result.
+) -> list[PageResult]:
+    """Run the executed fences of ``pages`` in ``workers`` processes (see ``PageRun``) and wait for all.
 
     Returns:
-        ``(page, seconds, fences, error)`` per page; ``error`` is the end of a fence's traceback
-        (the build then runs that page itself and fails with the full message).
+        One result per page, longest first; a page whose fence failed carries the error (the build
+        then runs that page itself and fails with the full message).
     """
-    import concurrent.futures
-    import multiprocessing
-
-    cost = cost or {}
-    order = sorted(pages, key=lambda p: -cost.get(p, (docs_dir / p).stat().st_size / 1e4))
-    previous = os.environ.get("OMP_WAIT_POLICY")
-    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"  # inherited by the workers only (this process's runtime is set up)
+    run = PageRun(root, docs_dir, pages, cache_dir, workers, cost)
     try:
-        context = multiprocessing.get_context("spawn")
-        # A fresh process per page: nothing one page sets globally can reach another.
-        with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context, max_tasks_per_child=1) as pool:
-            jobs = [pool.submit(_run_page, str(root), str(docs_dir), page, str(cache_dir)) for page in order]
-            return [job.result() for job in jobs]
+        return [run.result(page) for page in run.jobs]
     finally:
-        if previous is None:
-            os.environ.pop("OMP_WAIT_POLICY", None)
-        else:
-            os.environ["OMP_WAIT_POLICY"] = previous
+        run.close()
 
 
 # ----------------------------------------------------------------------------- code as readers see it

@@ -15,7 +15,7 @@ import pytest
 import yaml
 from mkdocs.utils.yaml import get_yaml_loader
 
-from kexue._pytest_docs import RECORD_ENV, executor
+from kexue._pytest_docs import RECORD_ENV, page_times
 
 ROOT = Path(__file__).resolve().parents[1]
 # The cold build's fence times, kept for the terminal summary (also saved to artifacts/fence-times.json).
@@ -146,7 +146,7 @@ def built_site(tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Co
     build = mkdocs_build(ROOT / "mkdocs.yml", tmp / "site", fence_cache=cache, fence_times=build_times,
                          site_url=HOSTED_URL)
     table = json.loads(build_times.read_text(encoding="utf-8")) if build_times.is_file() else {}
-    table.update(executor(ROOT).times())  # pages pytest ran: their time there (the build served them cached)
+    table.update(page_times())  # pages pytest ran: their time there (the build served them cached)
     table["(whole build)"] = {"seconds": round(build.seconds, 1), "fences": sum(v["fences"] for v in table.values())}
     times.write_text(json.dumps(table, indent=1, sort_keys=True) + "\n", encoding="utf-8")
     pytestconfig.stash[FENCE_TIMES] = table

@@ -276,9 +276,10 @@ def test_pages_run_in_workers_fill_the_cache_the_build_reads(tmp_path: Path):
     cache = tmp_path / "cache"
     assert pages_to_run(tmp_path, docs, pages, cache) == ["a.md", "articles/b.md", "c.md"]  # d runs nothing
 
-    results = {page: (fences, error) for page, _, fences, error in run_pages(tmp_path, docs, pages[:3], cache, 2)}
-    assert results["a.md"] == (2, None) and results["articles/b.md"] == (1, None)
-    assert results["c.md"][1] is not None and "ZeroDivisionError" in results["c.md"][1]
+    results = {r.page: r for r in run_pages(tmp_path, docs, pages[:3], cache, 2)}
+    assert (results["a.md"].fences, results["a.md"].error) == (2, None)
+    assert (results["articles/b.md"].fences, results["articles/b.md"].error) == (1, None)
+    assert "ZeroDivisionError" in results["c.md"].error and results["c.md"].failed_line == 3
     assert pages_to_run(tmp_path, docs, pages, cache) == ["c.md"]
 
     one_process = FenceExecutor(tmp_path)  # no cache: what a build without workers prints

@@ -138,7 +138,7 @@ def test_a_site_notebook_runs_against_the_wheel_the_site_ships(built_site, tmp_p
     import nbformat
     from nbclient import NotebookClient
 
-    from kexue._pytest_docs import executor
+    from kexue._pytest_docs import page_times
 
     wheel = next((built_site.site / "dist").glob("kexue-*.whl"))
     venv = _venv_with_wheel(tmp_path, wheel)
@@ -147,7 +147,7 @@ def test_a_site_notebook_runs_against_the_wheel_the_site_ships(built_site, tmp_p
     proc = _run(py, "-m", "ipykernel", "install", "--prefix", jupyter, "--name", "kexue-wheel")
     assert proc.returncode == 0, proc.stderr
     monkeypatch.setenv("JUPYTER_PATH", str(jupyter / "share" / "jupyter"))
-    times = executor(ROOT).times()
+    times = page_times()
     articles = sorted((p for p in times if p.startswith("articles/") and p != "articles/index.md"),
                       key=lambda p: times[p]["seconds"]) or ["articles/hsic.md"]
     slug = Path(articles[0]).stem

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from kexue._docs import scan_fences
-from kexue._pytest_docs import RECORD_ENV, executor
+from kexue._pytest_docs import RECORD_ENV, page_times
 from tests.conftest import mkdocs_yml
 
 pytestmark = pytest.mark.site
@@ -97,20 +97,20 @@ def _executed_pages(root: Path) -> set[str]:
 
 def test_strict_build_reuses_the_outputs_pytest_recorded(built_site, root: Path):
     """Page code runs once per test session: the build serves every fence pytest already ran."""
-    ran = set(executor(root).times())
+    ran = set(page_times())
     m = re.search(r"fence cache .*: (\d+) hits, (\d+) misses", built_site.log)
     assert m, built_site.log[-2000:]
     hits, misses = int(m[1]), int(m[2])
     if not _executed_pages(root) <= ran:
         pytest.skip(f"this session ran the fences of {len(ran)} pages only; the build ran the rest ({misses} misses)")
-    assert misses == 0 and hits == sum(executor(root).fences.values()), built_site.log[-2000:]
+    assert misses == 0 and hits == sum(row["fences"] for row in page_times().values()), built_site.log[-2000:]
 
 
 def test_recorded_outputs_equal_a_cold_run_in_a_fresh_process(built_site, root: Path, tmp_path: Path):
     """What the build shows (recorded under pytest, after the unit tests ran in the same process)
     is byte for byte what a fresh process computes: checked on About, Performance and the
     cheapest article page."""
-    times = executor(root).times()
+    times = page_times()
     articles = sorted((p for p in times if p.startswith("articles/")), key=lambda p: times[p]["seconds"])
     pages = ["about.md", "performance.md", *articles[:1]]
     cache = Path(os.environ.get(RECORD_ENV) or built_site.site.parent / "fence-cache")

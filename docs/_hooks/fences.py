@@ -184,11 +184,11 @@ def on_files(files, config):
     if known.is_file():
         cost = {page: row["seconds"] for page, row in json.loads(known.read_text(encoding="utf-8")).items()}
     log.info(f"running the code of {len(todo)} pages in {workers} worker processes")
-    for page, seconds, fences, error in run_pages(ROOT, docs_dir, todo, executor.cache_dir, workers, cost):
-        if error is None:
-            _Build.ran_apart[page] = (seconds, fences)
+    for result in run_pages(ROOT, docs_dir, todo, executor.cache_dir, workers, cost):
+        if result.error is None:
+            _Build.ran_apart[result.page] = (result.seconds, result.fences)
         else:
-            log.info(f"{page}: a fence failed in its worker; the build runs the page again")
+            log.info(f"{result.page}: the fence at line {result.failed_line} failed in its worker; the build runs the page again")
     return files
 
 
