@@ -1,9 +1,10 @@
 """Root pytest configuration: run documentation fences with the site build's semantics.
 
-The fences of ``docs/`` run first (``testpaths`` lists ``docs`` first) and their outputs are
-recorded in a per-session directory (``$KEXUE_FENCE_RECORD``); the strict build of the test
-session (``tests/conftest.py``, fixture ``built_site``) reads them instead of running the page
-code a second time.
+The fences of ``docs/`` run page by page in worker processes while the unit tests run (see
+``kexue/_pytest_docs.py``; one page alone, ``--pdb`` or ``KEXUE_FENCE_WORKERS=1`` run them in
+this process), and their outputs are recorded in a per-session directory
+(``$KEXUE_FENCE_RECORD``); the strict build of the test session (``tests/conftest.py``, fixture
+``built_site``) reads them instead of running the page code a second time.
 """
 
 from __future__ import annotations

@@ -22,9 +22,9 @@ runner that closes the gap by running every fence through the build's own execut
   in worker processes in the background (``kexue._docs.PageRun``; ``$KEXUE_FENCE_WORKERS``,
   default 2, ``1`` runs them here, as does ``--pdb``), each page whole in a fresh process, exactly
   as the build runs it. The fences' items move after the other tests and before the tests of the
-  built site (marker ``site`` or fixture ``built_site``), so the unit tests run while the pages
-  do; each fence's item then waits for its page and passes if its fence ran, or fails with the
-  fence's traceback (and a later fence of a failed page fails as not run).
+  built site (fixture ``built_site``), so the unit tests run while the pages do; each fence's item
+  then waits for its page and passes if its fence ran, or fails with the fence's traceback (a
+  later fence of a failed page fails as not run).
 
 Activated by ``pytest_plugins = ["kexue._pytest_docs"]`` in the root ``conftest.py``
 (or ``-p kexue._pytest_docs``).
@@ -85,7 +85,8 @@ def _executed_fence(item: pytest.Item) -> bool:
 
 
 def _needs_site(item: pytest.Item) -> bool:
-    return item.get_closest_marker("site") is not None or "built_site" in getattr(item, "fixturenames", ())
+    """Whether the test reads the site built from the recorded outputs (fixture ``built_site``)."""
+    return "built_site" in getattr(item, "fixturenames", ())
 
 
 def _workers() -> int:

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+pytest_plugins = ["pytester"]
+
 from kexue._docs import (
     FenceError,
     FenceExecutor,
@@ -290,3 +292,27 @@ def test_pages_run_in_workers_fill_the_cache_the_build_reads(tmp_path: Path):
                 expected = one_process.run(f.source, page=page, line=f.line, session=f.session)
                 assert reader.run(f.source, page=page, line=f.line, session=f.session) == expected
     assert (reader.hits, reader.misses) == (3, 0)
+
+
+def test_pytest_runs_the_pages_in_workers_and_reports_each_fence(pytester: pytest.Pytester, tmp_path: Path):
+    """With two pages selected and a record directory, pytest runs the pages in worker processes
+    (kexue/_pytest_docs.py): a fence that ran passes, the fence that raised fails with its own
+    traceback, and the later fences of that page fail as not run."""
+    docs = pytester.path / "docs"
+    docs.mkdir()
+    (docs / "good.md").write_text('# G\n\n```python exec="on" session="g"\nprint(6 * 7)\n```\n', encoding="utf-8")
+    (docs / "bad.md").write_text(
+        '# B\n\n```python exec="on" session="b"\nx = 1\n```\n\n```python exec="on" session="b"\n'
+        'raise KeyError("the fence\'s own error")\n```\n\n```python exec="on" session="b"\nprint(x)\n```\n',
+        encoding="utf-8")
+    env = {"KEXUE_FENCE_RECORD": str(tmp_path / "record"), "KEXUE_FENCE_WORKERS": "2", "MPLBACKEND": "Agg"}
+    with pytest.MonkeyPatch.context() as mp:
+        for name, value in env.items():
+            mp.setenv(name, value)
+        result = pytester.runpytest_subprocess("-p", "kexue._pytest_docs", "--markdown-docs", "-p", "no:cacheprovider",
+                                               "-p", "no:randomly", "docs")
+    result.assert_outcomes(passed=2, failed=2)
+    out = result.stdout.str()
+    assert "KeyError: \"the fence's own error\"" in out and "worker process" in out
+    assert "not run: the page's fence at line 7 failed first" in out
+    assert any((tmp_path / "record").rglob("*.out"))  # the outputs are recorded for the strict build
