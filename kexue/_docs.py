@@ -478,8 +478,22 @@ class FenceExecutor:
 # ----------------------------------------------------------------------------- pages in parallel
 
 WORKERS_ENV = "KEXUE_FENCE_WORKERS"
-"""Processes that run the pages of a cold build side by side (default 2; ``1`` runs them in the
-build itself, one after another)."""
+"""Processes that run the pages of a cold build or a pytest session side by side (default 2;
+``1`` runs them in the build or pytest process itself, one after another)."""
+
+
+def fence_workers() -> int:
+    """The number of page workers ``$KEXUE_FENCE_WORKERS`` asks for (a positive integer, else 2)."""
+    value = os.environ.get(WORKERS_ENV, "").strip()
+    return int(value) if value.isdigit() and int(value) > 0 else 2
+
+
+def _known_costs(root: Path) -> dict[str, float]:
+    """Seconds per page from the last timed run (``artifacts/fence-times.json``), if there was one."""
+    known = root / "artifacts" / "fence-times.json"
+    if not known.is_file():
+        return {}
+    return {page: row["seconds"] for page, row in json.loads(known.read_text(encoding="utf-8")).items()}
 
 
 def _page_fences(docs_dir: Path, page: str, root: Path) -> list[tuple[str, int, str | None]]:
@@ -545,20 +559,17 @@ class PageRun:
 
     Each page runs whole in one fresh process, exactly as the build would run it (same executor,
     same cache keys, same random state and thread count), so its outputs are those of a
-    one-process build. Pages start longest first (``cost``: seconds per page from an earlier
-    run, else the page's size). The workers' OpenMP threads sleep rather than spin while they
+    one-process build. Pages start longest first (by their time in the last timed run,
+    ``artifacts/fence-times.json``, else by the page's size). The workers' OpenMP threads sleep rather than spin while they
     wait (two 2-thread processes share the cores); the wait policy changes no result.
     ``result(page)`` waits for one page; ``close()`` waits for all and stops the workers.
     """
 
-    def __init__(
-        self, root: Path, docs_dir: Path, pages: Iterable[str], cache_dir: Path, workers: int,
-        cost: dict[str, float] | None = None,
-    ) -> None:
+    def __init__(self, root: Path, docs_dir: Path, pages: Iterable[str], cache_dir: Path, workers: int) -> None:
         import concurrent.futures
         import multiprocessing
 
-        cost = cost or {}
+        cost = _known_costs(root)
         order = sorted(pages, key=lambda p: -cost.get(p, (docs_dir / p).stat().st_size / 1e4))
         # A fresh process per page: nothing one page sets globally can reach another.
         self._pool = concurrent.futures.ProcessPoolExecutor(
@@ -575,16 +586,14 @@ class PageRun:
         self._pool.shutdown(wait=True, cancel_futures=cancel)
 
 
-def run_pages(
-    root: Path, docs_dir: Path, pages: list[str], cache_dir: Path, workers: int, cost: dict[str, float] | None = None
-) -> list[PageResult]:
+def run_pages(root: Path, docs_dir: Path, pages: list[str], cache_dir: Path, workers: int) -> list[PageResult]:
     """Run the executed fences of ``pages`` in ``workers`` processes (see ``PageRun``) and wait for all.
 
     Returns:
         One result per page, longest first; a page whose fence failed carries the error (the build
         then runs that page itself and fails with the full message).
     """
-    run = PageRun(root, docs_dir, pages, cache_dir, workers, cost)
+    run = PageRun(root, docs_dir, pages, cache_dir, workers)
     try:
         return [run.result(page) for page in run.jobs]
     finally:

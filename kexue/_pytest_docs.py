@@ -42,7 +42,7 @@ import pytest
 # source. Checked against the pinned 0.9.2; if a later version moves it, this line fails loudly.
 from pytest_markdown_docs._runners import DefaultRunner, register_runner  # kexue: pinned private API
 
-from kexue._docs import WORKERS_ENV, Fence, FenceError, FenceExecutor, PageRun, expand_snippets, scan_fences
+from kexue._docs import Fence, FenceError, FenceExecutor, PageRun, expand_snippets, fence_workers, scan_fences
 
 __all__ = ["RECORD_ENV", "SiteFenceRunner", "executor", "page_times"]
 
@@ -74,13 +74,16 @@ def _docs_relative(path: Path) -> str:
     return path.name
 
 
-def _executed_fence(item: pytest.Item) -> bool:
-    """Whether ``item`` is a pytest-markdown-docs item of an executed fence of a page under ``docs/``."""
+def _executed_fence(item: pytest.Item, scanned: dict[Path, dict[int, Fence]]) -> bool:
+    """Whether ``item`` is a pytest-markdown-docs item of an executed fence of a page under ``docs/``
+    (``scanned``: the fences of each page read so far, by line)."""
     line = getattr(item, "start_line", None)
     path = Path(str(item.path))
     if line is None or path.suffix != ".md" or "docs" not in path.parts:
         return False
-    fence = next((f for f in scan_fences(path.read_text(encoding="utf-8")) if f.line == line), None)
+    if path not in scanned:
+        scanned[path] = {f.line: f for f in scan_fences(path.read_text(encoding="utf-8"))}
+    fence = scanned[path].get(line)
     return fence is not None and fence.executed
 
 
@@ -89,18 +92,14 @@ def _needs_site(item: pytest.Item) -> bool:
     return "built_site" in getattr(item, "fixturenames", ())
 
 
-def _workers() -> int:
-    value = os.environ.get(WORKERS_ENV, "").strip()
-    return int(value) if value.isdigit() and int(value) > 0 else 2
-
-
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
     """Start the selected pages in worker processes and put their fences after the unit tests."""
     record = os.environ.get(RECORD_ENV, "").strip()
-    if not record or config.option.collectonly or config.getoption("usepdb", False) or _workers() < 2:
+    if not record or config.option.collectonly or config.getoption("usepdb", False) or fence_workers() < 2:
         return
-    fences = [i for i in items if _executed_fence(i)]
+    scanned: dict[Path, dict[int, Fence]] = {}
+    fences = [i for i in items if _executed_fence(i, scanned)]
     pages = sorted({_docs_relative(Path(str(i.path)).resolve()) for i in fences})
     if len(pages) < 2:
         return
@@ -108,13 +107,7 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     others = [i for i in items if i not in chosen]
     items[:] = [i for i in others if not _needs_site(i)] + fences + [i for i in others if _needs_site(i)]
     root = Path(str(config.rootpath))
-    known = root / "artifacts" / "fence-times.json"
-    cost = {}
-    if known.is_file():
-        import json
-
-        cost = {page: row["seconds"] for page, row in json.loads(known.read_text(encoding="utf-8")).items()}
-    _State.run = PageRun(root, root / "docs", pages, Path(record), _workers(), cost)
+    _State.run = PageRun(root, root / "docs", pages, Path(record), fence_workers())
     import torch  # this process runs the unit tests meanwhile: one thread leaves the cores to the pages
 
     _State.threads = torch.get_num_threads()

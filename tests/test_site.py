@@ -107,9 +107,9 @@ def test_strict_build_reuses_the_outputs_pytest_recorded(built_site, root: Path)
 
 
 def test_recorded_outputs_equal_a_cold_run_in_a_fresh_process(built_site, root: Path, tmp_path: Path):
-    """What the build shows (recorded under pytest, after the unit tests ran in the same process)
-    is byte for byte what a fresh process computes: checked on About, Performance and the
-    cheapest article page."""
+    """What the build shows (recorded by this pytest session, in its page workers or, with
+    ``KEXUE_FENCE_WORKERS=1``, in its own process after other tests) is byte for byte what a
+    fresh process computes: checked on About, Performance and the cheapest article page."""
     times = page_times()
     articles = sorted((p for p in times if p.startswith("articles/")), key=lambda p: times[p]["seconds"])
     pages = ["about.md", "performance.md", *articles[:1]]

@@ -40,9 +40,9 @@ import markdown_exec
 from markupsafe import Markup
 
 from kexue._docs import (
-    WORKERS_ENV,
     FenceError,
     FenceExecutor,
+    fence_workers,
     free_names,
     library_excerpt,
     pages_to_run,
@@ -158,11 +158,6 @@ def on_pre_build(config) -> None:
     config.kexue_executor = _Build.executor
 
 
-def _workers() -> int:
-    value = os.environ.get(WORKERS_ENV, "").strip()
-    return int(value) if value.isdigit() and int(value) > 0 else 2
-
-
 def on_files(files, config):
     """With a cache, run the pages it lacks in worker processes first, side by side.
 
@@ -171,7 +166,7 @@ def on_files(files, config):
     in a single process. A page whose code fails is left to the build, which reports it in full.
     ``$KEXUE_FENCE_WORKERS=1`` (or no cache) runs the pages in the build, one after another.
     """
-    executor, workers = _Build.executor, _workers()
+    executor, workers = _Build.executor, fence_workers()
     if executor.cache_dir is None or workers < 2:
         return files
     docs_dir = Path(config.docs_dir)
@@ -179,12 +174,8 @@ def on_files(files, config):
     todo = pages_to_run(ROOT, docs_dir, pages, executor.cache_dir)
     if len(todo) < 2:
         return files
-    known = ROOT / "artifacts" / "fence-times.json"
-    cost = {}
-    if known.is_file():
-        cost = {page: row["seconds"] for page, row in json.loads(known.read_text(encoding="utf-8")).items()}
     log.info(f"running the code of {len(todo)} pages in {workers} worker processes")
-    for result in run_pages(ROOT, docs_dir, todo, executor.cache_dir, workers, cost):
+    for result in run_pages(ROOT, docs_dir, todo, executor.cache_dir, workers):
         if result.error is None:
             _Build.ran_apart[result.page] = (result.seconds, result.fences)
         else:
