@@ -12,7 +12,10 @@ text is rewritten:
 * Sphinx roles that a docstring may still contain (``:func:`name```, rendered as
   ``:func:<code>name</code>``) lose the role.
 
-So a result preview shows ``64 → 256 → 10``, and a query for ``θ`` finds the formulas using it.
+So a result preview shows ``64 → 256 → 10``. Greek letters stay unsearchable, though: with more
+than one language, Material's search builds one word trimmer for all of them, which keeps only
+Latin letters, digits, ``_`` and CJK characters, so ``θ`` is stripped from the index and from a
+query alike (``β进制`` is still found, through its Chinese part).
 Queries with Latin and Chinese characters side by side (``RoPE外推``) are split at the script
 boundary by the ``separator`` of the search plugin in ``mkdocs.yml``.
 """

@@ -4,8 +4,9 @@
 // from <site-dir> through request interception, so instant navigation (which only works on the
 // site_url origin) is exercised exactly as on the host.
 // Optional environment:
-//   KEXUE_SEARCH='["query", ...]'  type each query into the search box (light palette) and
-//                                  record the hits in order and the text of their previews;
+//   KEXUE_SEARCH='["query", ...]'  type each query into the search box (light palette) and, once
+//                                  the search worker has answered it, record the hits in order
+//                                  and the text of their previews;
 //   KEXUE_AXE='["/path/", ...]'    run axe-core (WCAG 2 A/AA rules) on these pages (the dark palette:
 //                                  the colour rules only, the DOM being the same);
 //   KEXUE_MOBILE='["/path/", ...]' open these pages at 390x844 and measure claims tables, display
@@ -229,39 +230,61 @@ try {
   {
     const context = contexts.light;
     // Search as a reader does it: open the search box and type the query, then read the hits
-    // once the list has stopped changing.
+    // once the search worker has answered that very query. Typing sends the worker one query per
+    // keyup ("R", "Ro", "RoP", ...) and it answers them in turn, each answer replacing the list;
+    // a slow worker (a busy machine) lags behind the typing, so a list that merely stopped changing
+    // for a moment may be the answer to a prefix ("pytest" for "pytest-markdown-docs", "1" for
+    // "10"), or the empty list of the cleared box shown as "No matching documents" under the new
+    // query. The page's messages to the worker are counted instead (Material's SearchMessageType:
+    // 2 = QUERY with the query string, 3 = RESULT, answered in order).
     const queries = env("KEXUE_SEARCH", "[]");
     if (queries.length) {
       const page = await context.newPage();
+      await page.addInitScript(() => {
+        const Native = window.Worker;
+        const seen = window.__kxSearch = { sent: [], answered: 0 };
+        window.Worker = class extends Native {
+          constructor(...args) {
+            super(...args);
+            // Registered before Material's listener, which renders the list in the same event.
+            this.addEventListener("message", (ev) => { if (ev.data && ev.data.type === 3) seen.answered++; });
+          }
+          postMessage(message, ...rest) {
+            if (message && message.type === 2) seen.sent.push(message.data);
+            return super.postMessage(message, ...rest);
+          }
+        };
+      });
       page.on("pageerror", (err) => search.push({ query: "(page)", error: String(err) }));
       await page.goto(base + "/", { waitUntil: "load" });
       const input = page.locator("input.md-search__input");
+      // Resolves once the box holds the query, the worker was sent it last and has answered everything.
+      const answered = (query) => page.waitForFunction((q) => {
+        const s = window.__kxSearch;
+        const last = s.sent.length ? s.sent[s.sent.length - 1] : "";
+        return document.querySelector("input.md-search__input").value === q && last === q && s.answered === s.sent.length;
+      }, query, { timeout: 30000 }).then(() => true, () => false);
       await page.locator("label[for='__search']").first().click({ timeout: 5000 }).catch(() => {});
       for (const query of queries) {
-        // Clear the box and wait until the previous query's hits are gone, so that a slow search
-        // worker cannot leave them on screen to be read as this query's hits.
+        // Clear the box and wait until the worker has answered that too, so nothing of the
+        // previous query is still pending when this one is typed.
         await input.fill("");
         await input.press("End");
-        await page.waitForFunction(() => !document.querySelector(".md-search-result__item"), null, { timeout: 5000 })
-          .catch(() => {});
+        await answered("");
         await input.pressSequentially(query, { delay: 10 });
         // Characters typed through an input method arrive without key events of their own; the
         // search reacts to keyup, as it does when an IME commits. End gives it one.
         await input.press("End");
-        let last = "", hits = [], previews = [], meta = "";
-        for (let i = 0; i < 40; i++) {
-          await page.waitForTimeout(100);
-          const now = await page.evaluate(() => ({
-            meta: document.querySelector(".md-search-result__meta")?.textContent || "",
-            hits: [...document.querySelectorAll(".md-search-result__item > a")].map((a) => a.href),
-            previews: [...document.querySelectorAll(".md-search-result__item")].slice(0, 5).map((li) => li.innerText.slice(0, 400)),
-          }));
-          const key = JSON.stringify(now.hits) + now.meta;
-          const answered = now.hits.length > 0 || /no matching/i.test(now.meta);
-          if (key === last && answered && !/initializ|type to start/i.test(now.meta)) { ({ hits, previews, meta } = now); break; }
-          last = key;
-          ({ hits, previews, meta } = now);
+        if (!(await answered(query))) {
+          const state = await page.evaluate(() => ({ ...window.__kxSearch, sent: window.__kxSearch.sent.slice(-3) }));
+          search.push({ query, hits: [], previews: [], error: `the search worker did not answer within 30 s: ${JSON.stringify(state)}` });
+          continue;
         }
+        const { hits, previews, meta } = await page.evaluate(() => ({
+          meta: document.querySelector(".md-search-result__meta")?.textContent || "",
+          hits: [...document.querySelectorAll(".md-search-result__item > a")].map((a) => a.href),
+          previews: [...document.querySelectorAll(".md-search-result__item")].slice(0, 5).map((li) => li.innerText.slice(0, 400)),
+        }));
         search.push({ query, hits: hits.map(sitePath), previews, meta });
       }
       await page.close();
