@@ -189,6 +189,70 @@ def test_fit_stacked_is_deterministic_respects_masks_and_evaluates():
     assert torch.allclose(again, h1["eval"][:, -1], atol=1e-5)
 
 
+@pytest.mark.parametrize("size", [(4, 4), (2, 2), (3, 5), (1, 1)])
+@pytest.mark.parametrize("k", [1, 3, 5])
+def test_conv2d_as_matmul_is_the_same_convolution_in_float64(size, k):
+    g = torch.Generator().manual_seed(k)
+    x = torch.randn(3, 2, *size, generator=g, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(4, 2, k, k, generator=g, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(4, generator=g, dtype=torch.float64, requires_grad=True)
+    ours, ref = E.conv2d_as_matmul(x, w, b), torch.nn.functional.conv2d(x, w, b, padding=k // 2)
+    assert torch.allclose(ours, ref, atol=1e-12)
+    grads = torch.autograd.grad(ours.square().sum(), (x, w, b))
+    ref_grads = torch.autograd.grad(ref.square().sum(), (x, w, b))
+    assert all(torch.allclose(a, r, atol=1e-10) for a, r in zip(grads, ref_grads))
+    assert torch.allclose(E.conv2d_as_matmul(x, w), torch.nn.functional.conv2d(x, w, padding=k // 2), atol=1e-12)
+
+
+def test_conv2d_as_matmul_rejects_bad_input():
+    x, w = torch.zeros(1, 2, 4, 4), torch.zeros(3, 2, 3, 3)
+    with pytest.raises(ValueError, match="weight.*odd"):
+        E.conv2d_as_matmul(x, torch.zeros(3, 2, 2, 2))
+    with pytest.raises(ValueError, match="x must have 2 channels"):
+        E.conv2d_as_matmul(torch.zeros(1, 5, 4, 4), w)
+    with pytest.raises(ValueError, match="bias must have 3"):
+        E.conv2d_as_matmul(x, w, torch.zeros(2))
+    with pytest.raises(TypeError, match="weight must have x's dtype"):
+        E.conv2d_as_matmul(x, w.double())
+    with pytest.raises(TypeError, match="bias must have x's dtype"):
+        E.conv2d_as_matmul(x, w, torch.zeros(3, dtype=torch.float64))
+    with pytest.raises(ValueError, match="x"):
+        E.conv2d_as_matmul(torch.zeros(2, 4, 4), w)
+
+
+def test_small_convs_as_matmul_take_only_the_convolutions_they_compute():
+    """Under fit_stacked's mode, "same" stride-1 convolutions on maps of <= 16 positions are
+    computed as matrix products (the same values); every other call reaches F.conv2d unchanged."""
+    import torch.nn.functional as tf
+
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(3, 2, 3, 3, generator=g, dtype=torch.float64)
+    calls = []
+    original = E._conv2d_as_matmul
+
+    def spy(*args):
+        calls.append(tuple(args[0].shape))
+        return original(*args)
+
+    cases = [  # (input, conv kwargs, taken by the fast path)
+        (torch.randn(1, 2, 4, 4, generator=g, dtype=torch.float64), {"padding": 1}, True),
+        (torch.randn(1, 2, 2, 2, generator=g, dtype=torch.float64), {"padding": (1, 1)}, True),
+        (torch.randn(1, 2, 5, 5, generator=g, dtype=torch.float64), {"padding": 1}, False),  # 25 positions
+        (torch.randn(1, 2, 4, 4, generator=g, dtype=torch.float64), {"padding": 0}, False),  # not "same"
+        (torch.randn(1, 2, 4, 4, generator=g, dtype=torch.float64), {"padding": 1, "stride": 2}, False),
+    ]
+    E._conv2d_as_matmul = spy
+    try:
+        for x, kw, taken in cases:
+            calls.clear()
+            with E._SmallConvsAsMatmul():
+                out = tf.conv2d(x, w, None, **kw)
+            assert torch.allclose(out, tf.conv2d(x, w, None, **kw), atol=1e-12)
+            assert bool(calls) == taken, (x.shape, kw)
+    finally:
+        E._conv2d_as_matmul = original
+
+
 def test_fit_stacked_rejects_bad_input():
     data = _digits_like(16)
     m = [E.DequantizedFlow(F.glow(depth=1, hidden=4), 17)]

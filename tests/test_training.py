@@ -6,7 +6,15 @@ import pytest
 import torch
 from torch import nn
 
-from kexue.experiments.training import LOSSES, accuracy, evaluating, fit, minibatches, seeded_mlp
+from kexue.experiments.training import (
+    LOSSES,
+    accuracy,
+    evaluating,
+    fit,
+    minibatches,
+    run_side_by_side,
+    seeded_mlp,
+)
 
 
 def test_seeded_mlp_is_a_function_of_its_seed_only():
@@ -154,3 +162,57 @@ def test_evaluating_restores_the_mode_and_disables_gradients():
     assert model.training
     assert accuracy(model, torch.ones(3, 2), torch.zeros(3, dtype=torch.long), batch_size=2) in {0.0, 1 / 3, 2 / 3, 1.0}
     assert model.training
+
+
+def _training(seed: int):
+    """A job: a seeded MLP trained with fit; returns its loss history and weights."""
+    g = torch.Generator().manual_seed(100 + seed)
+    x = torch.randn(256, 4, generator=g)
+    y = (x.sum(1) > 0).long()
+    model = seeded_mlp([4, 32, 2], seed=seed)
+
+    def job():
+        history = fit(model, x, y, LOSSES["cross_entropy"], epochs=3, batch_size=32, lr=1e-2, seed=seed)
+        return history, [p.detach().clone() for p in model.parameters()]
+
+    return job
+
+
+def test_run_side_by_side_gives_the_results_of_running_one_after_another():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the same thread count as inside run_side_by_side
+    try:
+        alone = [_training(s)() for s in range(4)]
+    finally:
+        torch.set_num_threads(threads)
+    together = run_side_by_side([_training(s) for s in range(4)], workers=2)
+    assert torch.get_num_threads() == threads  # restored
+    for (h1, w1), (h2, w2) in zip(alone, together, strict=True):
+        assert h1 == h2
+        assert all(torch.equal(a, b) for a, b in zip(w1, w2, strict=True))
+    assert run_side_by_side([]) == []
+
+
+def test_run_side_by_side_refuses_jobs_that_draw_from_the_global_generator():
+    with pytest.raises(RuntimeError, match="global random generator"):
+        run_side_by_side([lambda: torch.rand(3), lambda: 1])
+
+
+def test_run_side_by_side_passes_a_job_error_on_and_restores_the_thread_count():
+    threads = torch.get_num_threads()
+
+    def fails():
+        raise ZeroDivisionError("inside a job")
+
+    with pytest.raises(ZeroDivisionError, match="inside a job"):
+        run_side_by_side([lambda: 1, fails])
+    assert torch.get_num_threads() == threads
+
+
+def test_run_side_by_side_rejects_bad_input():
+    with pytest.raises(TypeError, match="jobs must be a sequence"):
+        run_side_by_side(lambda: 1)
+    with pytest.raises(TypeError, match=r"jobs\[1\] must be callable"):
+        run_side_by_side([lambda: 1, 2])
+    with pytest.raises(ValueError, match="workers"):
+        run_side_by_side([lambda: 1], workers=0)

@@ -17,7 +17,9 @@ page [RealNVP and Glow](../articles/realnvp-glow.md) needs to reproduce the arti
   ``torch.func.vmap``. It does not fit the shared [`fit`][kexue.experiments.training.fit], which
   trains one model: it stacks many, freezes some of their entries, clips gradients per model,
   follows a learning-rate schedule and evaluates held-out data during training to show when the
-  curves flatten.
+  curves flatten. Inside it, the convolutions on the digits Glow's 4×4 and 2×2 maps run as single
+  matrix products ([`conv2d_as_matmul`][kexue.experiments.flow.conv2d_as_matmul]), which
+  ``vmap`` batches better than the grouped convolutions it would otherwise make of them.
 
 Everything here reduces data to numbers (bits/dim, log-likelihoods, losses), so NaN/inf data is
 rejected with a ``ValueError`` naming the argument; integer levels may be stored in any real dtype
@@ -36,6 +38,7 @@ Examples:
 from __future__ import annotations
 
 import copy
+import functools
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
@@ -72,6 +75,7 @@ __all__ = [
     "DequantizedFlow",
     "ContinuousNLL",
     "fit_stacked",
+    "conv2d_as_matmul",
     "multiply_adds",
 ]
 
@@ -519,6 +523,145 @@ class ContinuousNLL(nn.Module):
         return -self.flow._log_prob(x)
 
 
+# ----------------------------------------------------------------------------------------------
+# Small convolutions as matrix products (the stacked trainer's fast path)
+# ----------------------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=16)
+def _tap_matrix(height: int, width: int, k: int, dtype: torch.dtype) -> Tensor:
+    """``G[t, q, p] = 1`` when input position ``q`` reaches output position ``p`` through tap ``t``.
+
+    Cached (a handful of small constant tensors, never written to): every training step needs them.
+    """
+    r = k // 2
+    out = torch.zeros(k * k, height * width, height * width, dtype=dtype)
+    for dy in range(k):
+        for dx in range(k):
+            for y in range(height):
+                for x in range(width):
+                    yy, xx = y + dy - r, x + dx - r
+                    if 0 <= yy < height and 0 <= xx < width:
+                        out[dy * k + dx, yy * width + xx, y * width + x] = 1
+    return out
+
+
+def conv2d_as_matmul(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    r"""A stride-1, zero-padded ("same") 2-D convolution written as one matrix product.
+
+    On an $H \times W$ map a $k \times k$ convolution with $k$ odd and padding $\lfloor k/2 \rfloor$
+    is the linear map
+
+    $$
+    y_{b,o,p} = \beta_o + \sum_{c,q} x_{b,c,q}\, M_{(c,q),(o,p)}, \qquad
+    M_{(c,q),(o,p)} = \sum_{t} W_{o,c,t}\, G_{t,q,p},
+    $$
+
+    where $t$ runs over the $k^2$ taps and $G_{t,q,p} = 1$ when tap $t$ of output position $p$
+    reads input position $q$ (0 where it falls into the padding). A $1 \times 1$ kernel is simply
+    $y_{b,:,p} = W x_{b,:,p} + \beta$. For the tiny maps of the digits Glow (4×4 and 2×2) the dense
+    $M$ costs at most $HW/k^2 < 2$ times the convolution's multiply-adds and turns it into one
+    matrix product, which batches far better under ``torch.func.vmap`` than the grouped
+    convolution ``vmap`` makes of ``F.conv2d`` over stacked weights.
+    [`fit_stacked`][kexue.experiments.flow.fit_stacked] uses it for every such convolution; it is
+    the same function as ``F.conv2d(x, weight, bias, padding=k // 2)`` (tested in float64), with
+    floating-point sums in another order.
+
+    Args:
+        x: Input maps.
+        weight: Kernel with ``k`` odd.
+        bias: Optional bias.
+
+    Returns:
+        The convolution, of shape ``(B, O, H, W)``.
+
+    Shapes:
+        x: ``(B, C, H, W)``; weight: ``(O, C, k, k)``; bias: ``(O,)``.
+
+    Raises:
+        TypeError: If an argument is not a floating tensor of ``x``'s dtype.
+        ValueError: If the shapes do not match or ``k`` is even.
+
+    Examples:
+        >>> import torch
+        >>> import torch.nn.functional as F
+        >>> from kexue.experiments.flow import conv2d_as_matmul
+        >>> g = torch.Generator().manual_seed(0)
+        >>> x = torch.randn(2, 3, 4, 4, generator=g, dtype=torch.float64)
+        >>> w = torch.randn(5, 3, 3, 3, generator=g, dtype=torch.float64)
+        >>> torch.allclose(conv2d_as_matmul(x, w), F.conv2d(x, w, padding=1))
+        True
+    """
+    check_tensor(x, "x", 4, floating=True)
+    check_tensor(weight, "weight", 4, floating=True)
+    if weight.dtype != x.dtype:
+        raise TypeError(f"weight must have x's dtype {x.dtype}, got {weight.dtype}")
+    o, c, k, k2 = weight.shape
+    if k != k2 or k % 2 == 0:
+        raise ValueError(f"weight must have a square kernel of odd size, got {k}x{k2}")
+    if x.shape[1] != c:
+        raise ValueError(f"x must have {c} channels (weight's second dimension), got {x.shape[1]}")
+    if bias is not None:
+        check_tensor(bias, "bias", 1, floating=True)
+        if bias.dtype != x.dtype:
+            raise TypeError(f"bias must have x's dtype {x.dtype}, got {bias.dtype}")
+        if bias.shape[0] != o:
+            raise ValueError(f"bias must have {o} entries (weight's first dimension), got {bias.shape[0]}")
+    return _conv2d_as_matmul(x, weight, bias)
+
+
+def _conv2d_as_matmul(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """conv2d_as_matmul without checks (inside vmap, where shapes are the per-model ones)."""
+    b, c, h, w = x.shape
+    o, k = weight.shape[0], weight.shape[-1]
+    if k == 1:
+        out = torch.matmul(weight.reshape(o, c), x.reshape(b, c, h * w))
+    else:
+        taps = _tap_matrix(h, w, k, x.dtype)
+        m = torch.einsum("oct,tqp->cqop", weight.reshape(o, c, k * k), taps).reshape(c * h * w, o * h * w)
+        out = (x.reshape(b, c * h * w) @ m).reshape(b, o, h * w)
+    if bias is not None:
+        out = out + bias.reshape(o, 1)
+    return out.reshape(b, o, h, w)
+
+
+def _pair(value: object) -> object:
+    return tuple(value) if isinstance(value, (tuple, list)) else (value, value)
+
+
+def _same_padding(args: tuple, kwargs: dict) -> tuple[Tensor, Tensor, Tensor | None] | None:
+    """(x, weight, bias) of an F.conv2d call that conv2d_as_matmul computes, else None."""
+    names = ("input", "weight", "bias", "stride", "padding", "dilation", "groups")
+    call = dict(zip(names, args)) | kwargs
+    x, weight = call.get("input"), call.get("weight")
+    if not isinstance(x, Tensor) or not isinstance(weight, Tensor) or x.dim() != 4 or weight.dim() != 4:
+        return None
+    k = weight.shape[-1]
+    padding = call.get("padding", 0)
+    if padding == "same":
+        padding = k // 2
+    if (weight.shape[-2] != k or k % 2 == 0 or _pair(call.get("stride", 1)) != (1, 1)
+            or _pair(call.get("dilation", 1)) != (1, 1) or call.get("groups", 1) != 1
+            or _pair(padding) != (k // 2, k // 2) or x.shape[2] * x.shape[3] > _SMALL_MAP):
+        return None
+    return x, weight, call.get("bias")
+
+
+_SMALL_MAP = 16  # positions: up to a 4x4 map the dense form is at most 16/9 of the convolution's work
+
+
+class _SmallConvsAsMatmul(torch.overrides.TorchFunctionMode):
+    """Routes every "same" stride-1 F.conv2d on a map of at most 16 positions to conv2d_as_matmul."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        kwargs = kwargs or {}
+        if func is F.conv2d or func is torch.conv2d:
+            call = _same_padding(args, kwargs)
+            if call is not None:
+                return _conv2d_as_matmul(*call)
+        return func(*args, **kwargs)
+
+
 class _Unchecked(nn.Module):
     """Calls an objective's unchecked core: fit_stacked checks its data once, and vmap allows no data-dependent checks."""
 
@@ -573,7 +716,10 @@ def fit_stacked(
     Adam (element-wise, so stacking does not couple the models) follows the learning-rate
     ``schedule`` of [`SCHEDULES`][kexue.experiments.flow.SCHEDULES]. Entries where
     ``trainable[i]`` is 0 keep their initial value. The forward pass is ``torch.func.vmap`` over the
-    models' stacked weights, so many small models share every operation. The trained weights are
+    models' stacked weights, so many small models share every operation; within it, "same"
+    stride-1 convolutions on maps of at most 16 positions are computed by
+    [`conv2d_as_matmul`][kexue.experiments.flow.conv2d_as_matmul] (the same function, about a
+    third faster here than the grouped convolution ``vmap`` makes of them). The trained weights are
     written back into ``models``, and each module's training/eval mode is restored. The data are
     checked once here; the models' unchecked objectives run inside the loop.
 
@@ -693,7 +839,8 @@ def fit_stacked(
     buffers_in = {f"objective.{name}": t for name, t in buffers.items()}
 
     def bound(p: dict[str, Tensor], b: dict[str, Tensor], v: Tensor, u: Tensor) -> Tensor:
-        return functional_call(skeleton, (p, b), (v, u))
+        with _SmallConvsAsMatmul():  # vmap would make grouped convolutions of them; see conv2d_as_matmul
+            return functional_call(skeleton, (p, b), (v, u))
 
     train_bpd = vmap(bound, in_dims=(0, 0, 0, 0))
     eval_bpd = vmap(bound, in_dims=(0, 0, None, None))

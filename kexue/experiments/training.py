@@ -28,6 +28,7 @@ Examples:
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import itertools
 import math
@@ -49,6 +50,7 @@ __all__ = [
     "fit",
     "evaluating",
     "accuracy",
+    "run_side_by_side",
 ]
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
@@ -307,3 +309,67 @@ def accuracy(model: nn.Module, x: Tensor, y: Tensor, *, batch_size: int | None =
             scores = model(x[start : start + step])
             correct += int((scores.argmax(-1) == y[start : start + step]).sum())
     return correct / x.shape[0]
+
+
+def run_side_by_side(jobs: Sequence[Callable[[], object]], *, workers: int = 2) -> list[object]:
+    """Run independent jobs (typically trainings) two at a time, each operation single-threaded.
+
+    The pages' models are so small that splitting one operation over two cores (PyTorch's
+    intra-op threads) gains little: most of a step is spent in operations too short to split
+    well, and the threads wait for each other at every one. Two trainings side by side keep both
+    cores busy instead, because PyTorch releases the GIL inside each operation. This runs the
+    jobs in a pool of ``workers`` threads with PyTorch's intra-op thread count set to 1, restores
+    the count afterwards, and returns the results in the order of ``jobs``.
+
+    The results are those of running the jobs one after another, whatever the interleaving,
+    provided each job draws random numbers only from its own ``torch.Generator``: the global
+    generator is shared, so a job drawing from it would make the results depend on the
+    scheduling. That is checked: if the global generator's state changed, a ``RuntimeError`` is
+    raised. Build the models (which seed the global generator) before, not inside, the jobs.
+    Whether an operation's result depends on the intra-op thread count depends on the operation
+    (a reduction may split its sum differently); a page using this states its thread count.
+
+    Args:
+        jobs: Zero-argument callables.
+        workers: Jobs running at once (>= 1).
+
+    Returns:
+        Each job's return value, in order.
+
+    Raises:
+        TypeError: If ``jobs`` is not a sequence of callables.
+        RuntimeError: If a job drew from the global random generator.
+
+    Examples:
+        >>> import torch
+        >>> from kexue.experiments.training import run_side_by_side
+        >>> def job(seed):
+        ...     g = torch.Generator().manual_seed(seed)
+        ...     return lambda: float(torch.randn(1000, generator=g).mean())
+        >>> run_side_by_side([job(0), job(1)]) == [job(0)(), job(1)()]
+        True
+    """
+    if isinstance(jobs, (str, bytes)) or not isinstance(jobs, Sequence):
+        raise TypeError(f"jobs must be a sequence of zero-argument callables, got {type(jobs).__name__}")
+    for i, job in enumerate(jobs):
+        if not callable(job):
+            raise TypeError(f"jobs[{i}] must be callable, got {type(job).__name__}")
+    check_int(workers, "workers", 1)
+    threads, state = torch.get_num_threads(), torch.random.get_rng_state()
+
+    def single_threaded(job: Callable[[], object]) -> object:
+        torch.set_num_threads(1)  # per thread under OpenMP: set it in the worker itself
+        return job()
+
+    try:
+        torch.set_num_threads(1)
+        with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
+            results = list(pool.map(single_threaded, jobs))
+    finally:
+        torch.set_num_threads(threads)
+    if not torch.equal(torch.random.get_rng_state(), state):
+        raise RuntimeError(
+            "a job drew from the global random generator, so its results depend on the order the "
+            "jobs ran in; give every random draw an explicit torch.Generator"
+        )
+    return results
