@@ -557,12 +557,15 @@ def _run_page(root: str, docs_dir: str, page: str, cache_dir: str) -> PageResult
 class PageRun:
     """The executed fences of ``pages``, run in ``workers`` processes into ``cache_dir``, in the background.
 
-    Each page runs whole in one fresh process, exactly as the build would run it (same executor,
-    same cache keys, same random state and thread count), so its outputs are those of a
-    one-process build. Pages start longest first (by their time in the last timed run,
-    ``artifacts/fence-times.json``, else by the page's size). The workers' OpenMP threads sleep rather than spin while they
-    wait (two 2-thread processes share the cores); the wait policy changes no result.
-    ``result(page)`` waits for one page; ``close()`` waits for all and stops the workers.
+    Each page runs whole in one worker, exactly as the build would run it (a fresh executor and
+    sessions per page, the same cache keys, random state and thread count), so its outputs are
+    those of a one-process build, which also runs page after page in one process (tested). The
+    workers live for the whole run, so torch and matplotlib are imported once per worker, not
+    once per page (about 2 s each). Pages start longest first (by their time in the last timed
+    run, ``artifacts/fence-times.json``, else by the page's size). The workers' OpenMP threads
+    sleep rather than spin while they wait (two 2-thread processes share the cores); the wait
+    policy changes no result. ``result(page)`` waits for one page; ``claim(page)`` takes a page
+    back if no worker has started it; ``close()`` waits for all and stops the workers.
     """
 
     def __init__(self, root: Path, docs_dir: Path, pages: Iterable[str], cache_dir: Path, workers: int) -> None:
@@ -571,15 +574,18 @@ class PageRun:
 
         cost = _known_costs(root)
         order = sorted(pages, key=lambda p: -cost.get(p, (docs_dir / p).stat().st_size / 1e4))
-        # A fresh process per page: nothing one page sets globally can reach another.
         self._pool = concurrent.futures.ProcessPoolExecutor(
-            workers, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init, max_tasks_per_child=1
+            workers, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init
         )
         self.jobs = {page: self._pool.submit(_run_page, str(root), str(docs_dir), page, str(cache_dir)) for page in order}
 
     def result(self, page: str) -> PageResult:
         """The page's result, once its worker is done."""
         return self.jobs[page].result()
+
+    def claim(self, page: str) -> bool:
+        """Take ``page`` back from the workers if none has started it (the caller then runs it)."""
+        return self.jobs[page].cancel()
 
     def close(self, cancel: bool = False) -> None:
         """Wait for the pages (``cancel``: only those already running) and stop the workers."""

@@ -294,6 +294,34 @@ def test_pages_run_in_workers_fill_the_cache_the_build_reads(tmp_path: Path):
     assert (reader.hits, reader.misses) == (3, 0)
 
 
+def test_page_run_gives_back_a_page_no_worker_has_started(tmp_path: Path):
+    """The build collects pages from the workers as it reaches them: a page still waiting for a
+    worker is taken back (the build then runs it itself, so it is not in the cache), a running or
+    finished one is waited for."""
+    from kexue._docs import PageRun, pages_to_run
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    fence = '```python exec="on" session="{s}"\n{code}\n```\n'
+    # One worker: the longest page (by size, with no timings on record) runs first, the next one
+    # is queued for the worker, the third waits in the pool until a worker is free.
+    (docs / "first.md").write_text("# 1\n\n" + fence.format(s="1", code="import time\ntime.sleep(1.5)")
+                                   + "\n" + "padding " * 400 + "\n", encoding="utf-8")
+    (docs / "second.md").write_text("# 2\n\n" + fence.format(s="2", code="print(2)") + "\n" + "pad " * 100,
+                                    encoding="utf-8")
+    (docs / "third.md").write_text("# 3\n\n" + fence.format(s="3", code="print(3)"), encoding="utf-8")
+    pages, cache = ["first.md", "second.md", "third.md"], tmp_path / "cache"
+    run = PageRun(tmp_path, docs, pages, cache, 1)
+    try:
+        assert list(run.jobs) == pages
+        assert run.claim("third.md") is True
+        assert run.claim("first.md") is False  # running: the build waits for it instead
+        assert (run.result("first.md").error, run.result("second.md").fences) == (None, 1)
+    finally:
+        run.close()
+    assert pages_to_run(tmp_path, docs, pages, cache) == ["third.md"]
+
+
 def test_pytest_runs_the_pages_in_workers_and_reports_each_fence(pytester: pytest.Pytester, tmp_path: Path):
     """With two pages selected and a record directory, pytest runs the pages in worker processes
     (kexue/_pytest_docs.py): a fence that ran passes, the fence that raised fails with its own

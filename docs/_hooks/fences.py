@@ -12,8 +12,9 @@
 * Output cache (``KEXUE_FENCE_CACHE=<dir>``; ``make serve`` and ``make site`` set it, and the
   test suite points the strict build at the outputs its pytest run recorded). Keys and replay
   are described in ``FenceExecutor``; pages are identical cold and warm (tested). With a cache,
-  a cold build first runs the pages the cache lacks in worker processes, side by side
-  (``kexue._docs.run_pages``, ``$KEXUE_FENCE_WORKERS``, default 2), then serves them from it.
+  a cold build starts the pages the cache lacks in worker processes, side by side
+  (``kexue._docs.PageRun``, ``$KEXUE_FENCE_WORKERS``, default 2), builds the other pages
+  meanwhile, and serves each of those pages from the cache once its worker is done.
 * How a block looks says what it is. An executed block shows its code under a bar "ran in the
   build", and says "continues from above" with the names it takes from earlier blocks of the
   page (:func:`kexue._docs.free_names`), so a reader knows a copy of it alone will not run; what
@@ -42,11 +43,11 @@ from markupsafe import Markup
 from kexue._docs import (
     FenceError,
     FenceExecutor,
+    PageRun,
     fence_workers,
     free_names,
     library_excerpt,
     pages_to_run,
-    run_pages,
     scan_fences,
     shown_code,
 )
@@ -60,11 +61,35 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 class _Build:
-    """The executor of the build in progress (replaced in ``on_pre_build``), and the pages that
-    worker processes ran for it (``on_files``: page -> (seconds, fences))."""
+    """The executor of the build in progress (replaced in ``on_pre_build``), the worker run of the
+    pages the cache lacks (``on_files``), the pages of it not yet collected, and the pages the
+    workers ran (page -> (seconds, fences))."""
 
     executor = FenceExecutor(ROOT)
+    page_run: ClassVar[PageRun | None] = None
+    waiting: ClassVar[set[str]] = set()
     ran_apart: ClassVar[dict[str, tuple[float, int]]] = {}
+
+
+def _collect(page: str) -> None:
+    """Before a page's first fence: wait for its worker, or take the page back if none started it."""
+    run = _Build.page_run
+    if run is None or page not in _Build.waiting:
+        return
+    _Build.waiting.discard(page)
+    if run.claim(page):
+        return  # no worker had started it: the build runs it now, as it would without workers
+    result = run.result(page)
+    if result.error is None:
+        _Build.ran_apart[page] = (result.seconds, result.fences)
+    else:
+        log.info(f"{page}: the fence at line {result.failed_line} failed in its worker; the build runs the page again")
+
+
+def _stop_workers(cancel: bool) -> None:
+    if _Build.page_run is not None:
+        _Build.page_run.close(cancel=cancel)
+        _Build.page_run, _Build.waiting = None, set()
 
 
 def _cache_dir(config) -> Path | None:
@@ -80,6 +105,7 @@ def _cache_dir(config) -> Path | None:
 def _run(code: str, returncode=None, session=None, id=None, **extra) -> str:
     """markdown-exec's ``run`` callback: execute one fence with the build's executor."""
     page, _, line = (id or "").rpartition(":")
+    _collect(page)
     try:
         return _Build.executor.run(code, page=page or "unknown", line=int(line or 0), session=session or None)
     except FenceError as error:
@@ -159,14 +185,17 @@ def on_pre_build(config) -> None:
 
 
 def on_files(files, config):
-    """With a cache, run the pages it lacks in worker processes first, side by side.
+    """With a cache, start the pages it lacks in worker processes, side by side.
 
-    A cold ``make site`` then costs about the longest chain of pages per worker instead of their
-    sum; the build itself serves every fence from the cache, so the site is the same as one built
-    in a single process. A page whose code fails is left to the build, which reports it in full.
-    ``$KEXUE_FENCE_WORKERS=1`` (or no cache) runs the pages in the build, one after another.
+    The build goes on meanwhile (the pages without code, the API pages); when it reaches a page
+    the workers have, it waits for that page and serves its fences from the cache, or runs the
+    page itself if no worker has started it yet. A cold ``make site`` then costs about the longest
+    chain of pages per worker instead of their sum, and the site is the same as one built in a
+    single process. A page whose code fails in a worker is run again by the build, which reports
+    it in full. ``$KEXUE_FENCE_WORKERS=1`` (or no cache) runs every page in the build.
     """
     executor, workers = _Build.executor, fence_workers()
+    _stop_workers(cancel=True)  # a previous build of this process (mkdocs serve) that failed
     if executor.cache_dir is None or workers < 2:
         return files
     docs_dir = Path(config.docs_dir)
@@ -175,16 +204,20 @@ def on_files(files, config):
     if len(todo) < 2:
         return files
     log.info(f"running the code of {len(todo)} pages in {workers} worker processes")
-    for result in run_pages(ROOT, docs_dir, todo, executor.cache_dir, workers):
-        if result.error is None:
-            _Build.ran_apart[result.page] = (result.seconds, result.fences)
-        else:
-            log.info(f"{result.page}: the fence at line {result.failed_line} failed in its worker; the build runs the page again")
+    _Build.page_run, _Build.waiting = PageRun(ROOT, docs_dir, todo, executor.cache_dir, workers), set(todo)
     return files
+
+
+def on_build_error(error) -> None:
+    """Stop the page workers of a failed build (the pages already running finish first)."""
+    _stop_workers(cancel=True)
 
 
 def on_post_build(config) -> None:
     """Report how the cache did (tests read this line) and each page's fence time."""
+    for page in sorted(_Build.waiting):  # pages no fence of the build reached: still wait for them
+        _collect(page)
+    _stop_workers(cancel=False)
     executor = _Build.executor
     if executor.cache_dir is not None:
         log.info(f"fence cache {executor.cache_dir}: {executor.hits} hits, {executor.misses} misses")
