@@ -53,6 +53,8 @@ CASES = [
                      "a complex tensor": "as above"},
                "y": {"a negative id": "a label no score can match counts as wrong, which is the answer",
                      "an id far out of range": "as above"}}),
+    Case("run_side_by_side", lambda: (training.run_side_by_side, {"jobs": [lambda: 1, lambda: 2], "workers": 2}),
+         {"jobs": Arg("choice", name="jobs"), "workers": Arg("int", minimum=1)}),
     Case("Seeds", lambda: (claims.Seeds, {"values": torch.tensor([0.1, 0.2, 0.3])}),
          {"values": Arg("tensor", ndim=(1,), finite=True)},
          skip={"values": {"an int64 tensor": "integers are numbers", "a bool tensor": "as above",

@@ -314,12 +314,15 @@ def accuracy(model: nn.Module, x: Tensor, y: Tensor, *, batch_size: int | None =
 def run_side_by_side(jobs: Sequence[Callable[[], object]], *, workers: int = 2) -> list[object]:
     """Run independent jobs (typically trainings) two at a time, each operation single-threaded.
 
-    The pages' models are so small that splitting one operation over two cores (PyTorch's
-    intra-op threads) gains little: most of a step is spent in operations too short to split
-    well, and the threads wait for each other at every one. Two trainings side by side keep both
-    cores busy instead, because PyTorch releases the GIL inside each operation. This runs the
-    jobs in a pool of ``workers`` threads with PyTorch's intra-op thread count set to 1, restores
-    the count afterwards, and returns the results in the order of ``jobs``.
+    The pages' models are small: splitting each of their operations over two cores (PyTorch's
+    intra-op threads) makes the threads meet at the end of every operation, which is cheap on an
+    idle machine but slow when other processes share the cores (a thread that must wait for a
+    descheduled partner waits a whole time slice). Two trainings side by side, each operation on
+    one core, keep both cores busy without such meetings, because PyTorch releases the GIL inside
+    each operation. On the capsule page this was about as fast as two threads per operation on an
+    idle machine and several times faster beside another page's build. This runs the jobs in a
+    pool of ``workers`` threads with PyTorch's intra-op thread count set to 1, restores the count
+    afterwards, and returns the results in the order of ``jobs``.
 
     The results are those of running the jobs one after another, whatever the interleaving,
     provided each job draws random numbers only from its own ``torch.Generator``: the global
