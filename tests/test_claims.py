@@ -116,6 +116,29 @@ def test_at_least_over_seeds_all_three_branches():
     assert high.evidence["acc (seed 2)"] == 0.97
 
 
+def test_worst_seed_bounds_take_the_worst_seed_and_count_the_seeds():
+    """A guarantee ("every trained network is 1-Lipschitz") is decided by the worst seed, whatever
+    the mean and its band say, and the row still records the seeds it rests on."""
+    ok = at_most(Seeds([1.001, 1.004, 1.009]), 1.01, name="max |J|", worst=True, digits=4)
+    assert (ok.verdict, ok.seeds) == ("reproduced", 3)
+    assert "worst of 3 seeds 1.009 ≤ 1.01" in ok.reason and "1.001 / 1.004 / 1.009" in ok.reason
+    assert ok.evidence["max |J| (worst seed)"] == 1.009 and ok.evidence["bound"] == 1.01
+    bad = at_most(Seeds([0.90, 0.91, 1.2]), 1.01, name="max |J|", worst=True)
+    assert bad.verdict == "not reproduced" and "1.20 > 1.01" in bad.reason
+    # the mean's interval alone would not decide this: it straddles the bound
+    assert at_most(Seeds([0.90, 0.91, 1.2]), 1.01, name="max |J|").verdict == "inconclusive"
+    low = at_least(Seeds([2.0, 2.5, 1.4]), 1.5, name="ratio", worst=True)
+    assert low.verdict == "not reproduced" and "worst of 3 seeds 1.40 < 1.50" in low.reason
+    assert at_least(Seeds([2.0, 2.5, 1.6]), 1.5, name="ratio", worst=True).verdict == "reproduced"
+    assert "every seed" in ok.rules[0]
+    with pytest.raises(TypeError, match="worst=True.*Seeds"):
+        at_most(1.0, 1.01, name="x", worst=True)
+    with pytest.raises(ValueError, match="at least 3"):
+        at_most(Seeds([1.0, 1.0]), 1.01, name="x", worst=True)
+    with pytest.raises(ValueError, match="worst must be True or False"):
+        at_most(1.0, 1.01, name="x", worst="yes")
+
+
 def test_at_most_mirrors_at_least():
     assert at_most(Seeds([0.1, 0.11, 0.12]), 0.2, name="err").verdict == "reproduced"
     assert at_most(Seeds([0.3, 0.31, 0.32]), 0.2, name="err").verdict == "not reproduced"

@@ -47,6 +47,8 @@ from typing import Any
 
 from torch import Tensor
 
+from kexue._checks import check_bool
+
 __all__ = [
     "VERDICTS",
     "Seeds",
@@ -341,7 +343,28 @@ def exact(error: float, tol: float, *, name: str = "error") -> Outcome:
     )
 
 
-def _bound(value: Number, bound: float, *, name: str, z: float | None, digits: int, upper: bool) -> Outcome:
+def _worst_bound(value: Number, bound: float, *, name: str, digits: int, upper: bool) -> Outcome:
+    """A bound claimed for every trained network: the worst seed decides."""
+    if not isinstance(value, Seeds):
+        raise TypeError(f"worst=True compares every seed with the bound: value must be Seeds, got {type(value).__name__}")
+    _spread(value, name)  # at least three seeds
+    bound = _finite(bound, "bound")
+    worst = max(value.values) if upper else min(value.values)
+    ok = worst <= bound if upper else worst >= bound
+    sign = ("≤" if ok else ">") if upper else ("≥" if ok else "<")
+    reason = (f"{name}, worst of {value.n} seeds {_num(worst, digits)} {sign} {_num(bound, digits)} "
+              f"(seeds: {' / '.join(_num(v, digits) for v in value.values)})")
+    rule = (f"{'at most' if upper else 'at least'}, every seed: a bound claimed for every network holds when "
+            "the worst seed meets it; the mean and its noise band do not enter.")
+    return Outcome("reproduced" if ok else "not reproduced", reason,
+                   {**_evidence(value, name), f"{name} (worst seed)": worst, "bound": bound}, value.n, (rule,))
+
+
+def _bound(value: Number, bound: float, *, name: str, z: float | None, digits: int, upper: bool,
+           worst: bool = False) -> Outcome:
+    check_bool(worst, "worst")
+    if worst:
+        return _worst_bound(value, bound, name=name, digits=digits, upper=upper)
     mean, se, n = _spread(value, name)
     bound, z = _finite(bound, "bound"), _check_z(z)
     k, width = _width(z, n - 1)
@@ -372,12 +395,17 @@ def _bound(value: Number, bound: float, *, name: str, z: float | None, digits: i
     return Outcome(verdict, reason, {**_evidence(value, name), "bound": bound}, n, (rule,))
 
 
-def at_least(value: Number, bound: float, *, name: str, z: float | None = None, digits: int = 3) -> Outcome:
+def at_least(
+    value: Number, bound: float, *, name: str, z: float | None = None, digits: int = 3, worst: bool = False
+) -> Outcome:
     """The claim "``value`` is at least ``bound``".
 
     A plain number is compared directly. For [`Seeds`][kexue.experiments.claims.Seeds] the
     interval mean ± ``z`` standard errors decides: entirely above the bound is ``reproduced``,
-    entirely below is ``not reproduced``, straddling it is ``inconclusive``.
+    entirely below is ``not reproduced``, straddling it is ``inconclusive``. With ``worst=True``
+    the claim is a guarantee for every trained network (e.g. "spectral normalisation makes the
+    network 1-Lipschitz"): the lowest seed is compared with the bound, and the row still records
+    how many seeds it rests on.
 
     Args:
         value: The measurement (a number, or ``Seeds`` with at least three values).
@@ -385,13 +413,17 @@ def at_least(value: Number, bound: float, *, name: str, z: float | None = None, 
         name: What ``value`` is, for the reason and the evidence.
         z: Width of the interval in standard errors.
         digits: Significant digits in the reason.
+        worst: Compare the worst seed instead of the mean's interval (``value`` must be ``Seeds``).
     """
-    return _bound(value, bound, name=name, z=z, digits=digits, upper=False)
+    return _bound(value, bound, name=name, z=z, digits=digits, upper=False, worst=worst)
 
 
-def at_most(value: Number, bound: float, *, name: str, z: float | None = None, digits: int = 3) -> Outcome:
-    """The claim "``value`` is at most ``bound``" (the mirror of [`at_least`][kexue.experiments.claims.at_least])."""
-    return _bound(value, bound, name=name, z=z, digits=digits, upper=True)
+def at_most(
+    value: Number, bound: float, *, name: str, z: float | None = None, digits: int = 3, worst: bool = False
+) -> Outcome:
+    """The claim "``value`` is at most ``bound``" (the mirror of [`at_least`][kexue.experiments.claims.at_least];
+    with ``worst=True`` the highest seed decides)."""
+    return _bound(value, bound, name=name, z=z, digits=digits, upper=True, worst=worst)
 
 
 def close_to(
