@@ -264,7 +264,11 @@ try {
         const last = s.sent.length ? s.sent[s.sent.length - 1] : "";
         return document.querySelector("input.md-search__input").value === q && last === q && s.answered === s.sent.length;
       }, query, { timeout: 30000 }).then(() => true, () => false);
-      await page.locator("label[for='__search']").first().click({ timeout: 5000 }).catch(() => {});
+      // Open the search as a reader would: the magnifier icon where the layout shows one (narrow
+      // screens), else the search box in the header (a hidden icon would only time out).
+      const icon = page.locator("label[for='__search']:visible");
+      if (await icon.count()) await icon.first().click({ timeout: 5000 }).catch(() => {});
+      else await input.click({ timeout: 5000 }).catch(() => {});
       for (const query of queries) {
         // Clear the box and wait until the worker has answered that too, so nothing of the
         // previous query is still pending when this one is typed.
