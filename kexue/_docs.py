@@ -592,20 +592,6 @@ class PageRun:
         self._pool.shutdown(wait=True, cancel_futures=cancel)
 
 
-def run_pages(root: Path, docs_dir: Path, pages: list[str], cache_dir: Path, workers: int) -> list[PageResult]:
-    """Run the executed fences of ``pages`` in ``workers`` processes (see ``PageRun``) and wait for all.
-
-    Returns:
-        One result per page, longest first; a page whose fence failed carries the error (the build
-        then runs that page itself and fails with the full message).
-    """
-    run = PageRun(root, docs_dir, pages, cache_dir, workers)
-    try:
-        return [run.result(page) for page in run.jobs]
-    finally:
-        run.close()
-
-
 # ----------------------------------------------------------------------------- code as readers see it
 
 _HIDE = re.compile(r"markdown-exec:\s*hide")

@@ -263,7 +263,7 @@ def test_pages_run_in_workers_fill_the_cache_the_build_reads(tmp_path: Path):
     """A cold build with a cache runs the pages it lacks in worker processes (docs/_hooks/fences.py):
     the outputs are the ones a one-process run prints, every fence is then a hit, and a page whose
     code fails comes back with its error (the build runs it again and reports it)."""
-    from kexue._docs import pages_to_run, run_pages
+    from kexue._docs import PageRun, pages_to_run
 
     docs = tmp_path / "docs"
     (docs / "articles").mkdir(parents=True)
@@ -278,7 +278,11 @@ def test_pages_run_in_workers_fill_the_cache_the_build_reads(tmp_path: Path):
     cache = tmp_path / "cache"
     assert pages_to_run(tmp_path, docs, pages, cache) == ["a.md", "articles/b.md", "c.md"]  # d runs nothing
 
-    results = {r.page: r for r in run_pages(tmp_path, docs, pages[:3], cache, 2)}
+    run = PageRun(tmp_path, docs, pages[:3], cache, 2)
+    try:
+        results = {page: run.result(page) for page in run.jobs}
+    finally:
+        run.close()
     assert (results["a.md"].fences, results["a.md"].error) == (2, None)
     assert (results["articles/b.md"].fences, results["articles/b.md"].error) == (1, None)
     assert "ZeroDivisionError" in results["c.md"].error and results["c.md"].failed_line == 3
