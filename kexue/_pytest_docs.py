@@ -20,7 +20,7 @@ runner that closes the gap by running every fence through the build's own execut
   running the page code again (``tests/conftest.py`` sets this up);
 * when the session selects executed fences of two or more pages and records them, the pages run
   in worker processes in the background (``kexue._docs.PageRun``; ``$KEXUE_FENCE_WORKERS``,
-  default 2, ``1`` runs them here, as does ``--pdb``), each page whole in a fresh process, exactly
+  default 2, ``1`` runs them here, as does ``--pdb``), each page whole in one worker, exactly
   as the build runs it. The fences' items move after the other tests and before the tests of the
   built site (fixture ``built_site``), so the unit tests run while the pages do; each fence's item
   then waits for its page and passes if its fence ran, or fails with the fence's traceback (a

@@ -625,6 +625,9 @@ def _conv2d_as_matmul(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
     return out.reshape(b, o, h, w)
 
 
+_SMALL_MAP = 16  # positions: up to a 4x4 map the dense form is at most 16/9 of the convolution's work
+
+
 def _pair(value: object) -> object:
     return tuple(value) if isinstance(value, (tuple, list)) else (value, value)
 
@@ -645,9 +648,6 @@ def _same_padding(args: tuple, kwargs: dict) -> tuple[Tensor, Tensor, Tensor | N
             or _pair(padding) != (k // 2, k // 2) or x.shape[2] * x.shape[3] > _SMALL_MAP):
         return None
     return x, weight, call.get("bias")
-
-
-_SMALL_MAP = 16  # positions: up to a 4x4 map the dense form is at most 16/9 of the convolution's work
 
 
 class _SmallConvsAsMatmul(torch.overrides.TorchFunctionMode):
