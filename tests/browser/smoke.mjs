@@ -9,6 +9,7 @@
 //                                  and the text of their previews;
 //   KEXUE_AXE='["/path/", ...]'    run axe-core (WCAG 2 A/AA rules) on these pages (the dark palette:
 //                                  the colour rules only, the DOM being the same);
+//   KEXUE_DARK='["/path/", ...]'   the pages visited in the dark palette too (default: all of them);
 //   KEXUE_MOBILE='["/path/", ...]' open these pages at 390x844 and measure claims tables, display
 //                                  math and horizontal overflow;
 //   KEXUE_ZOOM='/path/'            click the first figure of this page and check the enlarged view;
@@ -30,6 +31,7 @@ const base = siteUrl.replace(/\/$/, "");
 const site = new URL(base + "/");
 const env = (name, fallback) => JSON.parse(process.env[name] || fallback);
 const axePaths = new Set(env("KEXUE_AXE", "[]"));
+const darkPaths = env("KEXUE_DARK", JSON.stringify(paths));
 const axeSource = createRequire(import.meta.url).resolve("axe-core/axe.min.js");
 
 // The file of the built site that the host would serve for a URL under the site's address.
@@ -98,6 +100,7 @@ const lap = (name) => { phases[name] = (Date.now() - started) / 1000; };
 let navigation = null;
 // One page of the desktop visit: loads, errors, math, figures, notebook, axe-core, screenshot.
 async function visit(context, scheme, path) {
+  const visitStart = Date.now();
   const page = await context.newPage();
   const consoleErrors = [];
   const pageErrors = [];
@@ -163,6 +166,7 @@ async function visit(context, scheme, path) {
     const name = (path.replace(/^\/|\/$/g, "").replace(/[^\w]+/g, "_") || "home") + `-${scheme}.png`;
     await page.screenshot({ path: `${shots}/${name}`, fullPage: true });
   }
+  info.seconds = (Date.now() - visitStart) / 1000;
   results.push({ path, colorScheme: scheme, status: response ? response.status() : null, consoleErrors, pageErrors, ...info });
   await page.close();
 }
@@ -223,7 +227,8 @@ try {
   }
   lap("start");
   await Promise.all([
-    ...Object.entries(contexts).map(([scheme, context]) => pool(paths, 2, (path) => visit(context, scheme, path))),
+    ...Object.entries(contexts).map(([scheme, context]) =>
+      pool(scheme === "dark" ? darkPaths : paths, 2, (path) => visit(context, scheme, path))),
     phone(),
   ]);
   lap("pages");
