@@ -44,7 +44,7 @@ from pytest_markdown_docs._runners import DefaultRunner, register_runner  # kexu
 
 from kexue._docs import Fence, FenceError, FenceExecutor, PageRun, expand_snippets, fence_workers, scan_fences
 
-__all__ = ["RECORD_ENV", "SiteFenceRunner", "executor", "page_times"]
+__all__ = ["RECORD_ENV", "SiteFenceRunner", "executor", "page_times", "wait_for_pages"]
 
 RECORD_ENV = "KEXUE_FENCE_RECORD"
 
@@ -112,6 +112,21 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
 
     _State.threads = torch.get_num_threads()
     torch.set_num_threads(1)
+
+
+def wait_for_pages() -> bool:
+    """Wait until every page running in the worker processes is done; False if none run there.
+
+    Safe from another thread: ``tests/conftest.py`` starts the strict build as soon as the
+    record is complete, while this process is still running unit tests.
+    """
+    import concurrent.futures
+
+    run = _State.run
+    if run is None:
+        return False
+    concurrent.futures.wait(list(run.jobs.values()))
+    return True
 
 
 def _page_done() -> None:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +25,32 @@ ROOT = Path(__file__).resolve().parents[1]
 # The cold build's fence times, kept for the terminal summary (also saved to artifacts/fence-times.json).
 FENCE_TIMES = pytest.StashKey[dict]()
 BROWSER_RUN = pytest.StashKey[object]()  # the browser script, started in the background (test_browser.py)
+
+
+class _EarlyBuild:
+    """The strict build started by ``pytest_runtestloop`` once the pages are recorded: its directory
+    (removed at the end of the session), its result, and whether it started or was called off."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.result: concurrent.futures.Future = concurrent.futures.Future()
+        self._lock = threading.Lock()
+        self._started = self._stopped = False
+
+    def start(self) -> bool:
+        """Called by the build thread: False if the session ended first (then nothing is built)."""
+        with self._lock:
+            self._started = not self._stopped
+            return self._started
+
+    def stop(self) -> bool:
+        """Called at the end of the session: whether a build had started (and must be waited for)."""
+        with self._lock:
+            self._stopped = True
+            return self._started and not self.result.done()
+
+
+EARLY_BUILD = pytest.StashKey[_EarlyBuild]()  # the strict build started once the pages are recorded
 # The real site is built for a hosted address with a sub-path, as on a GitHub project page; the
 # browser test serves the files at exactly this address (see tests/browser/smoke.mjs).
 HOSTED_URL = "https://example.org/kexue/"
@@ -126,26 +156,73 @@ def root() -> Path:
     return ROOT
 
 
+def _build_site(tmp: Path) -> tuple[Build, dict]:
+    """The strict build of the real site into ``tmp``, reading this session's fence record; with
+    the fence times of the pages the build itself ran."""
+    record = os.environ.get(RECORD_ENV)
+    cache = Path(record) if record else tmp / "fence-cache"
+    build_times = tmp / "build-fence-times.json"
+    build = mkdocs_build(ROOT / "mkdocs.yml", tmp / "site", fence_cache=cache, fence_times=build_times,
+                         site_url=HOSTED_URL)
+    table = json.loads(build_times.read_text(encoding="utf-8")) if build_times.is_file() else {}
+    return build, table
+
+
+def pytest_runtestloop(session: pytest.Session) -> None:
+    """Start the strict build (and then the browser script) as soon as the pages have run.
+
+    When the pages run in worker processes (``kexue._pytest_docs``), their record is complete
+    before the unit tests of this process are; a thread waits for the workers, builds the site and
+    starts the browser script, so both overlap the last unit tests instead of following them. The
+    ``built_site`` fixture waits for that build. Sessions that run the pages here build in the
+    fixture, as before.
+    """
+    config = session.config
+    if not os.environ.get(RECORD_ENV) or not any("built_site" in getattr(i, "fixturenames", ()) for i in session.items):
+        return
+    early = _EarlyBuild(Path(tempfile.mkdtemp(prefix="kexue-site-")))
+    config.stash[EARLY_BUILD] = early
+    done = early.result
+
+    def build_when_recorded() -> None:
+        from kexue._pytest_docs import wait_for_pages
+
+        try:
+            if not wait_for_pages() or not early.start():
+                done.set_result(None)  # the pages ran in this process (the fixture builds), or the session ended
+                return
+            result = _build_site(early.tmp)
+            if BROWSER_RUN in config.stash and config.stash[BROWSER_RUN] is None:
+                from tests.test_browser import start_smoke
+
+                config.stash[BROWSER_RUN] = start_smoke(result[0], ROOT) or False
+            done.set_result(result)
+        except BaseException as error:  # noqa: BLE001 - handed to the fixture, which raises it
+            done.set_exception(error)
+
+    threading.Thread(target=build_when_recorded, name="kexue-early-build", daemon=True).start()
+
+
 @pytest.fixture(scope="session")
 def built_site(tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config) -> Build:
     """The real site, built once per session with ``--strict``.
 
     The build reads the fence outputs that this session's pytest run of ``docs/`` recorded
     (``$KEXUE_FENCE_RECORD``, see the root ``conftest.py``), so page code runs once per
-    ``make test``; fences pytest did not run (a partial session) run in the build. The wall time
-    of each page's fences, from the pytest run where it ran there and from the build otherwise,
-    goes to ``artifacts/fence-times.json`` and the end of the terminal report.
+    ``make test``; fences pytest did not run (a partial session) run in the build. When the pages
+    ran in worker processes the build started as soon as they were done (``pytest_runtestloop``
+    above) and this waits for it. The wall time of each page's fences, from the pytest run where
+    it ran there and from the build otherwise, goes to ``artifacts/fence-times.json`` and the end
+    of the terminal report.
     """
-    tmp = tmp_path_factory.mktemp("site")
-    record = os.environ.get(RECORD_ENV)
-    cache = Path(record) if record else tmp / "fence-cache"
+    early = pytestconfig.stash.get(EARLY_BUILD, None)
+    result = early.result.result() if early is not None else None
+    if result is None:
+        result = _build_site(tmp_path_factory.mktemp("site"))
+    build, table = result
     times = ROOT / "artifacts" / "fence-times.json"
     times.parent.mkdir(exist_ok=True)
     times.unlink(missing_ok=True)
-    build_times = tmp / "build-fence-times.json"
-    build = mkdocs_build(ROOT / "mkdocs.yml", tmp / "site", fence_cache=cache, fence_times=build_times,
-                         site_url=HOSTED_URL)
-    table = json.loads(build_times.read_text(encoding="utf-8")) if build_times.is_file() else {}
     table.update(page_times())  # pages pytest ran: their time there (the build served them cached)
     table["(whole build)"] = {"seconds": round(build.seconds, 1), "fences": sum(v["fences"] for v in table.values())}
     times.write_text(json.dumps(table, indent=1, sort_keys=True) + "\n", encoding="utf-8")
@@ -189,8 +266,14 @@ def pytest_fixture_setup(fixturedef, request):
 
 
 def pytest_sessionfinish(session, exitstatus) -> None:
-    """A browser script nobody waited for (the session stopped early) is stopped with it."""
+    """A browser script nobody waited for (the session stopped early) is stopped with it; the
+    early build's directory is removed once its build is over."""
+    early = session.config.stash.get(EARLY_BUILD, None)
+    if early is not None and early.stop():
+        concurrent.futures.wait([early.result], timeout=300)  # a build under way (e.g. after -x): let it end
     proc = session.config.stash.get(BROWSER_RUN, None)
     if proc and proc.poll() is None:
         proc.kill()
         proc.wait()
+    if early is not None:
+        shutil.rmtree(early.tmp, ignore_errors=True)
