@@ -163,8 +163,11 @@ def start_smoke(built_site, root: Path) -> subprocess.Popen | None:
     }
     out = tempfile.TemporaryFile("w+", encoding="utf-8")  # noqa: SIM115 - closed by finish_smoke
     err = tempfile.TemporaryFile("w+", encoding="utf-8")  # noqa: SIM115 - closed by finish_smoke
+    # At a lower priority (nice 10, where available): it starts while the last unit tests still run
+    # and should take the time they leave free, not slow them down (it is CPU-bound on both cores).
+    nice = [shutil.which("nice"), "-n", "10"] if shutil.which("nice") else []
     proc = subprocess.Popen(
-        ["node", str(root / "tests" / "browser" / "smoke.mjs"), exe, base, str(built_site.site), str(shots), *pages],
+        [*nice, "node", str(root / "tests" / "browser" / "smoke.mjs"), exe, base, str(built_site.site), str(shots), *pages],
         cwd=root, env=env, stdout=out, stderr=err, text=True,
     )
     proc.kexue_output = (out, err)  # read back by finish_smoke
