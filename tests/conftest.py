@@ -168,6 +168,14 @@ def _build_site(tmp: Path) -> tuple[Build, dict]:
     return build, table
 
 
+def _start_browser(config: pytest.Config, build: Build) -> None:
+    """Start the browser script on ``build`` unless it has started or the session has no browser tests."""
+    if BROWSER_RUN in config.stash and config.stash[BROWSER_RUN] is None:
+        from tests.test_browser import start_smoke
+
+        config.stash[BROWSER_RUN] = start_smoke(build, ROOT) or False
+
+
 def pytest_runtestloop(session: pytest.Session) -> None:
     """Start the strict build (and then the browser script) as soon as the pages have run.
 
@@ -192,10 +200,7 @@ def pytest_runtestloop(session: pytest.Session) -> None:
                 done.set_result(None)  # the pages ran in this process (the fixture builds), or the session ended
                 return
             result = _build_site(early.tmp)
-            if BROWSER_RUN in config.stash and config.stash[BROWSER_RUN] is None:
-                from tests.test_browser import start_smoke
-
-                config.stash[BROWSER_RUN] = start_smoke(result[0], ROOT) or False
+            _start_browser(config, result[0])
             done.set_result(result)
         except BaseException as error:  # noqa: BLE001 - handed to the fixture, which raises it
             done.set_exception(error)
@@ -257,12 +262,10 @@ def pytest_fixture_setup(fixturedef, request):
     """Right after the site is built, start the browser script on it in the background, if the
     session has browser tests; the ``report`` fixture of ``tests/test_browser.py`` waits for it."""
     result = yield
-    config = request.config
-    if fixturedef.argname == "built_site" and BROWSER_RUN in config.stash and config.stash[BROWSER_RUN] is None:
-        from tests.test_browser import start_smoke
-
-        config.stash[BROWSER_RUN] = start_smoke(result, ROOT) or False
+    if fixturedef.argname == "built_site":
+        _start_browser(request.config, result)
     return result
+
 
 
 def pytest_sessionfinish(session, exitstatus) -> None:

@@ -150,13 +150,14 @@ def start_smoke(built_site, root: Path) -> subprocess.Popen | None:
     else:
         shots = "-"  # smoke.mjs: no screenshots
     queries = list(dict.fromkeys([*_search_cases(root), *_first_hit_cases(root)]))
+    axe = _axe_pages(root)
     env = {
         **os.environ,
         "KEXUE_SEARCH": json.dumps(queries, ensure_ascii=False),
-        "KEXUE_AXE": json.dumps(_axe_pages(root)),
+        "KEXUE_AXE": json.dumps(axe),
         # The dark palette changes colours only: it is visited on the pages axe-core checks, not
         # on every API page again (each about 1 MB of HTML), unless screenshots are wanted.
-        "KEXUE_DARK": json.dumps(pages if shots != "-" else [p for p in pages if p in _axe_pages(root)]),
+        "KEXUE_DARK": json.dumps(pages if shots != "-" else [p for p in pages if p in axe]),
         "KEXUE_MOBILE": json.dumps(["/articles/", *_articles(root)]),
         "KEXUE_ZOOM": next(iter(_articles(root)), "/about/"),
         "KEXUE_COPY": "/about/",
@@ -165,7 +166,7 @@ def start_smoke(built_site, root: Path) -> subprocess.Popen | None:
     err = tempfile.TemporaryFile("w+", encoding="utf-8")  # noqa: SIM115 - closed by finish_smoke
     # At a lower priority (nice 10, where available): it starts while the last unit tests still run
     # and should take the time they leave free, not slow them down (it is CPU-bound on both cores).
-    nice = [shutil.which("nice"), "-n", "10"] if shutil.which("nice") else []
+    nice = [found, "-n", "10"] if (found := shutil.which("nice")) else []
     proc = subprocess.Popen(
         [*nice, "node", str(root / "tests" / "browser" / "smoke.mjs"), exe, base, str(built_site.site), str(shots), *pages],
         cwd=root, env=env, stdout=out, stderr=err, text=True,
