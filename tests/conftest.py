@@ -22,6 +22,11 @@ from mkdocs.utils.yaml import get_yaml_loader
 from kexue._pytest_docs import RECORD_ENV, page_times
 
 ROOT = Path(__file__).resolve().parents[1]
+# hyppo's helpers (the HSIC parity tests' peer) are numba functions compiled on first call: 22.6 s of
+# one core in a fresh install, for statistics of 70 points. Here they run as the plain Python they
+# are written in (same results; the parity tests compare to 1e-9). `make bench` still times them
+# compiled. No page or library code uses numba.
+os.environ.setdefault("NUMBA_DISABLE_JIT", "1")
 # The cold build's fence times, kept for the terminal summary (also saved to artifacts/fence-times.json).
 FENCE_TIMES = pytest.StashKey[dict]()
 BROWSER_RUN = pytest.StashKey[object]()  # the browser script, started in the background (test_browser.py)

@@ -134,7 +134,9 @@ def _venv_with_wheel(tmp_path: Path, wheel: Path) -> Path:
 
 def test_a_site_notebook_runs_against_the_wheel_the_site_ships(built_site, tmp_path: Path, monkeypatch):
     """A reader's path: the notebook of the cheapest article page, downloaded from the site, runs top
-    to bottom in a fresh kernel whose kexue is the wheel under the site's dist/, not this checkout."""
+    to bottom in a fresh kernel whose kexue is the wheel under the site's dist/, not this checkout.
+    Its code cells are the page's copy-button code (tests/test_docs_copy.py), so this is also the
+    run of a reader's copy of that page: figures must be shown, not printed as HTML."""
     import nbformat
     from nbclient import NotebookClient
 
@@ -161,6 +163,9 @@ def test_a_site_notebook_runs_against_the_wheel_the_site_ships(built_site, tmp_p
     assert where.resolve().is_relative_to(venv.resolve()), f"the notebook imported {where}"
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
     assert not errors
+    printed = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs
+                      if o.output_type == "stream")
+    assert "<svg" not in printed and "data:image/png;base64" not in printed, f"{slug}: a figure printed as HTML"
 
 
 def test_project_urls_script_adds_the_repository_addresses():
