@@ -16,8 +16,8 @@ the Markdown. Three checks:
   The copied code of the article page whose code is cheapest runs in
   ``tests/test_release.py::test_a_site_notebook_runs_against_the_wheel_the_site_ships``, in a
   fresh kernel against the wheel, with the same check on figures (running it here as well cost
-  about 20 s alone and 45-65 s beside the browser test in ``make test``). ``KEXUE_COPY_ALL=1``
-  runs every page here (slow: each page's code again).
+  about 19 s alone and 67-102 s in two runs of ``make test``, beside the browser test).
+  ``KEXUE_COPY_ALL=1`` runs every page here (slow: each page's code again).
 """
 
 from __future__ import annotations
