@@ -19,7 +19,7 @@ import pytest
 import yaml
 from mkdocs.utils.yaml import get_yaml_loader
 
-from kexue._pytest_docs import RECORD_ENV, page_times
+from kexue._pytest_docs import RECORD_ENV, _needs_site, page_times
 
 ROOT = Path(__file__).resolve().parents[1]
 # hyppo's helpers (the HSIC parity tests' peer) are numba functions compiled on first call: 22.6 s of
@@ -191,7 +191,7 @@ def pytest_runtestloop(session: pytest.Session) -> None:
     fixture, as before.
     """
     config = session.config
-    if not os.environ.get(RECORD_ENV) or not any("built_site" in getattr(i, "fixturenames", ()) for i in session.items):
+    if not os.environ.get(RECORD_ENV) or not any(_needs_site(i) for i in session.items):
         return
     early = _EarlyBuild(Path(tempfile.mkdtemp(prefix="kexue-site-")))
     config.stash[EARLY_BUILD] = early
@@ -270,7 +270,6 @@ def pytest_fixture_setup(fixturedef, request):
     if fixturedef.argname == "built_site":
         _start_browser(request.config, result)
     return result
-
 
 
 def pytest_sessionfinish(session, exitstatus) -> None:

@@ -49,6 +49,12 @@ def copied_blocks(page_html: str) -> list[tuple[str, str]]:
             for m in _BLOCK.finditer(page_html)]
 
 
+def prints_figure_html(text: str) -> bool:
+    """Whether printed text holds a figure as HTML (an inline SVG or a PNG data URL): copied code
+    must show figures with ``kexue.plot.show``, which prints HTML only inside the build."""
+    return "<svg" in text or "data:image/png;base64" in text
+
+
 def _pages(site: Path) -> dict[str, list[tuple[str, str]]]:
     out = {}
     for path in sorted(site.rglob("index.html")):
@@ -119,6 +125,6 @@ def test_copied_pages_run_top_to_bottom_in_a_fresh_interpreter(pages, root: Path
                               timeout=900, check=False)
         if proc.returncode != 0:
             failures.append(f"{page}: exit {proc.returncode}\n{proc.stderr[-2000:]}")
-        elif "<svg" in proc.stdout or "data:image/png;base64" in proc.stdout:
+        elif prints_figure_html(proc.stdout):
             failures.append(f"{page}: a copied block prints a figure as HTML (use kexue.plot.show)")
     assert not failures, "\n\n".join(failures)

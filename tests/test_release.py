@@ -141,6 +141,7 @@ def test_a_site_notebook_runs_against_the_wheel_the_site_ships(built_site, tmp_p
     from nbclient import NotebookClient
 
     from kexue._pytest_docs import page_times
+    from tests.test_docs_copy import prints_figure_html
 
     wheel = next((built_site.site / "dist").glob("kexue-*.whl"))
     venv = _venv_with_wheel(tmp_path, wheel)
@@ -165,7 +166,7 @@ def test_a_site_notebook_runs_against_the_wheel_the_site_ships(built_site, tmp_p
     assert not errors
     printed = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs
                       if o.output_type == "stream")
-    assert "<svg" not in printed and "data:image/png;base64" not in printed, f"{slug}: a figure printed as HTML"
+    assert not prints_figure_html(printed), f"{slug}: a figure printed as HTML"
 
 
 def test_project_urls_script_adds_the_repository_addresses():
