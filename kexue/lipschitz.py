@@ -43,7 +43,7 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
 from kexue._checks import check_finite, check_generator, check_int, check_real, check_tensor
-from kexue._memory import LARGE, fresh_like
+from kexue._memory import LARGE, ReusableBuffer, fresh_like
 
 __all__ = [
     "PowerIteration",
@@ -303,7 +303,8 @@ def spectral_normalize(W: Tensor, u: Tensor, v: Tensor, n_iter: int = 1, eps: fl
 
     A matrix too large for the CPU cache (over 8 MiB) is read from memory once per iteration
     instead of twice: in row blocks that stay in cache, $y = Wv$ and $z = W^\top y$ are formed
-    together, and $u = y/\|y\|$, $W^\top u = z/\|y\|$ (same values up to rounding).
+    together (the two halves of each block as one batched product, which PyTorch spreads over two
+    threads), and $u = y/\|y\|$, $W^\top u = z/\|y\|$ (same values up to rounding).
 
     Args:
         W: The weight matrix (gradient flows through it).
@@ -387,27 +388,44 @@ def _safe_sigma_step(W: Tensor, u: Tensor, v: Tensor, n_iter: int, eps: float) -
 
 
 _IN_CACHE_BYTES = 8 << 20  # matrices larger than this take the one-pass iteration
-_BLOCK_BYTES = 2 << 20  # row block of the one-pass iteration: stays in cache between its two products
+_BLOCK_BYTES = 2 << 20  # row block of the blocked division (its last blocks may still be in cache)
+_PASS_BLOCK_BYTES = 4 << 20  # row block of the one-pass iteration: half a block per core stays in cache
 
 
-def _sigma_step_one_pass(W: Tensor, u: Tensor, v: Tensor, n_iter: int, eps: float) -> tuple[Tensor, Tensor, Tensor]:
+def _sigma_step_one_pass(
+    W: Tensor, u: Tensor, v: Tensor, n_iter: int, eps: float, block_bytes: int = _PASS_BLOCK_BYTES
+) -> tuple[Tensor, Tensor, Tensor]:
     """``_sigma_step`` for a matrix larger than the cache: each iteration reads ``W`` from memory once.
 
     Row block by row block, ``y_b = W_b v`` and then ``z += W_b^T y_b`` while ``W_b`` is still in
     cache, so ``y = W v`` and ``z = W^T W v``; then ``u = y/||y||`` and ``W^T u = z/||y||``.
     ``sigma = ||W^T u||`` gets its gradient ``u v^T`` from ``_SigmaOfVectors`` instead of a
     differentiable product with ``W`` (which would read ``W`` once more).
+
+    A matrix-vector product on the CPU runs on one core (MKL's GEMV), while ``torch.bmm`` hands the
+    items of a batch to different threads: each block (an even number of rows) is viewed as a batch
+    of its two halves, and ``z`` is accumulated per half (``baddbmm``) and summed at the end. Only
+    a last block with an odd number of rows takes the plain products.
     """
     Wd = W.detach()
-    rows = max(1, _BLOCK_BYTES // max(1, W.shape[1] * W.element_size()))
+    rows = max(2, block_bytes // max(1, W.shape[1] * W.element_size())) // 2 * 2
     with torch.no_grad():
         v = v.detach()
         for _ in range(n_iter):  # no out= or in-place updates: torch.func.vmap can batch this loop
-            ys, z = [], None
+            ys, z2, z = [], None, None
+            pair = v.expand(2, 1, -1)
             for r0 in range(0, W.shape[0], rows):
                 block = Wd[r0:r0 + rows]
-                ys.append(block @ v)
-                z = block.mT @ ys[-1] if z is None else torch.addmv(z, block.mT, ys[-1])
+                if block.shape[0] % 2:  # the last block of an odd number of rows
+                    ys.append(block @ v)
+                    z = block.mT @ ys[-1]
+                    continue
+                halves = block.unflatten(0, (2, -1))  # (2, rows/2, in), a view
+                y2 = torch.bmm(pair, halves.mT)  # (2, 1, rows/2): each half times v
+                ys.append(y2.reshape(-1))
+                z2 = torch.bmm(y2, halves) if z2 is None else torch.baddbmm(z2, y2, halves)
+            if z2 is not None:
+                z = z2.sum(0).squeeze(0) if z is None else z + z2.sum(0).squeeze(0)
             y = torch.cat(ys)
             y_norm = torch.linalg.vector_norm(y).clamp_min(eps)
             u = y / y_norm
@@ -442,11 +460,12 @@ class _SigmaOfVectors(torch.autograd.Function):
         return torch.func.vmap(lambda w, a, b, _: a @ (w @ b), in_dims=in_dims)(W, u, v, sigma), 0
 
 
-def _divide(weight: Tensor, sigma: Tensor) -> Tensor:
-    """``weight / sigma``; a large result goes into a buffer from ``kexue._memory.fresh_like`` (2 MiB pages)."""
+def _divide(weight: Tensor, sigma: Tensor, buffer: ReusableBuffer | None = None) -> Tensor:
+    """``weight / sigma``; a large result goes into a buffer from ``kexue._memory`` (2 MiB pages; ``buffer``'s
+    memory again when it is idle)."""
     if weight.numel() * weight.element_size() < LARGE:
         return weight / sigma
-    return _Divide.apply(weight, sigma)
+    return _Divide.apply(weight, sigma, buffer)
 
 
 class _Divide(torch.autograd.Function):
@@ -457,8 +476,9 @@ class _Divide(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(weight: Tensor, sigma: Tensor) -> Tensor:
-        out = fresh_like(weight, dtype=torch.result_type(weight, sigma))
+    def forward(weight: Tensor, sigma: Tensor, buffer: ReusableBuffer | None) -> Tensor:
+        dtype = torch.result_type(weight, sigma)
+        out = fresh_like(weight, dtype=dtype) if buffer is None else buffer.take(weight, dtype=dtype)
         if not weight.is_contiguous():
             return torch.div(weight, sigma, out=out)
         w, o = weight.view(-1), out.view(-1)
@@ -469,21 +489,22 @@ class _Divide(torch.autograd.Function):
 
     @staticmethod
     def setup_context(ctx: object, inputs: tuple, output: Tensor) -> None:
-        ctx.save_for_backward(*inputs)
+        ctx.save_for_backward(*inputs[:2])
 
     @staticmethod
-    def backward(ctx: object, grad: Tensor) -> tuple[Tensor | None, Tensor | None]:
+    def backward(ctx: object, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None]:
         weight, sigma = ctx.saved_tensors
         grad_w = grad / sigma if ctx.needs_input_grad[0] else None
         grad_s = -(grad * weight).sum() / (sigma * sigma) if ctx.needs_input_grad[1] else None
-        return grad_w, grad_s
+        return grad_w, grad_s, None
 
     @staticmethod
-    def vmap(info: object, in_dims: tuple, weight: Tensor, sigma: Tensor) -> tuple[Tensor, int | None]:
+    def vmap(info: object, in_dims: tuple, weight: Tensor, sigma: Tensor,
+             buffer: ReusableBuffer | None) -> tuple[Tensor, int | None]:
         """Under ``torch.func.vmap`` (e.g. ``jacobian_norms``): batched inputs take the plain division."""
-        if all(d is None for d in in_dims):
-            return _Divide.apply(weight, sigma), None
-        return torch.func.vmap(torch.div, in_dims=in_dims)(weight, sigma), 0
+        if all(d is None for d in in_dims[:2]):
+            return _Divide.apply(weight, sigma, buffer), None
+        return torch.func.vmap(torch.div, in_dims=in_dims[:2])(weight, sigma), 0
 
 
 def spectral_normalize_reference(
@@ -551,6 +572,12 @@ class SpectralNorm(nn.Module):
     weight) is replaced by ``eps``, and in training the buffers are then left as they were, so the
     iteration resumes once the weight is non-zero. NaN/inf entries of the weight propagate, as in a layer.
 
+    Large weights (32 MiB and more): each forward writes ``weight / sigma`` into the memory of the
+    previous output when no tensor holds that any more (``kexue._memory.ReusableBuffer``; an
+    output that autograd saved for a backward pass still counts as held), so a training loop does
+    not pay for fresh pages every step. The module keeps that memory, one weight's size, while it
+    lives; copies of the module start without it.
+
     Args:
         weight: The weight the parametrization will act on (for shapes and the warm-up).
         n_power_iterations: Iterations per training forward (>= 1).
@@ -594,6 +621,7 @@ class SpectralNorm(nn.Module):
         self.dim = dim % weight.ndim
         self.eps = _check_eps(eps)
         self.weight_shape = tuple(weight.shape)
+        self._out = ReusableBuffer()  # a large output goes into the last one's memory once that is free
         if weight.ndim > 1:
             mat = _to_matrix(weight.detach(), self.dim)
             u = torch.randn(mat.shape[0], generator=generator, dtype=mat.dtype, device=mat.device)
@@ -621,7 +649,7 @@ class SpectralNorm(nn.Module):
                 ok = sigma.detach() > self.eps  # a zero weight leaves the vectors as they were
                 self.u.copy_(torch.where(ok, u, self.u))
                 self.v.copy_(torch.where(ok, v, self.v))
-        return _divide(weight, _floored(sigma, self.eps) * scale)
+        return _divide(weight, _floored(sigma, self.eps) * scale, self._out)
 
 
 def spectral_normalization(

@@ -158,7 +158,8 @@ def test_one_pass_step_for_large_matrices_agrees_with_reference(n_iter, dtype):
     """Above 8 MiB the iteration reads W once per step (row blocks in cache) and the division writes a
     fresh 2 MiB-page buffer; value, vectors and gradient still agree with the slow reference."""
     g = gen(21)
-    rows, cols = (2100, 1100) if dtype == torch.float32 else (1500, 800)  # 9.2 and 9.6 MB
+    # 9.2 and 9.6 MB; 2101 rows = blocks of 952, 952 and 197 rows: the two-halves path and the odd fallback
+    rows, cols = (2101, 1100) if dtype == torch.float32 else (1500, 800)
     W = torch.randn(rows, cols, generator=g, dtype=dtype) / math.sqrt(cols)
     u = torch.nn.functional.normalize(torch.randn(rows, generator=g, dtype=dtype), dim=0)
     v = torch.nn.functional.normalize(torch.randn(cols, generator=g, dtype=dtype), dim=0)
@@ -175,6 +176,60 @@ def test_one_pass_step_for_large_matrices_agrees_with_reference(n_iter, dtype):
         torch.testing.assert_close(x, y, rtol=tol, atol=tol)
     torch.testing.assert_close(ga, gb, rtol=10 * tol, atol=10 * tol)
     assert torch.allclose(a.u.norm(), torch.ones((), dtype=dtype)) and torch.allclose(a.v.norm(), torch.ones((), dtype=dtype))
+
+
+@pytest.mark.parametrize("shape", [(1, 40), (2, 33), (7, 33), (64, 33)])
+@pytest.mark.parametrize("block_rows", [1, 2, 3, 100])
+def test_one_pass_iteration_in_blocks_of_halves_is_the_plain_iteration(shape, block_rows):
+    """Blocks of two halves (one batched product each), an odd last block, one block or many: the
+    one-pass iteration gives the plain iteration's sigma and vectors in float64."""
+    from kexue.lipschitz import _sigma_step, _sigma_step_one_pass
+
+    g = gen(23)
+    W = torch.randn(*shape, generator=g, dtype=F64)
+    u = torch.nn.functional.normalize(torch.randn(shape[0], generator=g, dtype=F64), dim=0)
+    v = torch.nn.functional.normalize(torch.randn(shape[1], generator=g, dtype=F64), dim=0)
+    fast = _sigma_step_one_pass(W, u, v, 2, 1e-12, block_bytes=block_rows * shape[1] * 8)
+    plain = _sigma_step(W, u, v, 2, 1e-12)  # small: the two-product path
+    for a, b in zip(fast, plain):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-13)
+
+
+def test_spectral_norm_module_writes_a_large_output_into_its_last_idle_one():
+    """From 32 MiB SpectralNorm reuses the memory of its previous output once nothing holds it; a held
+    output, or one autograd saved for backward, is never written again, and every value is the fresh one."""
+    import copy
+
+    g = gen(24)
+    W = torch.randn(3000, 2900, generator=g) / 50  # 34.8 MB of float32
+    module = SpectralNorm(W, warmup=2, generator=gen(1))
+    twin = copy.deepcopy(module)  # same vectors; its outputs are all kept alive, so it never reuses memory
+    kept, buffers = [], []
+    for _ in range(3):
+        out = module(W)
+        kept.append(twin(W))
+        torch.testing.assert_close(out, kept[-1], rtol=0, atol=0)
+        buffers.append(module._out._raw)  # the NumPy bytes behind out
+        assert out.data_ptr() - buffers[-1].ctypes.data < 64
+        del out
+    assert buffers[1] is buffers[0] and buffers[2] is buffers[0]  # idle: the same memory written again
+    assert len({t.data_ptr() for t in kept}) == 3  # held: never reused
+    first = kept[0].clone()
+    twin(W)
+    torch.testing.assert_close(kept[0], first, rtol=0, atol=0)
+
+    # an output that only autograd still holds (saved by the product for c's gradient)
+    Wp = W.clone().requires_grad_(True)
+    c = torch.ones_like(W, requires_grad=True)
+    out = module(Wp)
+    saved_ptr, saved = out.data_ptr(), out.detach().clone()
+    loss = (out * c).sum()
+    del out
+    other = module(W + torch.randn(W.shape, generator=g) / 50)  # a different weight: a different output
+    assert other.data_ptr() != saved_ptr and not torch.equal(other, saved)
+    loss.backward()
+    torch.testing.assert_close(c.grad, saved, rtol=0, atol=0)  # d loss / d c = the saved output, intact
+    assert copy.deepcopy(module)._out._raw is None  # copies start without memory
 
 
 def test_large_weight_division_buffer():

@@ -364,6 +364,35 @@ def test_fresh_like():
     assert fresh_like(big, shape=(2, 3)).shape == (2, 3)
 
 
+def test_reusable_buffer_hands_out_idle_memory_only():
+    """ReusableBuffer gives its last large buffer again only when no tensor or view holds it."""
+    import copy
+    import pickle
+
+    from kexue._memory import LARGE, ReusableBuffer
+
+    big = torch.zeros(LARGE // 4 + 16)
+    pool = ReusableBuffer()
+    a = pool.take(big)
+    first = pool._raw
+    assert a.shape == big.shape and a.dtype == big.dtype and a.is_contiguous() and a.data_ptr() % 64 == 0
+    b = pool.take(big)  # a is alive: new memory, which becomes the remembered one
+    assert pool._raw is not first and b.data_ptr() != a.data_ptr()
+    second = pool._raw
+    view = b[:8]
+    del b
+    assert pool.take(big).data_ptr() != view.data_ptr()  # a view keeps the storage in use
+    third = pool._raw
+    del view
+    assert third is not second
+    c = pool.take(big)  # the third buffer's tensor died at once: reused
+    assert pool._raw is third and c.data_ptr() - third.ctypes.data < 64
+    del c
+    assert pool.take(big, shape=(3,)).shape == (3,)  # a small or other-sized request: not the remembered memory
+    assert pool.take(big, dtype=torch.bfloat16).dtype == torch.bfloat16  # no NumPy dtype: torch.empty
+    assert copy.deepcopy(pool)._raw is None and pickle.loads(pickle.dumps(pool))._raw is None
+
+
 # ----------------------------------------------------------------------------- log n
 
 
