@@ -650,7 +650,8 @@ def rope_phases(n: Tensor, beta: float, num_digits: int) -> Tensor:
 # * interleaved, float32/float64: pairs (2i, 2i+1) are complex numbers x_2i + i x_2i+1 and the
 #   rotation is one complex multiply by e^{i n theta}, a single pass (bit-identical to _rotate: the
 #   complex kernel rounds the same products and sums);
-# * half layout: out = x * [cos, cos] over whole rows, then each half gets its swapped partner
+# * half layout: out = x * [cos, cos] over whole rows (one cos table broadcast over the two halves,
+#   not a concatenated copy), then each half gets its swapped partner
 #   times sin added in place (a fused multiply-add, so it can differ from _rotate in the last bit),
 #   one (seq, d) slice at a time so the second pass reads from cache, not memory;
 # * interleaved float16/bfloat16 (no complex kernel): the same multiply and multiply-add on the
@@ -729,13 +730,13 @@ def _rotate_into(x: Tensor, cos: Tensor, sin: Tensor, layout: Layout, out: Tenso
         torch.mul(x2, cos, out=o2)
         o2.addcmul_(x1, sin)
         return out
-    cos2 = torch.cat((cos, cos), dim=-1)
     if cos.ndim == 2 and x.ndim > 2:  # one (seq, d) slice at a time: the second pass reads from cache
         pieces = zip(x.reshape(-1, *x.shape[-2:]), out.view(-1, *x.shape[-2:]), strict=True)
     else:
         pieces = ((x, out),)
+    both_halves = cos.unsqueeze(-2)  # (..., seq, 1, d/2): one table for both halves, broadcast
     for xi, oi in pieces:
-        torch.mul(xi, cos2, out=oi)  # (x1 cos, x2 cos), whole rows
+        torch.mul(xi.unflatten(-1, (2, h)), both_halves, out=oi.unflatten(-1, (2, h)))  # (x1 cos, x2 cos)
         oi[..., :h].addcmul_(xi[..., h:], sin, value=-1.0)  # x1 cos - x2 sin
         oi[..., h:].addcmul_(xi[..., :h], sin)  # x2 cos + x1 sin
     return out
