@@ -16,10 +16,10 @@ The result is an ordinary tensor; the one difference is that its storage cannot 
 (``t.resize_`` to a larger size raises), which nothing in kexue does.
 
 Even 2 MiB pages must be faulted in and zeroed by the kernel, and on a virtual machine that
-returns freed memory to its host the cost varies from run to run (64 MiB took 2-8 ms more to
-write than memory already mapped on the machine of the Performance page, where that write took 3-4 ms). A layer that computes a
-large output on every step can avoid it with a ``ReusableBuffer``: it hands out the same memory
-again once no tensor uses it any more.
+returns freed memory to its host the cost varies from run to run: on the machine of the
+Performance page, writing 64 MiB into fresh memory took 2-8 ms more than writing it into memory
+already mapped, which took 3-4 ms. A layer that computes a large output on every step can avoid
+it with a ``ReusableBuffer``: it hands out the same memory again once no tensor uses it any more.
 """
 
 from __future__ import annotations
@@ -71,8 +71,8 @@ def fresh_like(x: Tensor, shape: tuple[int, ...] | None = None, dtype: torch.dty
 class ReusableBuffer:
     """The memory of the last large output it handed out, handed out again once no tensor uses it.
 
-    ``take`` works like ``fresh_like``; for a large CPU buffer it first
-    looks at the buffer it returned last time. The tensor it returned holds (through its storage)
+    ``take`` works like ``fresh_like``; for a large CPU buffer it first looks at the buffer it
+    returned last time. The tensor it returned holds (through its storage)
     the only strong reference to a NumPy array viewing that memory; this object keeps a weak
     reference to that array. When every tensor and view sharing the storage is gone (including
     any that autograd saved for a backward pass), the array is gone too, and the memory is free
