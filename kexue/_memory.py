@@ -37,11 +37,16 @@ LARGE = 32 << 20  # bytes: glibc's largest mmap threshold; smaller buffers are r
 _ALIGN = 64
 
 
-def _numpy_backed(nbytes: int, npdtype: type, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
-    """``(raw, array)``: a 64-byte-aligned ``array`` of ``shape`` viewing the byte buffer ``raw``."""
-    raw = np.empty(nbytes + _ALIGN, dtype=np.uint8)
+def _aligned_view(raw: np.ndarray, nbytes: int, npdtype: type, shape: tuple[int, ...]) -> np.ndarray:
+    """The 64-byte-aligned array of ``shape`` inside the byte buffer ``raw`` (``nbytes + 64`` long)."""
     start = -raw.ctypes.data % _ALIGN
-    return raw, raw[start:start + nbytes].view(npdtype).reshape(shape)
+    return raw[start:start + nbytes].view(npdtype).reshape(shape)
+
+
+def _numpy_backed(nbytes: int, npdtype: type, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """``(raw, array)``: a new byte buffer ``raw`` and the aligned ``array`` of ``shape`` viewing it."""
+    raw = np.empty(nbytes + _ALIGN, dtype=np.uint8)
+    return raw, _aligned_view(raw, nbytes, npdtype, shape)
 
 
 def _request(x: Tensor, shape: tuple[int, ...] | None, dtype: torch.dtype | None) -> tuple[tuple[int, ...], torch.dtype, object, int]:
@@ -95,8 +100,7 @@ class ReusableBuffer:
             return torch.empty(shape, dtype=dtype, device=x.device)
         raw = self._raw
         if raw is not None and raw.nbytes == nbytes + _ALIGN and self._user is not None and self._user() is None:
-            start = -raw.ctypes.data % _ALIGN
-            array = raw[start:start + nbytes].view(npdtype).reshape(shape)
+            array = _aligned_view(raw, nbytes, npdtype, shape)
         else:
             raw, array = _numpy_backed(nbytes, npdtype, shape)
         self._raw, self._user = raw, weakref.ref(array)

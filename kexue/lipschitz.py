@@ -425,7 +425,8 @@ def _sigma_step_one_pass(
                 ys.append(y2.reshape(-1))
                 z2 = torch.bmm(y2, halves) if z2 is None else torch.baddbmm(z2, y2, halves)
             if z2 is not None:
-                z = z2.sum(0).squeeze(0) if z is None else z + z2.sum(0).squeeze(0)
+                halves_z = z2.sum(0).squeeze(0)
+                z = halves_z if z is None else z + halves_z
             y = torch.cat(ys)
             y_norm = torch.linalg.vector_norm(y).clamp_min(eps)
             u = y / y_norm
