@@ -732,7 +732,7 @@ def _rotate_into(x: Tensor, cos: Tensor, sin: Tensor, layout: Layout, out: Tenso
         torch.mul(x2, cos, out=o2)
         o2.addcmul_(x1, sin)
         return out
-    if cos.ndim == 2 and x.ndim > 2:  # one (seq, d) slice at a time: the second pass reads from cache
+    if cos.ndim == 2 and x.ndim > 2:  # one (seq, d) slice at a time: the last pass reads from cache
         pieces = zip(x.reshape(-1, *x.shape[-2:]), out.view(-1, *x.shape[-2:]), strict=True)
     else:
         pieces = ((x, out),)
@@ -783,7 +783,7 @@ def apply_rope_tables(
     pass over memory. In the half layout there are no temporaries of x's size: each half of ``out``
     gets its partner times $\sin$, then whole rows of $x \odot (\cos, \cos)$ are added in place
     (a fused multiply-add), $y_1 = x_1\cos - x_2\sin$, $y_2 = x_2\cos + x_1\sin$, one
-    ``(seq, d)`` slice at a time so the second pass over a slice hits the CPU cache instead of
+    ``(seq, d)`` slice at a time so the last pass over a slice hits the CPU cache instead of
     memory.
 
     Args:
