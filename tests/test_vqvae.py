@@ -106,6 +106,57 @@ def test_nearest_code_blocks_agree_with_one_matrix_and_the_reference(monkeypatch
     assert torch.equal(nearest_code(z32, e32), nearest_code(z32, e32, validate_args=False))
 
 
+def test_nearest_code_tags_send_exactly_the_tied_rows_to_numpy(monkeypatch):
+    """The parallel scan tags each row's minimum with 2^p + k; rows with two or more minima (and only
+    those) are settled by the NumPy argmin, and every index equals the reference's."""
+    z, e = _data(n=300, k=24, d=5, seed=4)
+    e[17] = e[3]  # duplicate code
+    z[5::7] = e[3]  # rows exactly on it: a tie between 3 and 17
+    seen = []
+    numpy_argmin = vqvae._argmin_in_blocks
+
+    def spy(flat, codes_t, e2):
+        seen.append(flat.clone())
+        return numpy_argmin(flat, codes_t, e2)
+
+    monkeypatch.setattr(vqvae, "_argmin_in_blocks", spy)
+    for dtype in (torch.float64, torch.float32):
+        seen.clear()
+        idx = nearest_code(z.to(dtype), e.to(dtype))
+        assert torch.equal(idx, nearest_code_reference(z.to(dtype), e.to(dtype)))
+        tied = vqvae.squared_distances(z, e).eq(vqvae.squared_distances(z, e).amin(1, keepdim=True)).sum(1) > 1
+        assert len(seen) == 1 and torch.equal(seen[0], z[tied].to(dtype)) and (idx[5::7] == 3).all()
+
+
+def test_nearest_code_tag_offset_and_numpy_path(monkeypatch):
+    # the offset is the power of two >= K; the tags stay exact integers up to 2^22 codes in float32
+    assert [vqvae._tag_offset(k, torch.float32) for k in (1, 2, 3, 512, 513)] == [1.0, 2.0, 4.0, 512.0, 1024.0]
+    assert vqvae._tag_offset(2**22, torch.float32) == 2.0**22 and vqvae._tag_offset(2**22 + 1, torch.float32) is None
+    assert vqvae._tag_offset(2**40, torch.float64) == 2.0**40
+    # the NumPy path that codebooks beyond that take gives the reference's indices (several blocks)
+    monkeypatch.setattr(vqvae, "_BLOCK_ENTRIES", 16 * 11)  # 11 codes: blocks of 16 rows
+    z, e = _data(n=90, k=11, d=4, seed=5)
+    got = vqvae._argmin_in_blocks(z, e.t(), e.pow(2).sum(1))
+    assert torch.equal(got, nearest_code_reference(z, e))
+
+
+@pytest.mark.parametrize("k", [2, 11, 24, 40, 100])
+def test_nearest_code_identical_codes_are_one_code(k):
+    """Two equal codes are always tied, even where the matrix product rounds their scores apart
+    (they sit in different register tiles): every vector gets the lower index, as in the reference."""
+    z, e = _data(n=400, k=k, d=4, seed=k)
+    e[k - 1] = e[0]  # the last column against the first
+    e[k // 2] = -0.0 * e[0] + e[0]  # the same vector again (zeros and signs of zero included)
+    for dtype in (torch.float64, torch.float32):
+        zz, ee = z.to(dtype), e.to(dtype)
+        idx = nearest_code(zz, ee)
+        assert torch.equal(idx, nearest_code_reference(zz, ee))
+        assert not ((idx == k - 1) | (idx == k // 2)).any()
+    assert vqvae._lowest_equal_code(_data(k=30)[1]) is None  # distinct codes: nothing to map
+    with_zero_signs = torch.tensor([[0.0, 1.0], [-0.0, 1.0], [1.0, 0.0]])
+    assert vqvae._lowest_equal_code(with_zero_signs).tolist() == [0, 0, 2]
+
+
 @settings(max_examples=40, deadline=None, database=None)
 @given(n=st.integers(1, 30), k=st.integers(1, 20), d=st.integers(1, 6), seed=st.integers(0, 10_000))
 def test_nearest_code_property_float64(n, k, d, seed):
