@@ -195,6 +195,38 @@ def test_one_pass_iteration_in_blocks_of_halves_is_the_plain_iteration(shape, bl
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-13)
 
 
+@pytest.mark.parametrize("shape", [(9, 7), (37, 3, 5, 5), (1, 13)])
+def test_blocked_division_follows_the_iteration_blocks_and_divides_exactly(monkeypatch, shape):
+    """The large-weight division runs over the one-pass iteration's row blocks (of the matrix view
+    ``(shape[0], -1)``), last block first, ragged last block included: bit for bit ``weight / sigma``,
+    with the gradients of a division."""
+    from kexue import lipschitz
+
+    cols = math.prod(shape[1:])
+    monkeypatch.setattr(lipschitz, "_PASS_BLOCK_BYTES", 4 * cols * 8)  # 4 rows of float64 per block
+    assert lipschitz._pass_rows(cols, 8) == 4 and lipschitz._pass_rows(cols, 8, 1) == 2
+    calls = []
+    real_div = torch.div
+
+    def counting_div(a, b, *, out=None):
+        calls.append(a.numel())
+        return real_div(a, b, out=out)
+
+    W = torch.randn(*shape, generator=gen(31), dtype=F64).requires_grad_(True)
+    sigma = torch.tensor(1.7, dtype=F64, requires_grad=True)
+    monkeypatch.setattr(torch, "div", counting_div)
+    out = lipschitz._Divide.apply(W, sigma, None)
+    monkeypatch.setattr(torch, "div", real_div)
+    assert calls == [min(4, shape[0] - r) * cols for r in range(0, shape[0], 4)][::-1]  # last block first
+    assert torch.equal(out, W.detach() / sigma.detach())
+    c = torch.randn(*shape, generator=gen(32), dtype=F64)
+    (out * c).sum().backward()
+    W2, s2 = W.detach().clone().requires_grad_(True), sigma.detach().clone().requires_grad_(True)
+    (W2 / s2 * c).sum().backward()
+    torch.testing.assert_close(W.grad, W2.grad, rtol=1e-14, atol=0)
+    torch.testing.assert_close(sigma.grad, s2.grad, rtol=1e-12, atol=0)
+
+
 def test_spectral_norm_module_writes_a_large_output_into_its_last_idle_one():
     """From 32 MiB SpectralNorm reuses the memory of its previous output once nothing holds it; a held
     output, or one autograd saved for backward, is never written again, and every value is the fresh one."""
