@@ -19,7 +19,16 @@ from pathlib import Path
 import torch
 
 from benchmarks import cases
-from benchmarks.harness import ROUNDS, THREADS, Bench, Result, copy_bandwidth, gemm_throughput, machine
+from benchmarks.harness import (
+    ROUNDS,
+    THREADS,
+    Bench,
+    Result,
+    copy_bandwidth,
+    gemm_throughput,
+    machine,
+    sharing_probe,
+)
 
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "results.json"
@@ -63,8 +72,9 @@ def main(argv: list[str] | None = None) -> int:
     limits = {"copy_gb_per_s": copy_bandwidth(), "gemm_gflop_per_s": gemm_throughput()}
     print(f"machine: copy {limits['copy_gb_per_s']:.1f} GB/s, GEMM {limits['gemm_gflop_per_s']:.1f} GFLOP/s", flush=True)
     bench = Bench(limits, rounds=rounds, budget=0.1 if args.quick else 0.25, quick=args.quick)
-    results, curves, seconds = [], [], {}
+    results, curves, seconds, sharing = [], [], {}, {}
     for name in args.names or list(cases.CASES):
+        sharing[name] = [round(sharing_probe(), 2)]
         t0 = time.perf_counter()
         for item in cases.CASES[name](bench):
             if isinstance(item, Result):
@@ -75,7 +85,9 @@ def main(argv: list[str] | None = None) -> int:
                 slopes = ", ".join(f"{k} {v:.2f}" for k, v in item["slopes"].items() if v is not None)
                 print(f"curve {item['case']}: slopes {slopes}", flush=True)
         seconds[name] = round(time.perf_counter() - t0, 1)
-        print(f"  ({name} took {seconds[name]:.0f} s)", flush=True)
+        sharing[name].append(round(sharing_probe(), 2))
+        print(f"  ({name} took {seconds[name]:.0f} s; sharing probe {sharing[name][0]:.2f} before, "
+              f"{sharing[name][1]:.2f} after)", flush=True)
     report = {
         "measured": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "commit": _commit(),
@@ -86,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         "results": results,
         "curves": curves,
         "case_seconds": seconds,
+        "sharing_probe": sharing,
         "seconds": round(time.perf_counter() - start, 1),
     }
     out_path.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")

@@ -177,6 +177,36 @@ def gemm_throughput(n: int = 2048, rounds: int = 3) -> float:
     return 2 * n**3 / t / 1e9
 
 
+def sharing_probe(repeats: int = 5, blocks: int = 16) -> float:
+    """How expensive it is for one thread to read what the other thread has just written.
+
+    Each block is a 1024×512 float32 matrix product on two threads (MKL gives each thread half of
+    the rows), and the calling thread then reads half of the rows with NumPy's argmin: in loop A
+    the half it wrote itself, in loop B the half the other thread wrote. Returns the median over
+    ``repeats`` interleaved pairs of time(B) / time(A). About 1.05 in this machine's normal state and
+    about 1.9 in its other state (see the Performance page), where data moves slowly between the
+    two cores.
+    """
+    import numpy as np
+
+    g = torch.Generator().manual_seed(0)
+    x, c = torch.randn(blocks * 1024, 64, generator=g), torch.randn(512, 64, generator=g)
+    e2, ct = c.pow(2).sum(1), c.t()
+    scores = torch.empty(1024, 512)
+    index = np.empty(512, dtype=np.int64)
+
+    def loop(rows: slice) -> float:
+        t0 = time.perf_counter()
+        for b in range(blocks):
+            torch.addmm(e2, x[b * 1024:(b + 1) * 1024], ct, beta=1.0, alpha=-2.0, out=scores)
+            np.argmin(scores.numpy()[rows], axis=1, out=index)
+        return time.perf_counter() - t0
+
+    own, other = slice(0, 512), slice(512, 1024)
+    loop(own), loop(other)  # warm up
+    return statistics.median(loop(other) / loop(own) for _ in range(repeats))
+
+
 def fit_slope(sizes: list[float], seconds: list[float]) -> float | None:
     """Least-squares slope of log(seconds) against log(size) (None with fewer than two points)."""
     pts = [(math.log(s), math.log(t)) for s, t in zip(sizes, seconds, strict=True) if t and t > 0]

@@ -480,10 +480,11 @@ class _Divide(torch.autograd.Function):
     The division runs over the one-pass iteration's row blocks, from the last to the first: that
     iteration has just read ``weight`` from first to last, so its last blocks may still be in cache,
     and each half of a block is divided by the thread that read it there (an elementwise operation
-    splits its range in halves, as the batched product split the block). Measured on 4096x4096
-    float32 with the iteration before it: about 7.0 ms, against 7.5 ms for one division and 8.0 ms
-    for 2 MiB blocks, which split each half between the threads (in the machine state where data
-    read by the other core is expensive; see the Performance page).
+    splits its range in halves, as the batched product split the block). Iteration and division on
+    4096x4096 float32, medians on the benchmark machine: 6.7 ms, against 7.3 ms for one division
+    and 7.7 ms for 2 MiB blocks (which split each half between the threads) in the state where data
+    read by the other core is expensive, and 8.1, 8.6 and 8.4 ms in the normal state (see the
+    Performance page).
     """
 
     @staticmethod
