@@ -82,7 +82,15 @@ def test_nearest_code_precomputed_norms_and_batch_shape():
     assert torch.equal(out, nearest_code_reference(z, e))
 
 
-def test_nearest_code_ties_go_to_the_lowest_index():
+@pytest.fixture(params=["tagged", "numpy"])
+def scan(request, monkeypatch):
+    """Run a nearest-code test through the tagged parallel scan and through the NumPy scan that small
+    problems take."""
+    monkeypatch.setattr(vqvae, "_SMALL_ENTRIES", 0 if request.param == "tagged" else 1 << 62)
+    return request.param
+
+
+def test_nearest_code_ties_go_to_the_lowest_index(scan):
     e = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [-1.0, 0.0]], dtype=torch.float64)
     z = torch.tensor([[1.0, 0.0], [0.5, 0.5], [0.0, 0.0], [2.0, 0.0]], dtype=torch.float64)
     # duplicate code 0/2 -> 0; equidistant from codes 0 and 1 -> 0; origin is equidistant from all -> 0
@@ -91,7 +99,7 @@ def test_nearest_code_ties_go_to_the_lowest_index():
     assert torch.equal(nearest_code_reference(z, e), want)
 
 
-def test_nearest_code_blocks_agree_with_one_matrix_and_the_reference(monkeypatch):
+def test_nearest_code_blocks_agree_with_one_matrix_and_the_reference(monkeypatch, scan):
     """The blocked path (several blocks, a ragged last one, ties, a non-contiguous input with a
     gradient) gives the indices of the single-addmm path and of the slow reference."""
     monkeypatch.setattr(vqvae, "_BLOCK_ENTRIES", 7 * 24)  # 24 codes: blocks of 7 rows
@@ -120,6 +128,7 @@ def test_nearest_code_tags_send_exactly_the_tied_rows_to_numpy(monkeypatch):
         return numpy_argmin(flat, codes_t, e2)
 
     monkeypatch.setattr(vqvae, "_argmin_in_blocks", spy)
+    monkeypatch.setattr(vqvae, "_SMALL_ENTRIES", 0)  # the tagged scan, however small the problem
     for dtype in (torch.float64, torch.float32):
         seen.clear()
         idx = nearest_code(z.to(dtype), e.to(dtype))
@@ -141,7 +150,7 @@ def test_nearest_code_tag_offset_and_numpy_path(monkeypatch):
 
 
 @pytest.mark.parametrize("k", [2, 11, 24, 40, 100])
-def test_nearest_code_identical_codes_are_one_code(k):
+def test_nearest_code_identical_codes_are_one_code(k, scan):
     """Two equal codes are always tied, even where the matrix product rounds their scores apart
     (they sit in different register tiles): every vector gets the lower index, as in the reference."""
     z, e = _data(n=400, k=k, d=4, seed=k)
@@ -163,6 +172,9 @@ def test_nearest_code_property_float64(n, k, d, seed):
     z, e = _data(n, k, d, seed=seed)
     idx = nearest_code(z, e)
     assert torch.equal(idx, nearest_code_reference(z, e))
+    with pytest.MonkeyPatch.context() as mp:  # small problems take NumPy's scan; the tagged one agrees
+        mp.setattr(vqvae, "_SMALL_ENTRIES", 0)
+        assert torch.equal(nearest_code(z, e), idx)
     # invariant to translating both vectors and codes, and to permuting codes (up to relabelling)
     shift = torch.randn(d, generator=_gen(seed + 1), dtype=torch.float64)
     assert torch.equal(nearest_code(z + shift, e + shift), idx)
@@ -170,7 +182,7 @@ def test_nearest_code_property_float64(n, k, d, seed):
     torch.testing.assert_close(e[perm][nearest_code(z, e[perm])], e[idx])
 
 
-def test_nearest_code_degenerate_inputs():
+def test_nearest_code_degenerate_inputs(scan):
     e = torch.randn(5, 3, generator=_gen())
     assert nearest_code(torch.zeros(0, 3), e).shape == (0,)
     assert torch.equal(nearest_code(torch.zeros(4, 3), torch.zeros(1, 3)), torch.zeros(4, dtype=torch.long))
