@@ -23,7 +23,7 @@ baselines of the page live in [`kexue.experiments.vqvae`][kexue.experiments.vqva
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -285,33 +285,39 @@ def _nearest_in_blocks(flat: Tensor, codebook: Tensor, code_sqnorms: Tensor | No
     with torch.no_grad():  # indices have no gradient; out= needs tensors outside autograd
         flat, codebook = flat.detach(), codebook.detach()
         e2 = codebook.pow(2).sum(1) if code_sqnorms is None else code_sqnorms.detach()
-        n, k = flat.shape[0], codebook.shape[0]
+        n, k, codes_t = flat.shape[0], codebook.shape[0], codebook.t()
         if flat.device.type != "cpu":
-            index = torch.addmm(e2, flat, codebook.t(), beta=1.0, alpha=-2.0).argmin(dim=1)
+            index = torch.addmm(e2, flat, codes_t, beta=1.0, alpha=-2.0).argmin(dim=1)
         elif n * k <= _SMALL_ENTRIES or (offset := _tag_offset(k, flat.dtype)) is None:
-            index = _argmin_in_blocks(flat, codebook.t(), e2)  # a small problem, or too many codes to tag
+            index = _argmin_in_blocks(flat, codes_t, e2)  # a small problem, or too many codes to tag
         else:
-            index = _tagged_argmin_in_blocks(flat, codebook.t(), e2, offset)
+            index = _tagged_argmin_in_blocks(flat, codes_t, e2, offset)
         # a matrix product may round the scores of two identical codes differently (their columns
         # fall in different register tiles): identical codes are one code, the lowest index
         return index if (lowest := _lowest_equal_code(codebook)) is None else lowest[index]
 
 
+def _score_blocks(flat: Tensor, codes_t: Tensor, e2: Tensor) -> Iterator[tuple[slice, Tensor]]:
+    """Yield ``(rows, scores)``: ``|e_k|^2 - 2 z.e_k`` for each block of at most ``_BLOCK_ENTRIES`` scores, the
+    vectors ``flat[rows]``, computed into one buffer that the next block overwrites."""
+    n, k = flat.shape[0], codes_t.shape[1]
+    step = max(16, _BLOCK_ENTRIES // k)
+    buffer = torch.empty(min(step, n), k, dtype=flat.dtype)
+    for start in range(0, n, step):
+        block = flat[start : start + step]
+        out = buffer[: block.shape[0]]
+        torch.addmm(e2, block, codes_t, beta=1.0, alpha=-2.0, out=out)
+        yield slice(start, start + block.shape[0]), out
+
+
 def _tagged_argmin_in_blocks(flat: Tensor, codes_t: Tensor, e2: Tensor, offset: float) -> Tensor:
     """``argmin_k (|e_k|^2 - 2 z.e_k)`` by parallel reductions on each score block (exact; see ``nearest_code``)."""
-    n, k = flat.shape[0], codes_t.shape[1]
-    rows = max(16, _BLOCK_ENTRIES // k)
-    scores = torch.empty(min(rows, n), k, dtype=flat.dtype)
-    low = torch.empty(min(rows, n), 1, dtype=flat.dtype)
+    k = codes_t.shape[1]
     tags = torch.arange(k, dtype=flat.dtype).add_(offset)
-    found = torch.empty(n, dtype=flat.dtype)
-    for start in range(0, n, rows):
-        block = flat[start : start + rows]
-        out, m = scores[: block.shape[0]], low[: block.shape[0]]
-        torch.addmm(e2, block, codes_t, beta=1.0, alpha=-2.0, out=out)
-        torch.amin(out, 1, keepdim=True, out=m)
-        torch.eq(out, m, out=out)  # 1 where a row reaches its minimum, else 0
-        torch.sum(out.mul_(tags), 1, out=found[start : start + block.shape[0]])
+    found = torch.empty(flat.shape[0], dtype=flat.dtype)
+    for rows, out in _score_blocks(flat, codes_t, e2):
+        torch.eq(out, out.amin(1, keepdim=True), out=out)  # 1 where a row reaches its minimum, else 0
+        torch.sum(out.mul_(tags), 1, out=found[rows])
     # a row with one minimum sums to offset + k exactly; a tie sums to >= 2 * offset
     index = found.sub_(offset).long()
     if (tied := ((index < 0) | (index >= k)).nonzero().squeeze(1)).numel():
@@ -327,18 +333,10 @@ def _lowest_equal_code(codebook: Tensor) -> Tensor | None:
     sums); only when two sums agree does ``torch.unique`` compare whole rows.
     """
     k = codebook.shape[0]
-    if k < 2:
+    plain = codebook + 0.0  # -0.0 -> 0.0, so equal vectors have equal bits
+    bits = plain.view({2: torch.int16, 4: torch.int32, 8: torch.int64}[plain.element_size()])
+    if k < 2 or torch.unique(bits.sum(1, dtype=torch.int64)).numel() == k:
         return None
-    if codebook.device.type == "cpu" and codebook.dtype in (torch.float32, torch.float64):  # NumPy: less overhead
-        plain_np = codebook.numpy() + 0.0  # -0.0 -> 0.0, so equal vectors have equal bits
-        if np.unique(plain_np.view(f"i{codebook.element_size()}").sum(1, dtype=np.int64)).size == k:
-            return None
-        plain = torch.from_numpy(plain_np)
-    else:
-        plain = codebook + 0.0
-        bits = plain.view({2: torch.int16, 4: torch.int32, 8: torch.int64}[plain.element_size()])
-        if torch.unique(bits.sum(1, dtype=torch.int64)).numel() == k:
-            return None
     _, group = torch.unique(plain, dim=0, return_inverse=True)
     first = torch.full((k,), k, dtype=torch.int64, device=codebook.device)
     first.scatter_reduce_(0, group, torch.arange(k, device=codebook.device), "amin")
@@ -354,16 +352,10 @@ def _tag_offset(k: int, dtype: torch.dtype) -> float | None:
 
 
 def _argmin_in_blocks(flat: Tensor, codes_t: Tensor, e2: Tensor) -> Tensor:
-    """The same argmin with NumPy (first index on ties), for tied rows and codebooks too large to tag."""
-    n, k = flat.shape[0], codes_t.shape[1]
-    rows = max(16, _BLOCK_ENTRIES // k)
-    index = np.empty(n, dtype=np.int64)
-    scores = torch.empty(min(rows, n), k, dtype=flat.dtype)
-    for start in range(0, n, rows):
-        block = flat[start : start + rows]
-        out = scores[: block.shape[0]]
-        torch.addmm(e2, block, codes_t, beta=1.0, alpha=-2.0, out=out)
-        np.argmin(out.numpy(), axis=1, out=index[start : start + block.shape[0]])
+    """The same argmin with NumPy (first index on ties), for tied rows, small problems and codebooks too large to tag."""
+    index = np.empty(flat.shape[0], dtype=np.int64)
+    for rows, out in _score_blocks(flat, codes_t, e2):
+        np.argmin(out.numpy(), axis=1, out=index[rows])
     return torch.from_numpy(index)
 
 
