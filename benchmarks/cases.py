@@ -46,9 +46,10 @@ def _close(a: torch.Tensor, b: torch.Tensor, what: str, atol: float = 1e-4, rtol
 def rope_apply(bench: Bench) -> list[Result]:
     """RoPE on q and k of shape (1, 32, 4096, 128) float32, positions 0..4095.
 
-    Two results from the same rounds: the documented ``apply_rope`` (fresh output, tables computed
-    per call) against Hugging Face and rotary-embedding-torch, and the fast path with tables
-    built once and outputs written into reused buffers against a copy of q and k.
+    Three results from the same rounds: the documented ``apply_rope`` (fresh output, tables computed
+    per call) against Hugging Face and rotary-embedding-torch, the fast path with tables built
+    once and outputs written into reused buffers against a copy of q and k, and that fast path with
+    ``compiled=True`` (its kernel built during the parity check, before any timing).
     """
     from rotary_embedding_torch import RotaryEmbedding
     from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
@@ -79,11 +80,15 @@ def rope_apply(bench: Bench) -> list[Result]:
                                                    rope.apply_rope_tables(k, c, s_, "half", out=tk)),
         "kexue apply_rope_tables (interleaved)": lambda: (rope.apply_rope_tables(q, c, s_, "interleaved", out=tq),
                                                           rope.apply_rope_tables(k, c, s_, "interleaved", out=tk)),
+        "kexue apply_rope_tables (half, compiled)": lambda: (
+            rope.apply_rope_tables(q, c, s_, "half", out=tq, compiled=True),
+            rope.apply_rope_tables(k, c, s_, "half", out=tk, compiled=True)),
         "copy q, k (limit)": lambda: (cq.copy_(q), ck.copy_(k)),
     }
     # parity: every kexue path against the peer with the same layout
     hq, hk = impls["HF apply_rotary_pos_emb"]()
-    for name in ("kexue apply_rope (half)", "kexue apply_rope_tables (half)"):
+    for name in ("kexue apply_rope (half)", "kexue apply_rope_tables (half)", "kexue apply_rope_tables (half, compiled)"):
+        # (the compiled path builds its kernel here, before any timing)
         oq, ok = impls[name]()
         _close(oq, hq, f"{name} vs HF")
         _close(ok, hk, f"{name} vs HF")
@@ -104,7 +109,14 @@ def rope_apply(bench: Bench) -> list[Result]:
                   bound=kind, bound_reason=why),
         summarise("RoPE apply (fast path: tables once, reused buffers)", problem, "kexue apply_rope_tables (half)",
                   seconds, names=["kexue apply_rope_tables (half)", "kexue apply_rope_tables (interleaved)",
-                                  "HF apply_rotary_pos_emb", "copy q, k (limit)"],
+                                  "kexue apply_rope_tables (half, compiled)", "HF apply_rotary_pos_emb",
+                                  "copy q, k (limit)"],
+                  bytes_moved=nbytes, limit_impl="copy q, k (limit)", limit="copy bandwidth (same rounds)",
+                  bound=kind, bound_reason=why),
+        summarise("RoPE apply (fast path, compiled=True: torch.compile kernel, tables once, reused buffers)", problem,
+                  "kexue apply_rope_tables (half, compiled)", seconds,
+                  names=["kexue apply_rope_tables (half, compiled)", "kexue apply_rope_tables (half)",
+                         "HF apply_rotary_pos_emb", "copy q, k (limit)"],
                   bytes_moved=nbytes, limit_impl="copy q, k (limit)", limit="copy bandwidth (same rounds)",
                   bound=kind, bound_reason=why),
     ]

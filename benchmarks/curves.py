@@ -92,6 +92,17 @@ def rope() -> CurveSpec:
         tq, tk = torch.empty_like(q), torch.empty_like(k)
         return lambda: (R.apply_rope_tables(q, c, s, "half", out=tq), R.apply_rope_tables(k, c, s, "half", out=tk))
 
+    def ours_compiled(n: int) -> Callable[[], object]:
+        from kexue import rope as R
+
+        q, k, pos = inputs(n)
+        c, s = R.rope_tables(pos, R.frequencies(d), q.dtype)
+        tq, tk = torch.empty_like(q), torch.empty_like(k)
+        call = lambda: (R.apply_rope_tables(q, c, s, "half", out=tq, compiled=True),
+                        R.apply_rope_tables(k, c, s, "half", out=tk, compiled=True))
+        call()  # compile here (the first size, then once more with symbolic sizes), not in the timed calls
+        return call
+
     def hf(n: int) -> Callable[[], object]:
         from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
@@ -119,6 +130,7 @@ def rope() -> CurveSpec:
         "RoPE apply", "sequence length L", f"q, k: 1x{heads}xLx{d} float32", [2**i for i in range(9, 17)],
         [512, 2048, 8192],
         {"kexue apply_rope (half)": ours, "kexue apply_rope_tables (half, reused buffers)": ours_tables,
+         "kexue apply_rope_tables (half, compiled)": ours_compiled,
          "HF apply_rotary_pos_emb": hf, "rotary-embedding-torch": ret, "copy q, k (limit)": copy},
         limit="copy q, k (limit)", fit_above=4096)
 

@@ -590,6 +590,68 @@ def test_apply_rope_tables_equals_apply_rope(layout, dtype):
     assert torch.equal(R.apply_rope_tables(x, cos, sin, layout), got)
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
+def test_apply_rope_tables_compiled_matches_the_reference(dtype):
+    # compiled=True (half layout): torch.compile's one-pass kernel against the slow reference and
+    # the eager fast path; low precision is computed in float32 inside the kernel and rounded once,
+    # so it is never further from the exact rotation of its inputs than the eager path
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(2, 3, 50, 16, generator=g, dtype=torch.float64).to(dtype)
+    pos = torch.arange(50) * 7
+    theta = R.frequencies(16, method="ntk", k=4.0)
+    cos, sin = R.rope_tables(pos, theta, dtype)
+    out = torch.empty_like(x)
+    got = R.apply_rope_tables(x, cos, sin, "half", out=out, compiled=True)
+    assert got is out
+    eager = R.apply_rope_tables(x, cos, sin, "half")
+    exact = R.apply_rope_tables(x.double(), cos.double(), sin.double(), "half")  # same rounded inputs
+    if dtype == torch.bfloat16:
+        assert (got.double() - exact).abs().max() <= (eager.double() - exact).abs().max()
+        torch.testing.assert_close(got, eager, atol=2 ** -6, rtol=2 ** -7)
+    else:
+        tol = {torch.float64: 1e-12, torch.float32: 1e-5}[dtype]
+        torch.testing.assert_close(got, eager, atol=tol, rtol=tol)
+        ref = R.apply_rope_reference(x.double(), pos, theta, "half")
+        torch.testing.assert_close(got.double(), ref, atol=tol, rtol=tol)
+    # reusing the buffer gives the same answer
+    assert torch.equal(R.apply_rope_tables(x, cos, sin, "half", out=out, compiled=True), got)
+
+
+def test_apply_rope_tables_compiled_other_shapes_strides_and_layouts():
+    g = torch.Generator().manual_seed(6)
+    cos, sin = R.rope_tables(torch.arange(40), R.frequencies(16))
+    for x in (torch.randn(3, 40, 16, generator=g), torch.randn(5, 40, 16, generator=g)):  # a second shape
+        torch.testing.assert_close(R.apply_rope_tables(x, cos, sin, "half", compiled=True),
+                                   R.apply_rope_tables(x, cos, sin, "half"), atol=1e-6, rtol=1e-6)
+    xt = torch.randn(40, 3, 16, generator=g).transpose(0, 1)  # non-contiguous x and out
+    out = torch.zeros(16, 3, 40).permute(1, 2, 0)
+    got = R.apply_rope_tables(xt, cos, sin, "half", out=out, compiled=True)
+    assert got is out
+    torch.testing.assert_close(got, R.apply_rope_tables(xt.contiguous(), cos, sin, "half"), atol=1e-6, rtol=1e-6)
+    empty = torch.empty(0, 40, 16)
+    assert R.apply_rope_tables(empty, cos, sin, "half", compiled=True).shape == (0, 40, 16)
+    # the interleaved layout is one pass already and ignores the flag
+    x = torch.randn(2, 40, 16, generator=g)
+    assert torch.equal(R.apply_rope_tables(x, cos, sin, "interleaved", compiled=True),
+                       R.apply_rope_tables(x, cos, sin, "interleaved"))
+
+
+def test_apply_rope_tables_compiled_flag_and_toolchain_errors(monkeypatch):
+    x = torch.randn(4, 8)
+    cos, sin = R.rope_tables(torch.arange(4), R.frequencies(8))
+    with pytest.raises(ValueError, match="compiled"):
+        R.apply_rope_tables(x, cos, sin, "half", compiled=1)
+
+    def broken(*args):
+        raise OSError("g++: not found")
+
+    monkeypatch.setattr(R, "_compiled_half_rotation", lambda: broken)
+    with pytest.raises(RuntimeError, match=r"compiled=False") as info:
+        R.apply_rope_tables(x, cos, sin, "half", compiled=True)
+    assert "g++: not found" in str(info.value)
+    assert isinstance(info.value.__cause__, OSError)
+
+
 def test_apply_rope_tables_rejects_bad_input():
     x = torch.randn(4, 8)
     cos, sin = R.rope_tables(torch.arange(4), R.frequencies(8))
