@@ -826,8 +826,8 @@ def apply_rope_tables(
     takes about twice as long as copying ``x`` (see the Performance page).
 
     With ``compiled=True`` the half layout instead runs the formula through ``torch.compile``,
-    which fuses it into one pass over memory (about 1.1–1.4× the time of a copy on the benchmark
-    shape, against about 2× eager). The first call for each shape and dtype compiles a kernel
+    which fuses it into one pass over memory (1.2–1.7× the time of a copy on the benchmark
+    shape, against 1.9–2.4× eager). The first call for each shape and dtype compiles a kernel
     (seconds; dynamo reuses it afterwards, and after a second shape compiles one with symbolic
     sizes), and it needs a C++ compiler. Float16 and bfloat16 are computed in float32 inside the
     kernel and rounded once, so they can differ from the eager path by one rounding. The
