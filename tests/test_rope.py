@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import os
+import shutil
 
 import pytest
 import torch
@@ -590,6 +592,13 @@ def test_apply_rope_tables_equals_apply_rope(layout, dtype):
     assert torch.equal(R.apply_rope_tables(x, cos, sin, layout), got)
 
 
+# compiled=True builds its kernel with the C++ compiler Inductor uses (CXX, else g++); on a machine
+# without one these tests are skipped (CI's machines have g++, so there they run)
+needs_cxx = pytest.mark.skipif(shutil.which(os.environ.get("CXX", "g++")) is None,
+                               reason="no C++ compiler for torch.compile (CXX or g++ on PATH)")
+
+
+@needs_cxx
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
 def test_apply_rope_tables_compiled_matches_the_reference(dtype):
     # compiled=True (half layout): torch.compile's one-pass kernel against the slow reference and
@@ -617,6 +626,7 @@ def test_apply_rope_tables_compiled_matches_the_reference(dtype):
     assert torch.equal(R.apply_rope_tables(x, cos, sin, "half", out=out, compiled=True), got)
 
 
+@needs_cxx
 def test_apply_rope_tables_compiled_other_shapes_strides_and_layouts():
     g = torch.Generator().manual_seed(6)
     cos, sin = R.rope_tables(torch.arange(40), R.frequencies(16))
