@@ -19,9 +19,9 @@ from urllib.parse import unquote, urlsplit
 import nbformat
 import pytest
 import yaml
-from nbclient import NotebookClient
 
 from kexue._docs import scan_fences
+from tests._notebooks import execute
 from tests.conftest import ROOT, mini_site, mkdocs_build, mkdocs_yml
 
 sys.path.insert(0, str(ROOT / "docs" / "_hooks"))
@@ -104,8 +104,7 @@ def _text(html: str) -> str:
 def _run(nb_path: Path, cwd: Path, timeout: int = 300) -> nbformat.NotebookNode:
     nb = nbformat.read(nb_path, as_version=4)
     nbformat.validate(nb)
-    NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(cwd)}}).execute()
-    return nb
+    return execute(nb, "python3", cwd, timeout)
 
 
 def test_claims_tally_reads_the_json_not_the_table(caplog):

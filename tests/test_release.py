@@ -138,9 +138,9 @@ def test_a_site_notebook_runs_against_the_wheel_the_site_ships(built_site, tmp_p
     Its code cells are the page's copy-button code (tests/test_docs_copy.py), so this is also the
     run of a reader's copy of that page: figures must be shown, not printed as HTML."""
     import nbformat
-    from nbclient import NotebookClient
 
     from kexue._pytest_docs import page_times
+    from tests._notebooks import execute
     from tests.test_docs_copy import prints_figure_html
 
     wheel = next((built_site.site / "dist").glob("kexue-*.whl"))
@@ -159,7 +159,7 @@ def test_a_site_notebook_runs_against_the_wheel_the_site_ships(built_site, tmp_p
     workdir.mkdir()
     probe = nbformat.v4.new_code_cell("import kexue\nprint(kexue.__file__)")
     nb.cells.insert(2, probe)  # right after the install cell
-    NotebookClient(nb, timeout=600, kernel_name="kexue-wheel", resources={"metadata": {"path": str(workdir)}}).execute()
+    execute(nb, "kexue-wheel", workdir, 600)
     where = Path(nb.cells[2].outputs[0]["text"].strip())
     assert where.resolve().is_relative_to(venv.resolve()), f"the notebook imported {where}"
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
