@@ -20,10 +20,8 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import os
 import queue
 import resource
-import shutil
 import statistics
 import subprocess
 import sys
@@ -73,6 +71,8 @@ def spec(fn: Callable[[], CurveSpec]) -> Callable[[], CurveSpec]:
 
 @spec
 def rope() -> CurveSpec:
+    from kexue import rope as rope_module
+
     d, heads = 128, 8
 
     def inputs(n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -132,9 +132,8 @@ def rope() -> CurveSpec:
         "RoPE apply", "sequence length L", f"q, k: 1x{heads}xLx{d} float32", [2**i for i in range(9, 17)],
         [512, 2048, 8192],
         {"kexue apply_rope (half)": ours, "kexue apply_rope_tables (half, reused buffers)": ours_tables,
-         # compiled=True needs the C++ compiler torch.compile uses (CXX, else g++)
-         **({"kexue apply_rope_tables (half, compiled)": ours_compiled}
-            if shutil.which(os.environ.get("CXX", "g++")) else {}),
+         # compiled=True needs the C++ compiler torch.compile uses
+         **({"kexue apply_rope_tables (half, compiled)": ours_compiled} if rope_module._compiler_found() else {}),
          "HF apply_rotary_pos_emb": hf, "rotary-embedding-torch": ret, "copy q, k (limit)": copy},
         limit="copy q, k (limit)", fit_above=4096)
 

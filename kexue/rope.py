@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import functools
 import math
+import shutil
 import sys
 import warnings
 from collections.abc import Callable
@@ -770,6 +771,15 @@ def _compiled_half_rotation() -> Callable[[Tensor, Tensor, Tensor, Tensor], Tens
         warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.")
         import torch._inductor.compile_fx
     return torch.compile(_rotate_half_formula_into, fullgraph=True)
+
+
+def _compiler_found() -> bool:
+    """Whether the C++ compiler that ``torch.compile``'s CPU backend calls (Inductor's ``cpp.cxx``
+    setting: ``CXX``, else g++, clang++ on macOS) is on the PATH; tests and benchmarks of
+    ``compiled=True`` ask this before building a kernel."""
+    import torch._inductor.config as inductor_config
+
+    return shutil.which(inductor_config.cpp.cxx[1]) is not None
 
 
 def _rotate_half_compiled(x: Tensor, cos: Tensor, sin: Tensor, out: Tensor) -> Tensor:

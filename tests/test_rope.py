@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
-import shutil
 
 import pytest
 import torch
@@ -594,8 +592,7 @@ def test_apply_rope_tables_equals_apply_rope(layout, dtype):
 
 # compiled=True builds its kernel with the C++ compiler Inductor uses (CXX, else g++); on a machine
 # without one these tests are skipped (CI's machines have g++, so there they run)
-needs_cxx = pytest.mark.skipif(shutil.which(os.environ.get("CXX", "g++")) is None,
-                               reason="no C++ compiler for torch.compile (CXX or g++ on PATH)")
+needs_cxx = pytest.mark.skipif(not R._compiler_found(), reason="no C++ compiler for torch.compile (CXX or g++ on PATH)")
 
 
 @needs_cxx
